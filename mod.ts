@@ -1,0 +1,139 @@
+/**
+ * meshgate — a Consul Connect sidecar proxy and Connect-native toolkit for Deno.
+ *
+ * - {@linkcode AgentClient}: Consul's agent HTTP API on `fetch`, with blocking-query streams
+ *   ({@linkcode BlockingQuery}) usable on any runtime with fetch.
+ * - Trust: SPIFFE IDs ({@linkcode parseSpiffeId}), certificates ({@linkcode parseCertificate}),
+ *   chain checks against the mesh roots ({@linkcode verifyChain}).
+ * - {@linkcode startDevAgent}: an in-process Consul test double speaking the real HTTP
+ *   contract, with a real Connect CA, for tests and demos.
+ *
+ * @example
+ * ```ts ignore
+ * import { AgentClient, startDevAgent } from "@meshgate/meshgate";
+ *
+ * await using dev = await startDevAgent();
+ * const agent = new AgentClient({ address: dev.address });
+ * const ac = new AbortController();
+ * for await (const { value: roots } of agent.watchRoots().subscribe(ac.signal)) {
+ *   console.log("trust domain", roots.TrustDomain, "active root", roots.ActiveRootID);
+ *   ac.abort();
+ * }
+ * ```
+ * @module
+ */
+
+export {
+  type AgentCall,
+  AgentClient,
+  type AgentClientOptions,
+  type AgentQuery,
+  type AgentResponse,
+  type BlockingReadOptions,
+  type RequestOptions,
+} from "./src/agent/client.ts";
+export {
+  type BlockingFetch,
+  type BlockingParams,
+  BlockingQuery,
+  type BlockingQueryOptions,
+  type BlockingResult,
+  type BlockingStatus,
+  DEFAULT_WAIT_MS,
+  MAX_WAIT_MS,
+  type Snapshot,
+} from "./src/agent/blocking.ts";
+export {
+  AGENT_ENV_VARS,
+  type AgentConfig,
+  type AgentConnectionOptions,
+  type Environment,
+  resolveAgentConfig,
+} from "./src/agent/config.ts";
+export { DecodeFailure, type Decoder } from "./src/agent/decode.ts";
+export { formatGoDuration, parseGoDuration } from "./src/agent/duration.ts";
+export {
+  AgentConfigError,
+  AgentDecodeError,
+  AgentError,
+  AgentNetworkError,
+  type AnyAgentError,
+  isRetryable,
+} from "./src/agent/errors.ts";
+export type {
+  AgentSelf,
+  AgentService,
+  AuthorizeRequest,
+  AuthorizeResult,
+  CAConfiguration,
+  CARoot,
+  CARootList,
+  CatalogNode,
+  CatalogService,
+  CheckDefinition,
+  CompiledDiscoveryChain,
+  ConfigEntry,
+  ConnectProxyConfig,
+  DiscoveryGraphNode,
+  DiscoveryResolver,
+  DiscoveryTarget,
+  HealthCheck,
+  Intention,
+  IntentionInput,
+  LeafCert,
+  PreparedQueryResult,
+  ServiceAddress,
+  ServiceEntry,
+  ServiceRegistration,
+  ServiceWeights,
+  Upstream,
+} from "./src/agent/types.ts";
+
+export {
+  CertificateError,
+  type CertificateInfo,
+  EKU,
+  parseCertificate,
+} from "./src/trust/certificate.ts";
+export {
+  ChainError,
+  type ChainFailure,
+  verifyChain,
+  type VerifyChainOptions,
+} from "./src/trust/chain.ts";
+export { exportSec1Pem, importEcPrivateKeyPem } from "./src/trust/keys.ts";
+export {
+  colonHex,
+  decodePem,
+  encodePem,
+  type PemBlock,
+  splitPemCertificates,
+} from "./src/trust/pem.ts";
+export {
+  type AgentSpiffeId,
+  formatSpiffeId,
+  type MeshGatewaySpiffeId,
+  parseSpiffeId,
+  type ServerSpiffeId,
+  type ServiceSpiffeId,
+  serviceSpiffeId,
+  type SigningSpiffeId,
+  type SpiffeId,
+  SpiffeIdError,
+} from "./src/trust/spiffe.ts";
+
+export { ConnectCA, type ConnectCAOptions, type IssuedLeaf } from "./src/devagent/ca.ts";
+export { createDevAgent, type DevAgent, type DevAgentOptions } from "./src/devagent/app.ts";
+export type { Fault } from "./src/devagent/faults.ts";
+export {
+  type RunningDevAgent,
+  startDevAgent,
+  type StartDevAgentOptions,
+} from "./src/devagent/server.ts";
+export { type DevAgentApp } from "./src/devagent/app.ts";
+export { Catalog, type CatalogOptions } from "./src/devagent/catalog.ts";
+export { ConfigEntries } from "./src/devagent/chain.ts";
+export { Faults } from "./src/devagent/faults.ts";
+export { Intentions } from "./src/devagent/intentions.ts";
+export { Leaves, type LeavesOptions } from "./src/devagent/leaves.ts";
+export { Store } from "./src/devagent/store.ts";

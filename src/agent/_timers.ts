@@ -1,0 +1,45 @@
+// Small waiting helpers shared by the agent client. Web-standard only: setTimeout and
+// AbortSignal, looked up at call time so fake timers in tests take effect.
+
+/** Resolves after `ms`, or early (to `false`) when `signal` aborts. Leaves no timer behind. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
+  if (signal?.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve(true);
+    }, Math.max(0, ms));
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/**
+ * An abort signal that fires when `parent` aborts or after `ms`. Unlike `AbortSignal.timeout`,
+ * `clear()` removes the timer at once, so a finished request leaves nothing pending.
+ */
+export function deadline(
+  ms: number,
+  parent?: AbortSignal,
+): { signal: AbortSignal; clear: () => void; timedOut: () => boolean } {
+  const controller = new AbortController();
+  let expired = false;
+  const onAbort = () => controller.abort(parent?.reason);
+  const timer = setTimeout(() => {
+    expired = true;
+    controller.abort(new DOMException(`timed out after ${ms} ms`, "TimeoutError"));
+  }, ms);
+  if (parent?.aborted) onAbort();
+  else parent?.addEventListener("abort", onAbort, { once: true });
+  return {
+    signal: controller.signal,
+    clear: () => {
+      clearTimeout(timer);
+      parent?.removeEventListener("abort", onAbort);
+    },
+    timedOut: () => expired,
+  };
+}

@@ -1,0 +1,607 @@
+/**
+ * {@linkcode AgentClient}: Consul's agent HTTP API on nothing but `fetch`, `URL`, `Headers` and
+ * `AbortSignal`, so it runs on any runtime with fetch. Runtime-specific transport (agent TLS,
+ * unix sockets) comes in through the `fetch` option.
+ * @module
+ */
+import { deadline } from "./_timers.ts";
+import { type BlockingFetch, BlockingQuery, type BlockingQueryOptions } from "./blocking.ts";
+import {
+  type AgentConfig,
+  type AgentConnectionOptions,
+  type Environment,
+  resolveAgentConfig,
+} from "./config.ts";
+import {
+  decodeAgentSelf,
+  decodeAgentService,
+  decodeAgentServices,
+  decodeAny,
+  decodeAuthorize,
+  decodeBoolean,
+  decodeCAConfig,
+  decodeChain,
+  DecodeFailure,
+  decodeIntention,
+  decodeIntentions,
+  decodeLeaf,
+  decodePreparedQuery,
+  type Decoder,
+  decodeRoots,
+  decodeServiceEntries,
+} from "./decode.ts";
+import { AgentDecodeError, AgentError, AgentNetworkError } from "./errors.ts";
+import type {
+  AgentSelf,
+  AgentService,
+  AuthorizeRequest,
+  AuthorizeResult,
+  CAConfiguration,
+  CARootList,
+  CompiledDiscoveryChain,
+  ConfigEntry,
+  Intention,
+  IntentionInput,
+  LeafCert,
+  PreparedQueryResult,
+  ServiceEntry,
+  ServiceRegistration,
+} from "./types.ts";
+
+/** Options of an {@linkcode AgentClient}. */
+export interface AgentClientOptions extends AgentConnectionOptions {
+  /** Environment to read `CONSUL_*` variables from. @default {{}} */
+  env?: Environment;
+  /** The fetch to use; inject one bound to a runtime HTTP client for TLS or unix sockets. */
+  fetch?: typeof fetch;
+  /**
+   * Timeout of a non-blocking request in milliseconds.
+   * @default {30000}
+   */
+  requestTimeoutMs?: number;
+  /** Defaults for every blocking query the client creates. */
+  watchDefaults?: Omit<BlockingQueryOptions<unknown>, "name" | "mode" | "equals">;
+}
+
+/** Per-request options. */
+export interface RequestOptions {
+  /** Aborts the request. */
+  signal?: AbortSignal;
+  /** Overrides the client's request timeout. */
+  timeoutMs?: number;
+}
+
+/** Options of a blocking read. */
+export interface BlockingReadOptions extends RequestOptions {
+  /** Block until the index exceeds this. */
+  index?: bigint;
+  /** How long the agent may block, in ms. */
+  waitMs?: number;
+}
+
+/** A decoded answer with the metadata a watch needs. */
+export interface AgentResponse<T> {
+  /** The decoded body. */
+  value: T;
+  /** `X-Consul-Index`, when sent. */
+  index?: bigint;
+  /** `X-Consul-ContentHash`, when sent. */
+  hash?: string;
+  /** All response headers. */
+  headers: Headers;
+}
+
+/** Query parameters: `true` sends a bare flag, `false`/`undefined` nothing, arrays repeat. */
+export type AgentQuery = Record<string, string | number | boolean | undefined | string[]>;
+
+/** One request: method, path, query, body and how to decode the answer. */
+export interface AgentCall<T> {
+  /** HTTP method. */
+  method: "GET" | "PUT" | "POST" | "DELETE";
+  /** Path below the agent's base URL, e.g. `/v1/agent/self`. */
+  path: string;
+  /** Query parameters. */
+  query?: AgentQuery;
+  /** JSON body. */
+  body?: unknown;
+  /** Checks and types the answer. */
+  decode: Decoder<T>;
+  /** A 404 on this call means "none", not an error. */
+  allow404?: boolean;
+}
+
+function formatWait(ms: number): string {
+  return `${Math.ceil(ms)}ms`;
+}
+
+/**
+ * The Consul agent HTTP client. One typed method per endpoint a Connect proxy uses, plus
+ * `watch*` methods that return shared {@linkcode BlockingQuery} objects.
+ *
+ * @example
+ * ```ts ignore
+ * import { AgentClient } from "@meshgate/meshgate";
+ * const agent = new AgentClient({ address: "127.0.0.1:8500" });
+ * const { value: roots } = await agent.roots();
+ * console.log(roots.TrustDomain);
+ * const ok = await agent.authorize({
+ *   Target: "db",
+ *   ClientCertURI: `spiffe://${roots.TrustDomain}/ns/default/dc/dc1/svc/web`,
+ * });
+ * console.log(ok.Authorized, ok.Reason);
+ * ```
+ */
+export class AgentClient {
+  /** The resolved connection settings (never contains the token). */
+  readonly config: AgentConfig;
+  readonly #token?: string;
+  readonly #fetch: typeof fetch;
+  readonly #timeoutMs: number;
+  readonly #watchDefaults: AgentClientOptions["watchDefaults"];
+  readonly #watches = new Map<string, BlockingQuery<unknown>>();
+
+  /**
+   * Creates a client; nothing is sent until a method is called.
+   * @param options address, token, transport and defaults
+   */
+  constructor(options: AgentClientOptions = {}) {
+    const { config, token } = resolveAgentConfig(options, options.env ?? {});
+    this.config = config;
+    this.#token = token;
+    this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
+    this.#timeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.#watchDefaults = options.watchDefaults;
+  }
+
+  /** Whether a token is configured (the token itself is never exposed). */
+  get hasToken(): boolean {
+    return this.#token !== undefined;
+  }
+
+  /** Keeps the token out of `console.log` and `Deno.inspect`. */
+  [Symbol.for("Deno.customInspect")](): string {
+    return `AgentClient(${this.config.baseUrl}${this.hasToken ? ", token: <redacted>" : ""})`;
+  }
+
+  /** Keeps the token out of `JSON.stringify`. */
+  toJSON(): AgentConfig {
+    return this.config;
+  }
+
+  /**
+   * Performs one request and decodes the answer. Low level: prefer the typed methods.
+   * @throws {AgentError} on an HTTP error status
+   * @throws {AgentNetworkError} when the agent cannot be reached or the request times out
+   * @throws {AgentDecodeError} when the body is not what the endpoint promises
+   */
+  async request<T>(
+    call: AgentCall<T>,
+    options: RequestOptions & { blockMs?: number } = {},
+  ): Promise<AgentResponse<T>> {
+    const endpoint = `${call.method} ${call.path}`;
+    const url = new URL(call.path, this.config.baseUrl);
+    const query: AgentQuery = { ...call.query };
+    if (this.config.namespace) query.ns = this.config.namespace;
+    if (this.config.partition) query.partition = this.config.partition;
+    for (const [k, v] of Object.entries(query)) {
+      if (v === undefined || v === false) continue;
+      for (const item of Array.isArray(v) ? v : [v]) {
+        url.searchParams.append(k, v === true ? "" : String(item));
+      }
+    }
+    const headers = new Headers({ Accept: "application/json" });
+    if (this.#token) headers.set("X-Consul-Token", this.#token);
+    let body: string | undefined;
+    if (call.body !== undefined) {
+      headers.set("Content-Type", "application/json");
+      body = JSON.stringify(call.body);
+    }
+    // A blocking request may be held for wait + wait/16 (Consul's jitter); allow that plus slack.
+    const timeoutMs = options.timeoutMs ??
+      (options.blockMs ? options.blockMs + options.blockMs / 16 + 10_000 : this.#timeoutMs);
+    const timer = deadline(timeoutMs, options.signal);
+    let response: Response;
+    let text: string;
+    try {
+      response = await this.#fetch(url, {
+        method: call.method,
+        headers,
+        body,
+        signal: timer.signal,
+      });
+      text = await response.text();
+    } catch (err) {
+      if (options.signal?.aborted) throw options.signal.reason ?? err;
+      const detail = timer.timedOut()
+        ? `no answer within ${timeoutMs} ms`
+        : (err instanceof Error ? err.message : String(err));
+      throw new AgentNetworkError(endpoint, detail, { cause: err });
+    } finally {
+      timer.clear();
+    }
+    if (!response.ok) {
+      if (response.status === 404 && call.allow404) {
+        return { value: undefined as T, headers: response.headers };
+      }
+      throw new AgentError(endpoint, response.status, text.slice(0, 2000));
+    }
+    let value: T;
+    try {
+      const json = text === "" ? null : JSON.parse(text);
+      value = call.decode(json);
+    } catch (err) {
+      const detail = err instanceof DecodeFailure
+        ? err.detail
+        : `invalid JSON (${(err as Error).message})`;
+      throw new AgentDecodeError(endpoint, detail, { cause: err });
+    }
+    const indexHeader = response.headers.get("X-Consul-Index");
+    let index: bigint | undefined;
+    if (indexHeader !== null) {
+      try {
+        index = BigInt(indexHeader);
+      } catch {
+        throw new AgentDecodeError(endpoint, `X-Consul-Index "${indexHeader}" is not a number`);
+      }
+    }
+    return {
+      value,
+      index,
+      hash: response.headers.get("X-Consul-ContentHash") ?? undefined,
+      headers: response.headers,
+    };
+  }
+
+  #blocking<T>(call: AgentCall<T>, opts: BlockingReadOptions = {}): Promise<AgentResponse<T>> {
+    const blocking = opts.index !== undefined && opts.index > 0n;
+    const query: AgentQuery = { ...call.query };
+    if (blocking) query.index = opts.index!.toString();
+    if (opts.waitMs !== undefined) query.wait = formatWait(opts.waitMs);
+    return this.request({ ...call, query }, {
+      ...opts,
+      blockMs: blocking ? opts.waitMs ?? 300_000 : undefined,
+    });
+  }
+
+  // ---- CA --------------------------------------------------------------------------------
+
+  /** `GET /v1/agent/connect/ca/roots`: the trusted roots (blocking by index). */
+  roots(opts?: BlockingReadOptions): Promise<AgentResponse<CARootList>> {
+    return this.#blocking({
+      method: "GET",
+      path: "/v1/agent/connect/ca/roots",
+      decode: decodeRoots,
+    }, opts);
+  }
+
+  /** `GET /v1/agent/connect/ca/leaf/:service`: the leaf for a service **name** (blocking). */
+  leaf(service: string, opts?: BlockingReadOptions): Promise<AgentResponse<LeafCert>> {
+    return this.#blocking({
+      method: "GET",
+      path: `/v1/agent/connect/ca/leaf/${encodeURIComponent(service)}`,
+      decode: decodeLeaf,
+    }, opts);
+  }
+
+  /** `GET /v1/connect/ca/configuration`. */
+  async caConfiguration(opts?: RequestOptions): Promise<CAConfiguration> {
+    return (await this.request({
+      method: "GET",
+      path: "/v1/connect/ca/configuration",
+      decode: decodeCAConfig,
+    }, opts)).value;
+  }
+
+  /** `PUT /v1/connect/ca/configuration`: new key material rotates the root. */
+  async setCAConfiguration(config: CAConfiguration, opts?: RequestOptions): Promise<void> {
+    await this.request({
+      method: "PUT",
+      path: "/v1/connect/ca/configuration",
+      body: config,
+      decode: decodeAny,
+    }, opts);
+  }
+
+  // ---- authorization ---------------------------------------------------------------------
+
+  /** `POST /v1/agent/connect/authorize`. A denial is a result, not an error. */
+  async authorize(req: AuthorizeRequest, opts?: RequestOptions): Promise<AuthorizeResult> {
+    return (await this.request({
+      method: "POST",
+      path: "/v1/agent/connect/authorize",
+      body: req,
+      decode: decodeAuthorize,
+    }, opts)).value;
+  }
+
+  // ---- services --------------------------------------------------------------------------
+
+  /** `GET /v1/agent/service/:id` (blocking by hash). */
+  service(
+    id: string,
+    opts: RequestOptions & { hash?: string; waitMs?: number } = {},
+  ): Promise<AgentResponse<AgentService>> {
+    return this.request({
+      method: "GET",
+      path: `/v1/agent/service/${encodeURIComponent(id)}`,
+      query: {
+        hash: opts.hash,
+        wait: opts.hash && opts.waitMs !== undefined ? formatWait(opts.waitMs) : undefined,
+      },
+      decode: decodeAgentService,
+    }, { ...opts, blockMs: opts.hash ? opts.waitMs ?? 300_000 : undefined });
+  }
+
+  /** `GET /v1/agent/services`, optionally with a `filter` expression. */
+  async services(
+    opts: RequestOptions & { filter?: string } = {},
+  ): Promise<Record<string, AgentService>> {
+    return (await this.request({
+      method: "GET",
+      path: "/v1/agent/services",
+      query: { filter: opts.filter },
+      decode: decodeAgentServices,
+    }, opts)).value;
+  }
+
+  /** `PUT /v1/agent/service/register`. */
+  async register(
+    registration: ServiceRegistration,
+    opts: RequestOptions & { replaceExistingChecks?: boolean } = {},
+  ): Promise<void> {
+    await this.request({
+      method: "PUT",
+      path: "/v1/agent/service/register",
+      query: { "replace-existing-checks": opts.replaceExistingChecks },
+      body: registration,
+      decode: decodeAny,
+    }, opts);
+  }
+
+  /** `PUT /v1/agent/service/deregister/:id`. */
+  async deregister(serviceId: string, opts?: RequestOptions): Promise<void> {
+    await this.request({
+      method: "PUT",
+      path: `/v1/agent/service/deregister/${encodeURIComponent(serviceId)}`,
+      decode: decodeAny,
+    }, opts);
+  }
+
+  /** `PUT /v1/agent/check/{pass,warn,fail}/:id` with an optional note. */
+  async setCheck(
+    checkId: string,
+    status: "pass" | "warn" | "fail",
+    opts: RequestOptions & { note?: string } = {},
+  ): Promise<void> {
+    await this.request({
+      method: "PUT",
+      path: `/v1/agent/check/${status}/${encodeURIComponent(checkId)}`,
+      query: { note: opts.note },
+      decode: decodeAny,
+    }, opts);
+  }
+
+  /** `PUT /v1/agent/check/update/:id`. */
+  async updateCheck(
+    checkId: string,
+    update: { Status: "passing" | "warning" | "critical"; Output?: string },
+    opts?: RequestOptions,
+  ): Promise<void> {
+    await this.request({
+      method: "PUT",
+      path: `/v1/agent/check/update/${encodeURIComponent(checkId)}`,
+      body: update,
+      decode: decodeAny,
+    }, opts);
+  }
+
+  /** `GET /v1/agent/self`. */
+  async self(opts?: RequestOptions): Promise<AgentSelf> {
+    return (await this.request({
+      method: "GET",
+      path: "/v1/agent/self",
+      decode: decodeAgentSelf,
+    }, opts)).value;
+  }
+
+  // ---- discovery -------------------------------------------------------------------------
+
+  /** `GET /v1/discovery-chain/:service`: the compiled chain (blocking by index). */
+  discoveryChain(
+    service: string,
+    opts: BlockingReadOptions & { compileDc?: string } = {},
+  ): Promise<AgentResponse<CompiledDiscoveryChain>> {
+    return this.#blocking({
+      method: "GET",
+      path: `/v1/discovery-chain/${encodeURIComponent(service)}`,
+      query: { "compile-dc": opts.compileDc },
+      decode: decodeChain,
+    }, opts);
+  }
+
+  /** `GET /v1/health/connect/:service`: mesh endpoints of a service (blocking by index). */
+  healthConnect(
+    service: string,
+    opts: BlockingReadOptions & { passing?: boolean; dc?: string; tags?: string[] } = {},
+  ): Promise<AgentResponse<ServiceEntry[]>> {
+    return this.#blocking({
+      method: "GET",
+      path: `/v1/health/connect/${encodeURIComponent(service)}`,
+      query: { passing: opts.passing, dc: opts.dc, tag: opts.tags },
+      decode: decodeServiceEntries,
+    }, opts);
+  }
+
+  /** `GET /v1/query/:name/execute?connect=true`: a prepared query's mesh endpoints. */
+  async preparedQuery(
+    name: string,
+    opts: RequestOptions & { dc?: string } = {},
+  ): Promise<PreparedQueryResult> {
+    return (await this.request({
+      method: "GET",
+      path: `/v1/query/${encodeURIComponent(name)}/execute`,
+      query: { connect: "true", dc: opts.dc },
+      decode: decodePreparedQuery,
+    }, opts)).value;
+  }
+
+  // ---- intentions and config entries -----------------------------------------------------
+
+  /** `GET /v1/connect/intentions/exact`; `undefined` when there is none. */
+  async intention(
+    source: string,
+    destination: string,
+    opts?: RequestOptions,
+  ): Promise<Intention | undefined> {
+    return (await this.request({
+      method: "GET",
+      path: "/v1/connect/intentions/exact",
+      query: { source, destination },
+      decode: decodeIntention,
+      allow404: true,
+    }, opts)).value;
+  }
+
+  /** `PUT /v1/connect/intentions/exact`: creates or replaces one intention. */
+  async upsertIntention(
+    source: string,
+    destination: string,
+    input: IntentionInput,
+    opts?: RequestOptions,
+  ): Promise<boolean> {
+    return (await this.request({
+      method: "PUT",
+      path: "/v1/connect/intentions/exact",
+      query: { source, destination },
+      body: { SourceType: "consul", ...input },
+      decode: decodeBoolean,
+    }, opts)).value;
+  }
+
+  /** `DELETE /v1/connect/intentions/exact` (deleting a missing one is not an error). */
+  async deleteIntention(source: string, destination: string, opts?: RequestOptions): Promise<void> {
+    await this.request({
+      method: "DELETE",
+      path: "/v1/connect/intentions/exact",
+      query: { source, destination },
+      decode: decodeAny,
+    }, opts);
+  }
+
+  /** `GET /v1/connect/intentions` (blocking by index), optionally filtered. */
+  intentions(
+    opts: BlockingReadOptions & { filter?: string } = {},
+  ): Promise<AgentResponse<Intention[]>> {
+    return this.#blocking({
+      method: "GET",
+      path: "/v1/connect/intentions",
+      query: { filter: opts.filter },
+      decode: decodeIntentions,
+    }, opts);
+  }
+
+  /** `PUT /v1/config`: writes a config entry (resolver, splitter, defaults…). */
+  async putConfigEntry(entry: ConfigEntry, opts?: RequestOptions): Promise<void> {
+    await this.request({ method: "PUT", path: "/v1/config", body: entry, decode: decodeAny }, opts);
+  }
+
+  /** `DELETE /v1/config/:kind/:name`. */
+  async deleteConfigEntry(kind: string, name: string, opts?: RequestOptions): Promise<void> {
+    await this.request({
+      method: "DELETE",
+      path: `/v1/config/${encodeURIComponent(kind)}/${encodeURIComponent(name)}`,
+      decode: decodeAny,
+    }, opts);
+  }
+
+  // ---- watches ---------------------------------------------------------------------------
+
+  /**
+   * A shared blocking query: calls with the same `key` get the same query object, so several
+   * consumers of one resource cost one request loop.
+   */
+  watch<T>(
+    key: string,
+    fetch: BlockingFetch<T>,
+    options: BlockingQueryOptions<T> = {},
+  ): BlockingQuery<T> {
+    const existing = this.#watches.get(key);
+    if (existing) return existing as BlockingQuery<T>;
+    const query: BlockingQuery<T> = new BlockingQuery(
+      fetch,
+      { ...this.#watchDefaults, name: key, ...options } as BlockingQueryOptions<T>,
+      () => {
+        if (this.#watches.get(key) === query) this.#watches.delete(key);
+      },
+    );
+    this.#watches.set(key, query as BlockingQuery<unknown>);
+    return query;
+  }
+
+  /** Watches the CA roots. */
+  watchRoots(options?: BlockingQueryOptions<CARootList>): BlockingQuery<CARootList> {
+    return this.watch("roots", (p) => this.roots(p), options);
+  }
+
+  /** Watches the leaf certificate of a service name. */
+  watchLeaf(service: string, options?: BlockingQueryOptions<LeafCert>): BlockingQuery<LeafCert> {
+    return this.watch(`leaf:${service}`, (p) => this.leaf(service, p), options);
+  }
+
+  /** Watches a local service registration by hash. */
+  watchService(
+    id: string,
+    options?: BlockingQueryOptions<AgentService>,
+  ): BlockingQuery<AgentService> {
+    return this.watch(
+      `service:${id}`,
+      (p) => this.service(id, { hash: p.hash, waitMs: p.waitMs, signal: p.signal }),
+      { ...options, mode: "hash" },
+    );
+  }
+
+  /** Watches a compiled discovery chain. */
+  watchDiscoveryChain(
+    service: string,
+    options?: BlockingQueryOptions<CompiledDiscoveryChain>,
+  ): BlockingQuery<CompiledDiscoveryChain> {
+    return this.watch(`chain:${service}`, (p) => this.discoveryChain(service, p), options);
+  }
+
+  /** Watches the healthy mesh endpoints of a service (`passing` only by default). */
+  watchHealthConnect(
+    service: string,
+    opts: { passing?: boolean; dc?: string } = {},
+    options?: BlockingQueryOptions<ServiceEntry[]>,
+  ): BlockingQuery<ServiceEntry[]> {
+    const passing = opts.passing ?? true;
+    return this.watch(
+      `health:${service}:${opts.dc ?? ""}:${passing}`,
+      (p) => this.healthConnect(service, { ...p, passing, dc: opts.dc }),
+      options,
+    );
+  }
+
+  /** Watches the intentions list, optionally filtered. */
+  watchIntentions(
+    filter?: string,
+    options?: BlockingQueryOptions<Intention[]>,
+  ): BlockingQuery<Intention[]> {
+    return this.watch(
+      `intentions:${filter ?? ""}`,
+      (p) => this.intentions({ ...p, filter }),
+      options,
+    );
+  }
+
+  /** Stops every watch this client created. */
+  async close(): Promise<void> {
+    await Promise.all([...this.#watches.values()].map((w) => w.close()));
+    this.#watches.clear();
+  }
+
+  /** Same as {@linkcode AgentClient.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

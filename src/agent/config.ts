@@ -1,0 +1,149 @@
+/**
+ * How the agent client finds and authenticates to the Consul agent: the same environment
+ * variables the Consul CLI reads, with explicit options taking precedence.
+ * @module
+ */
+import { AgentConfigError } from "./errors.ts";
+
+/** Settings for reaching the agent; every field overrides its environment variable. */
+export interface AgentConnectionOptions {
+  /**
+   * Agent address: `host:port`, `http://…`, `https://…` or `unix:///path`
+   * (`CONSUL_HTTP_ADDR`).
+   * @default {"127.0.0.1:8500"}
+   */
+  address?: string;
+  /** ACL token sent as `X-Consul-Token` (`CONSUL_HTTP_TOKEN`). Never logged. */
+  token?: string;
+  /** File holding the token (`CONSUL_HTTP_TOKEN_FILE`); read by the runtime adapter. */
+  tokenFile?: string;
+  /** Use HTTPS for a `host:port` address (`CONSUL_HTTP_SSL`). */
+  ssl?: boolean;
+  /** Verify the agent's certificate (`CONSUL_HTTP_SSL_VERIFY`). @default {true} */
+  sslVerify?: boolean;
+  /** CA bundle for the agent's HTTPS certificate (`CONSUL_CACERT`). */
+  caFile?: string;
+  /** Client certificate for the agent (`CONSUL_CLIENT_CERT`). */
+  clientCert?: string;
+  /** Client key for the agent (`CONSUL_CLIENT_KEY`). */
+  clientKey?: string;
+  /** Server name to verify on the agent's certificate (`CONSUL_TLS_SERVER_NAME`). */
+  tlsServerName?: string;
+  /** Enterprise namespace (`CONSUL_NAMESPACE`); sent as `ns` only when set. */
+  namespace?: string;
+  /** Enterprise admin partition (`CONSUL_PARTITION`); sent only when set. */
+  partition?: string;
+}
+
+/** The resolved connection settings. The token is kept out of this object on purpose. */
+export interface AgentConfig {
+  /** Base URL for requests; `http://localhost` for unix sockets. */
+  baseUrl: string;
+  /** `http`, `https` or `unix`. */
+  transport: "http" | "https" | "unix";
+  /** The socket path for `unix://` addresses. */
+  socketPath?: string;
+  /** Token file to read, if the token is not given directly. */
+  tokenFile?: string;
+  /** Whether to verify the agent's certificate. */
+  sslVerify: boolean;
+  /** CA bundle path. */
+  caFile?: string;
+  /** Client certificate path. */
+  clientCert?: string;
+  /** Client key path. */
+  clientKey?: string;
+  /** TLS server name. */
+  tlsServerName?: string;
+  /** Namespace to send, if any. */
+  namespace?: string;
+  /** Partition to send, if any. */
+  partition?: string;
+}
+
+/** Environment variables the client reads, as the Consul CLI names them. */
+export const AGENT_ENV_VARS = [
+  "CONSUL_HTTP_ADDR",
+  "CONSUL_HTTP_TOKEN",
+  "CONSUL_HTTP_TOKEN_FILE",
+  "CONSUL_HTTP_SSL",
+  "CONSUL_HTTP_SSL_VERIFY",
+  "CONSUL_CACERT",
+  "CONSUL_CLIENT_CERT",
+  "CONSUL_CLIENT_KEY",
+  "CONSUL_TLS_SERVER_NAME",
+  "CONSUL_NAMESPACE",
+  "CONSUL_PARTITION",
+] as const;
+
+/** A read-only view of environment variables (e.g. `Deno.env.toObject()`, `process.env`). */
+export type Environment = Readonly<Record<string, string | undefined>>;
+
+function parseBool(name: string, value: string | undefined): boolean | undefined {
+  if (value === undefined || value === "") return undefined;
+  // Go's strconv.ParseBool, which the Consul CLI uses.
+  if (["1", "t", "T", "true", "TRUE", "True"].includes(value)) return true;
+  if (["0", "f", "F", "false", "FALSE", "False"].includes(value)) return false;
+  throw new AgentConfigError(name, `"${value}" is not a boolean`);
+}
+
+/**
+ * Resolves connection settings from options and environment, options first.
+ * Returns the config and the token separately, so the config can be logged.
+ *
+ * @example
+ * ```ts
+ * import { resolveAgentConfig } from "@meshgate/meshgate";
+ * const { config } = resolveAgentConfig({}, { CONSUL_HTTP_ADDR: "https://10.0.0.5:8501" });
+ * console.log(config.baseUrl); // https://10.0.0.5:8501
+ * ```
+ */
+export function resolveAgentConfig(
+  options: AgentConnectionOptions = {},
+  env: Environment = {},
+): { config: AgentConfig; token?: string } {
+  const addrSetting = options.address !== undefined ? "address" : "CONSUL_HTTP_ADDR";
+  const address = (options.address ?? env.CONSUL_HTTP_ADDR ?? "").trim() || "127.0.0.1:8500";
+  const ssl = options.ssl ?? parseBool("CONSUL_HTTP_SSL", env.CONSUL_HTTP_SSL) ?? false;
+  const sslVerify = options.sslVerify ??
+    parseBool("CONSUL_HTTP_SSL_VERIFY", env.CONSUL_HTTP_SSL_VERIFY) ?? true;
+  const common = {
+    tokenFile: options.tokenFile ?? (env.CONSUL_HTTP_TOKEN_FILE || undefined),
+    sslVerify,
+    caFile: options.caFile ?? (env.CONSUL_CACERT || undefined),
+    clientCert: options.clientCert ?? (env.CONSUL_CLIENT_CERT || undefined),
+    clientKey: options.clientKey ?? (env.CONSUL_CLIENT_KEY || undefined),
+    tlsServerName: options.tlsServerName ?? (env.CONSUL_TLS_SERVER_NAME || undefined),
+    namespace: options.namespace ?? (env.CONSUL_NAMESPACE || undefined),
+    partition: options.partition ?? (env.CONSUL_PARTITION || undefined),
+  };
+  const token = options.token ?? (env.CONSUL_HTTP_TOKEN || undefined);
+  let config: AgentConfig;
+  if (address.startsWith("unix://")) {
+    const socketPath = address.slice("unix://".length);
+    if (!socketPath) throw new AgentConfigError(addrSetting, "unix:// address has no path");
+    config = { ...common, baseUrl: "http://localhost", transport: "unix", socketPath };
+  } else {
+    const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(address)
+      ? address
+      : `${ssl ? "https" : "http"}://${address}`;
+    let url: URL;
+    try {
+      url = new URL(withScheme);
+    } catch {
+      throw new AgentConfigError(addrSetting, `"${address}" is not a valid address`);
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new AgentConfigError(addrSetting, `unsupported scheme ${url.protocol}`);
+    }
+    if (url.pathname !== "/" || url.search) {
+      throw new AgentConfigError(addrSetting, `"${address}" must not have a path or query`);
+    }
+    config = {
+      ...common,
+      baseUrl: url.origin,
+      transport: url.protocol === "https:" ? "https" : "http",
+    };
+  }
+  return { config, token };
+}

@@ -1,0 +1,147 @@
+/**
+ * What meshgate reads from an X.509 certificate, parsed once with `@peculiar/x509`.
+ * @module
+ */
+import { x509 } from "./_x509.ts";
+import { colonHex, decodePem } from "./pem.ts";
+
+/** The fields of a certificate the mesh cares about. */
+export interface CertificateInfo {
+  /** Colon-hex serial, minimal bytes (Consul's format). */
+  serial: string;
+  /** Subject DN (often empty on current Consul leaves). */
+  subject: string;
+  /** Issuer DN. */
+  issuer: string;
+  /** Validity start. */
+  notBefore: Date;
+  /** Validity end. */
+  notAfter: Date;
+  /** URI SANs in order; the first is the identity. */
+  uris: string[];
+  /** DNS SANs. */
+  dnsNames: string[];
+  /** Colon-hex Subject Key Identifier, if present. */
+  subjectKeyId?: string;
+  /** Colon-hex Authority Key Identifier, if present. */
+  authorityKeyId?: string;
+  /** Colon-hex SHA-1 of the DER: Consul's root `ID`. */
+  sha1Fingerprint: string;
+  /** Whether BasicConstraints says CA. */
+  isCA: boolean;
+  /** `ec` or `rsa` (or another algorithm name, lowercased). */
+  keyType: string;
+  /** Key size in bits (curve size for EC). */
+  keyBits: number;
+  /** Extended key usages (OIDs). */
+  extendedKeyUsages: string[];
+  /** The DER bytes. */
+  der: Uint8Array<ArrayBuffer>;
+}
+
+/** OIDs of the extended key usages Connect certificates carry. */
+export const EKU = { serverAuth: "1.3.6.1.5.5.7.3.1", clientAuth: "1.3.6.1.5.5.7.3.2" } as const;
+
+/**
+ * The certificate could not be parsed.
+ *
+ * @example
+ * ```ts
+ * import { CertificateError } from "@meshgate/meshgate";
+ * console.log(new CertificateError("no CERTIFICATE block").message);
+ * ```
+ */
+export class CertificateError extends Error {
+  /**
+   * Creates the error.
+   * @param detail what is wrong
+   */
+  constructor(detail: string, options?: ErrorOptions) {
+    super(`certificate: ${detail}`, options);
+    this.name = "CertificateError";
+  }
+}
+
+function minimalSerial(hex: string): string {
+  let bytes = hex.toLowerCase().replace(/[^0-9a-f]/g, "");
+  if (bytes.length % 2) bytes = "0" + bytes;
+  while (bytes.length > 2 && bytes.startsWith("00")) bytes = bytes.slice(2);
+  return bytes.match(/../g)?.join(":") ?? "00";
+}
+
+/**
+ * Parses a certificate from PEM (the first CERTIFICATE block) or DER.
+ *
+ * @example
+ * ```ts ignore
+ * import { parseCertificate } from "@meshgate/meshgate";
+ * const info = await parseCertificate(Deno.readTextFileSync("leaf.pem"));
+ * console.log(info.uris[0], info.notAfter);
+ * ```
+ * @throws {CertificateError} when there is no certificate or it does not parse
+ */
+export async function parseCertificate(input: string | Uint8Array): Promise<CertificateInfo> {
+  let der: Uint8Array<ArrayBuffer>;
+  if (typeof input === "string") {
+    const block = decodePem(input).find((b) => b.label === "CERTIFICATE");
+    if (!block) throw new CertificateError("no CERTIFICATE block in PEM");
+    der = block.der;
+  } else {
+    der = new Uint8Array(input);
+  }
+  let cert: x509.X509Certificate;
+  try {
+    cert = new x509.X509Certificate(der);
+  } catch (err) {
+    throw new CertificateError(`unparseable DER (${(err as Error).message})`, { cause: err });
+  }
+  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
+  const names = san?.names.items ?? [];
+  const ski = cert.getExtension(x509.SubjectKeyIdentifierExtension);
+  const aki = cert.getExtension(x509.AuthorityKeyIdentifierExtension);
+  const bc = cert.getExtension(x509.BasicConstraintsExtension);
+  const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
+  const alg = cert.publicKey.algorithm as {
+    name: string;
+    namedCurve?: string;
+    modulusLength?: number;
+  };
+  let keyType = alg.name.toLowerCase();
+  let keyBits = 0;
+  if (alg.name === "ECDSA" || alg.name === "ECDH") {
+    keyType = "ec";
+    keyBits = Number(alg.namedCurve?.replace(/\D/g, "") ?? 0);
+  } else if (alg.name.startsWith("RSA")) {
+    keyType = "rsa";
+    keyBits = alg.modulusLength ?? 0;
+  }
+  const sha1 = new Uint8Array(await crypto.subtle.digest("SHA-1", der));
+  const info: CertificateInfo = {
+    serial: minimalSerial(cert.serialNumber),
+    subject: cert.subject,
+    issuer: cert.issuer,
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+    uris: names.filter((n) => n.type === "url").map((n) => n.value),
+    dnsNames: names.filter((n) => n.type === "dns").map((n) => n.value),
+    subjectKeyId: ski ? colonHex(Uint8Array.fromHex(ski.keyId)) : undefined,
+    authorityKeyId: aki?.keyId ? colonHex(Uint8Array.fromHex(aki.keyId)) : undefined,
+    sha1Fingerprint: colonHex(sha1),
+    isCA: bc?.ca ?? false,
+    keyType,
+    keyBits,
+    extendedKeyUsages: (eku?.usages ?? []).map(String),
+    der,
+  };
+  parsed.set(info, cert);
+  return info;
+}
+
+const parsed = new WeakMap<CertificateInfo, x509.X509Certificate>();
+
+/** The `@peculiar/x509` object behind an info, for signature checks (internal). */
+export function x509Of(info: CertificateInfo): x509.X509Certificate {
+  const cert = parsed.get(info);
+  if (!cert) throw new CertificateError("not created by parseCertificate");
+  return cert;
+}

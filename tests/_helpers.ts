@@ -1,0 +1,62 @@
+// Shared test helpers: a test double on loopback with test-friendly timings.
+import {
+  AgentClient,
+  type RunningDevAgent,
+  startDevAgent,
+  type StartDevAgentOptions,
+} from "../mod.ts";
+
+/** Starts the Consul test double on 127.0.0.1:0 with fast, deterministic timings. */
+export function devAgent(options: StartDevAgentOptions = {}): Promise<RunningDevAgent> {
+  return startDevAgent({
+    blockingJitter: false,
+    rotationJitterMs: 0,
+    tcpCheckIntervalMs: 100,
+    ...options,
+  });
+}
+
+/** A client for a running double, with fast watch defaults. */
+export function clientFor(dev: { address: string }, token?: string): AgentClient {
+  return new AgentClient({
+    address: dev.address,
+    token,
+    watchDefaults: { minIntervalMs: 0, backoffBaseMs: 20, backoffMaxMs: 200 },
+  });
+}
+
+/** Polls `check` until it returns true, up to `ms`. For waiting on outcomes, never for timing. */
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  ms = 5000,
+  what = "condition",
+): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+/** Takes the next value of an async iterator, failing after `ms`. */
+export async function next<T>(it: AsyncIterator<T>, ms = 5000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const r = await Promise.race([
+      it.next(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no value within ${ms} ms`)), ms);
+      }),
+    ]);
+    if (r.done) throw new Error("iterator ended");
+    return r.value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Reads a shared fixture from ../shared/fixtures/consul/. */
+export function fixture(name: string): string {
+  return Deno.readTextFileSync(new URL(`../../shared/fixtures/consul/${name}`, import.meta.url));
+}
