@@ -166,13 +166,17 @@ export class ConnectCA {
         ],
       });
     }
-    const info = await parseCertificate(cert.rawData ? new Uint8Array(cert.rawData) : "");
+    const info = await parseCertificate(new Uint8Array(cert.rawData));
+    // An imported root keeps its own key ID: leaves' AKID must equal the root's SKID.
+    const signingKeyId = info.subjectKeyId
+      ? Uint8Array.fromHex(info.subjectKeyId.replaceAll(":", ""))
+      : id;
     const serialBig = BigInt("0x" + info.serial.replaceAll(":", ""));
     const root: CARoot = {
       ID: info.sha1Fingerprint,
       Name: "Consul CA Primary Cert",
       SerialNumber: Number(serialBig),
-      SigningKeyID: colonHex(id),
+      SigningKeyID: colonHex(signingKeyId),
       ExternalTrustDomain: this.clusterId,
       NotBefore: rfc3339(info.notBefore),
       NotAfter: rfc3339(info.notAfter),
@@ -184,7 +188,7 @@ export class ConnectCA {
       CreateIndex: 0,
       ModifyIndex: 0,
     };
-    return { root, key: keys.privateKey, cert, keyId: id };
+    return { root, key: keys.privateKey, cert, keyId: signingKeyId };
   }
 
   /**

@@ -1,0 +1,167 @@
+import assert from "node:assert/strict";
+import { clientFor, devAgent } from "../_helpers.ts";
+
+Deno.test("double authorize: the first intention by precedence decides; wildcards; default", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  const uri = (svc: string) => `spiffe://${dev.ca.trustDomain}/ns/default/dc/dc1/svc/${svc}`;
+  const authz = (src: string, dst: string) =>
+    agent.authorize({ Target: dst, ClientCertURI: uri(src) });
+  assert.deepEqual(await authz("web", "db"), {
+    Authorized: true,
+    Reason: "Default behavior configured by ACLs",
+  });
+  await agent.upsertIntention("*", "*", { Action: "deny" });
+  await agent.upsertIntention("web", "*", { Action: "allow" });
+  await agent.upsertIntention("*", "db", { Action: "deny" });
+  await agent.upsertIntention("web", "db", { Action: "allow" });
+  const list = (await agent.intentions()).value;
+  assert.deepEqual(list.map((i) => i.Precedence), [9, 8, 6, 5]);
+  assert.deepEqual(await authz("web", "db"), {
+    Authorized: true,
+    Reason: "Matched L4 intention: default/web => default/db (Precedence: 9, Action: ALLOW)",
+  });
+  assert.equal(
+    (await authz("api", "db")).Reason,
+    "Matched L4 intention: default/* => default/db (Precedence: 8, Action: DENY)",
+  );
+  assert.equal((await authz("web", "cache")).Authorized, true);
+  assert.equal((await authz("api", "cache")).Authorized, false);
+  await agent.deleteIntention("*", "*");
+  dev.intentions.defaultAllow = false;
+  assert.deepEqual(await authz("api", "cache"), {
+    Authorized: false,
+    Reason: "Default behavior configured by ACLs",
+  });
+  const exact = await agent.intention("web", "db");
+  assert.equal(exact?.CreatedAt, "0001-01-01T00:00:00Z");
+  assert.equal(exact?.SourceNS, "default");
+});
+
+Deno.test("double authorize: identifiers that are not services are 400s with Consul's text", async () => {
+  await using dev = await devAgent();
+  const td = dev.ca.trustDomain;
+  const cases: [string, string][] = [
+    ["https://nope", "ClientCertURI not a valid Connect identifier"],
+    [`spiffe://${td}/agent/client/dc/dc1/id/n1`, "ClientCertURI not a valid Service identifier"],
+    [
+      `spiffe://${td}/ap/team/ns/default/dc/dc1/svc/web`,
+      'Mismatched partitions: "team" != "default"',
+    ],
+  ];
+  for (const [uri, message] of cases) {
+    const r = await fetch(`${dev.url}/v1/agent/connect/authorize`, {
+      method: "POST",
+      body: JSON.stringify({ Target: "db", ClientCertURI: uri }),
+    });
+    assert.deepEqual([r.status, await r.text()], [400, message]);
+  }
+});
+
+Deno.test("double intentions: exact API errors as Consul answers them", async () => {
+  await using dev = await devAgent();
+  const r = await fetch(`${dev.url}/v1/connect/intentions/exact?source=web&destination=db`);
+  assert.deepEqual([r.status, await r.text()], [404, "Intention not found"]);
+  assert.equal(r.headers.get("X-Consul-Index"), null);
+  const missing = await fetch(`${dev.url}/v1/connect/intentions/exact?destination=db`, {
+    method: "PUT",
+    body: '{"Action":"allow"}',
+  });
+  assert.deepEqual([missing.status, await missing.text()], [
+    500,
+    "required query parameter 'source' not set",
+  ]);
+});
+
+Deno.test("double discovery chain: default resolver with Consul's names", async () => {
+  await using dev = await devAgent();
+  const chain = (await clientFor(dev).discoveryChain("db")).value;
+  const td = dev.ca.trustDomain;
+  assert.equal(chain.StartNode, "resolver:db.default.default.dc1");
+  assert.equal(chain.Default, true);
+  assert.equal(chain.Protocol, "tcp");
+  const t = chain.Targets["db.default.default.dc1"];
+  assert.equal(t.SNI, `db.default.dc1.internal.${td}`);
+  assert.equal(t.Name, t.SNI);
+  assert.equal(t.ConnectTimeout, "5s");
+  assert.equal(chain.Nodes[chain.StartNode].Resolver!.Default, true);
+  assert.equal(chain.AutoVirtualIPs, null);
+});
+
+Deno.test("double discovery chain: resolver timeout, failover and redirect; blocking on change", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  const before = await agent.discoveryChain("db");
+  const blocked = agent.discoveryChain("db", { index: before.index, waitMs: 10_000 });
+  await agent.putConfigEntry({
+    Kind: "service-resolver",
+    Name: "db",
+    ConnectTimeout: "2s",
+    Failover: { "*": { Service: "db-backup" } },
+  });
+  const after = await blocked;
+  assert.ok(after.index! > before.index!);
+  const node = after.value.Nodes["resolver:db.default.default.dc1"];
+  assert.equal(node.Resolver!.ConnectTimeout, "2s");
+  assert.equal(node.Resolver!.Default, undefined);
+  assert.deepEqual(node.Resolver!.Failover, { Targets: ["db-backup.default.default.dc1"] });
+  assert.equal(after.value.Targets["db-backup.default.default.dc1"].Service, "db-backup");
+  assert.equal(after.value.Default, undefined);
+
+  await agent.putConfigEntry({
+    Kind: "service-resolver",
+    Name: "legacy",
+    Redirect: { Service: "db" },
+  });
+  const redirected = (await agent.discoveryChain("legacy")).value;
+  assert.equal(redirected.StartNode, "resolver:db.default.default.dc1");
+  assert.deepEqual(Object.keys(redirected.Targets).sort(), [
+    "db-backup.default.default.dc1",
+    "db.default.default.dc1",
+  ]);
+});
+
+Deno.test("double discovery chain: splitters compile only for L7 protocols", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  const tcp = await agent.putConfigEntry({
+    Kind: "service-splitter",
+    Name: "api",
+    Splits: [{ Weight: 90 }, { Weight: 10, Service: "api-canary" }],
+  }).catch((e) => e);
+  assert.match(String(tcp), /does not permit advanced routing or splitting/);
+  await agent.putConfigEntry({ Kind: "service-defaults", Name: "api", Protocol: "http" });
+  await agent.putConfigEntry({
+    Kind: "service-splitter",
+    Name: "api",
+    Splits: [{ Weight: 90 }, { Weight: 10, Service: "api-canary" }],
+  });
+  const chain = (await agent.discoveryChain("api")).value;
+  assert.equal(chain.Protocol, "http");
+  assert.equal(chain.StartNode, "splitter:api.default.default");
+  const splits = chain.Nodes[chain.StartNode].Splits!;
+  assert.deepEqual(splits.map((s) => [s.Weight, s.NextNode]), [
+    [90, "resolver:api.default.default.dc1"],
+    [10, "resolver:api-canary.default.default.dc1"],
+  ]);
+});
+
+Deno.test("double leaf: blocking returns a renewed certificate; non-blocking revalidates after rotation", async () => {
+  await using dev = await devAgent({ rotationJitterMs: 60_000 });
+  const agent = clientFor(dev);
+  const first = await agent.leaf("web");
+  assert.equal(first.headers.get("X-Cache"), "MISS");
+  const again = await agent.leaf("web");
+  assert.equal(again.headers.get("X-Cache"), "HIT");
+  assert.equal(again.value.SerialNumber, first.value.SerialNumber);
+  const blocked = agent.leaf("web", { index: first.index, waitMs: 10_000 });
+  await dev.leaves.renew("web");
+  const renewed = await blocked;
+  assert.notEqual(renewed.value.SerialNumber, first.value.SerialNumber);
+  assert.ok(renewed.index! > first.index!);
+  // After a rotation, a non-blocking read re-issues at once (signed by the new root).
+  await dev.rotateCA();
+  const fresh = await agent.leaf("web");
+  assert.notEqual(fresh.value.SerialNumber, renewed.value.SerialNumber);
+  assert.equal(fresh.value.CertPEM.match(/BEGIN CERTIFICATE/g)!.length, 2);
+});
