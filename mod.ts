@@ -122,7 +122,12 @@ export {
   SpiffeIdError,
 } from "./src/trust/spiffe.ts";
 
-export { ConnectCA, type ConnectCAOptions, type IssuedLeaf } from "./src/devagent/ca.ts";
+export {
+  ConnectCA,
+  type ConnectCAOptions,
+  type IssuedLeaf,
+  type RotationMaterial,
+} from "./src/devagent/ca.ts";
 export { createDevAgent, type DevAgent, type DevAgentOptions } from "./src/devagent/app.ts";
 export type { Fault } from "./src/devagent/faults.ts";
 export {

@@ -285,8 +285,8 @@ export interface CatalogService {
   Address: string;
   /** Named addresses; `consul-virtual` must never be dialled. */
   TaggedAddresses?: Record<string, ServiceAddress>;
-  /** Metadata. */
-  Meta: Record<string, string>;
+  /** Metadata; `null` when empty. */
+  Meta: Record<string, string> | null;
   /** Port. */
   Port: number;
   /** Unix socket path. */
@@ -491,10 +491,10 @@ export interface Intention {
   CreateIndex: number;
   /** Raft index. */
   ModifyIndex: number;
-  /** Zero time for intentions created by name. */
-  CreatedAt: string;
-  /** Zero time for intentions created by name. */
-  UpdatedAt: string;
+  /** Legacy intentions only; absent for intentions created by name (1.22). */
+  CreatedAt?: string;
+  /** Legacy intentions only; absent for intentions created by name (1.22). */
+  UpdatedAt?: string;
 }
 
 /** Body of `PUT /v1/connect/intentions/exact`. */

@@ -8,7 +8,7 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import type { CAConfiguration } from "../agent/types.ts";
 import { parseGoDuration } from "../agent/duration.ts";
-import { ConnectCA } from "./ca.ts";
+import { ConnectCA, type RotationMaterial } from "./ca.ts";
 import { Catalog, topics } from "./catalog.ts";
 import { ConfigEntries } from "./chain.ts";
 import { type Fault, Faults } from "./faults.ts";
@@ -68,7 +68,7 @@ export interface DevAgent {
   /** Index bookkeeping. */
   store: Store;
   /** Rotates the CA root now (as a CA configuration change would). */
-  rotateCA(material?: { privateKeyPem: string; rootCertPem: string }): Promise<void>;
+  rotateCA(material?: RotationMaterial): Promise<void>;
   /** Stops timers and releases blocked requests. */
   close(): Promise<void>;
 }
@@ -85,6 +85,26 @@ function json(c: Context, value: unknown, status = 200): Response {
 
 function text(c: Context, message: string, status: number): Response {
   return c.body(message, status as 400, { "Content-Type": "text/plain; charset=utf-8" });
+}
+
+// CE refuses namespaces and partitions (even `default`) where an endpoint reads enterprise
+// metadata, and ignores them elsewhere (roots, leaf, self), as Consul 1.22 does.
+const ENTERPRISE_META =
+  /^\/v1\/(health|connect\/intentions|discovery-chain|agent\/services?\b|agent\/check|config|catalog)/;
+
+function enterpriseRefusal(
+  path: string,
+  query: Record<string, string>,
+  headers: Headers,
+): string | undefined {
+  if (!ENTERPRISE_META.test(path)) return undefined;
+  if (query.ns !== undefined || headers.has("X-Consul-Namespace")) {
+    return `Invalid query parameter: "ns" - Namespaces are a Consul Enterprise feature`;
+  }
+  if (query.partition !== undefined || headers.has("X-Consul-Partition")) {
+    return `Invalid query parameter: "partition" - Partitions are a Consul Enterprise feature`;
+  }
+  return undefined;
 }
 
 interface Route {
@@ -122,7 +142,12 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
     probeTcp: options.probeTcp,
   });
   const intentions = new Intentions(store, options.defaultAllow ?? true);
-  const config = new ConfigEntries(store, datacenter, () => ca.trustDomain);
+  const config = new ConfigEntries(
+    store,
+    datacenter,
+    () => ca.trustDomain,
+    (destination, sources) => intentions.replaceDestination(destination, sources),
+  );
   const leaves = new Leaves(store, ca, { rotationJitterMs: options.rotationJitterMs });
   const faults = new Faults();
   const defaultWait = options.defaultWaitMs ?? 300_000;
@@ -130,7 +155,7 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
   let caConfigIndex = store.index;
   const queries = new Map<string, { Name: string; Service: { Service: string } }>();
 
-  async function rotateCA(material?: { privateKeyPem: string; rootCertPem: string }) {
+  async function rotateCA(material?: RotationMaterial) {
     const root = await ca.rotate(material);
     const index = store.bump(ROOTS_TOPIC);
     root.CreateIndex = index;
@@ -378,8 +403,6 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
               LeafCertTTL: `${Math.round(ca.leafTtlMs / 1000)}s`,
               IntermediateCertTTL: "8760h",
               RootCertTTL: "87600h",
-              PrivateKeyType: ca.activeRoot.PrivateKeyType,
-              PrivateKeyBits: ca.activeRoot.PrivateKeyBits,
             },
             State: null,
             ForceWithoutCrossSigning: false,
@@ -413,8 +436,8 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
               privateKeyPem: cfg.PrivateKey as string,
               rootCertPem: cfg.RootCert as string,
             });
-          } else if (keyChange || cfg.RotationHint !== undefined) {
-            await rotateCA();
+          } else if (keyChange) {
+            await rotateCA({ keyBits: Number(cfg.PrivateKeyBits ?? 256) });
           } else {
             caConfigIndex = store.bump("ca-config");
           }
@@ -635,20 +658,8 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
       return text(c, `method ${method} not allowed`, 405);
     }
     const q = c.req.query();
-    if (q.ns !== undefined || c.req.header("X-Consul-Namespace") !== undefined) {
-      return text(
-        c,
-        `Invalid query parameter: "ns" - Namespaces are a Consul Enterprise feature`,
-        400,
-      );
-    }
-    if (q.partition !== undefined || c.req.header("X-Consul-Partition") !== undefined) {
-      return text(
-        c,
-        `Invalid query parameter: "partition" - Partitions are a Consul Enterprise feature`,
-        400,
-      );
-    }
+    const refusal = enterpriseRefusal(path, q, c.req.raw.headers);
+    if (refusal) return text(c, refusal, 400);
     const fault = path.startsWith("/v1/devagent/") ? undefined : faults.match(method, path);
     if (fault?.latencyMs) {
       await store.waitUntil(() => false, fault.latencyMs, c.req.raw.signal);

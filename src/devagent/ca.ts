@@ -26,6 +26,11 @@ export interface ConnectCAOptions {
   rootTtlMs?: number;
 }
 
+/** What a rotation rotates to: imported key material, or a fresh EC key of a given size. */
+export type RotationMaterial =
+  | { privateKeyPem: string; rootCertPem: string }
+  | { keyBits: 256 | 384 | number };
+
 interface RootRecord {
   root: CARoot;
   key: CryptoKey;
@@ -133,9 +138,14 @@ export class ConnectCA {
 
   async #newRoot(
     imported?: { key: CryptoKeyPair; cert?: x509.X509Certificate },
+    keyBits = 256,
   ): Promise<RootRecord> {
+    const curve = keyBits === 384 ? "P-384" : "P-256";
     const keys = imported?.key ??
-      await crypto.subtle.generateKey(EC, true, ["sign", "verify"]) as CryptoKeyPair;
+      await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: curve }, true, [
+        "sign",
+        "verify",
+      ]) as CryptoKeyPair;
     const id = await keyId(keys.publicKey);
     let cert = imported?.cert;
     if (!cert) {
@@ -195,12 +205,13 @@ export class ConnectCA {
    * Rotates to a new root, as a CA configuration change does: the new root becomes active and
    * is appended last, the old one stays trusted with `Active: false`, and the new root's
    * `IntermediateCerts` starts with the new root cross-signed by the old key (valid 7 days).
-   * With `privateKeyPem` + `rootCertPem`, that key material becomes the new root.
+   * With `privateKeyPem` + `rootCertPem`, that key material becomes the new root; with
+   * `keyBits`, a fresh EC key of that size (Consul's `PrivateKeyBits` change).
    */
-  async rotate(material?: { privateKeyPem: string; rootCertPem: string }): Promise<CARoot> {
+  async rotate(material?: RotationMaterial): Promise<CARoot> {
     const old = this.#active;
     let imported: { key: CryptoKeyPair; cert?: x509.X509Certificate } | undefined;
-    if (material) {
+    if (material && "privateKeyPem" in material) {
       const { key } = await importEcPrivateKeyPem(material.privateKeyPem);
       const cert = new x509.X509Certificate(material.rootCertPem);
       const publicKey = await cert.publicKey.export(
@@ -209,7 +220,10 @@ export class ConnectCA {
       );
       imported = { key: { privateKey: key, publicKey }, cert };
     }
-    const next = await this.#newRoot(imported);
+    const next = await this.#newRoot(
+      imported,
+      material && "keyBits" in material ? material.keyBits : 256,
+    );
     const now = Date.now();
     const cross = await x509.X509CertificateGenerator.create({
       serialNumber: serialHex(this.#nextSerial()),

@@ -597,7 +597,8 @@ export class Catalog {
             "consul-virtual": { Address: "240.0.0.1", Port: s.Port },
             ...s.TaggedAddresses,
           },
-          Meta: s.Meta,
+          // The catalog keeps an empty map as null (1.22.7).
+          Meta: Object.keys(s.Meta).length ? s.Meta : null,
           Port: s.Port,
           Weights: s.Weights,
           EnableTagOverride: s.EnableTagOverride,

@@ -49,11 +49,19 @@ export class ConfigEntries {
   readonly #trustDomain: () => string;
 
   /** Creates it; see the class documentation. */
-  constructor(store: Store, datacenter: string, trustDomain: () => string) {
+  constructor(
+    store: Store,
+    datacenter: string,
+    trustDomain: () => string,
+    onIntentions?: (destination: string, sources: Record<string, string>[]) => void,
+  ) {
     this.#store = store;
     this.#datacenter = datacenter;
     this.#trustDomain = trustDomain;
+    this.#onIntentions = onIntentions;
   }
+
+  readonly #onIntentions?: (destination: string, sources: Record<string, string>[]) => void;
 
   /** `PUT /v1/config`. */
   put(body: unknown): void {
@@ -81,7 +89,17 @@ export class ConfigEntries {
           500,
         );
       }
-      if (!L7.has(this.#protocol(entry.Name))) {
+      const protocol = this.#protocol(entry.Name);
+      for (const split of splits as { Service?: string }[]) {
+        const other = this.#protocol(split.Service ?? entry.Name);
+        if (other !== protocol) {
+          throw new BadRequest(
+            `discovery chain "${entry.Name}" uses inconsistent protocols; service "${split.Service}" has "${other}" which is not "${protocol}"`,
+            500,
+          );
+        }
+      }
+      if (!L7.has(protocol)) {
         throw new BadRequest(
           `discovery chain "${entry.Name}" uses a protocol "${
             this.#protocol(entry.Name)
@@ -89,6 +107,11 @@ export class ConfigEntries {
           500,
         );
       }
+    }
+    if (entry.Kind === "service-intentions") {
+      // Intentions live in their own store; this entry is another way to write them.
+      this.#onIntentions?.(entry.Name, (entry.Sources as Record<string, string>[]) ?? []);
+      return;
     }
     const key = `${entry.Kind}/${entry.Name}`;
     const existing = this.#entries.get(key);

@@ -45,7 +45,6 @@ const AUTHORIZE_SCHEMA: Schema = {
   Partition: true,
 };
 
-const ZERO_TIME = "0001-01-01T00:00:00Z";
 /** The store topic intentions bump. */
 export const INTENTIONS_TOPIC = "intentions";
 
@@ -108,10 +107,43 @@ export class Intentions {
       Precedence: precedence(src, dst),
       CreateIndex: existing?.CreateIndex ?? index,
       ModifyIndex: index,
-      CreatedAt: ZERO_TIME,
-      UpdatedAt: ZERO_TIME,
     };
     this.#byPair.set(key, intention);
+    this.#store.bump(INTENTIONS_TOPIC);
+  }
+
+  /**
+   * A `service-intentions` config entry: replaces every intention of `destination` with
+   * `sources` in one write, as Consul stores them.
+   */
+  replaceDestination(
+    destination: string,
+    sources: { Name?: string; Action?: string; Description?: string }[],
+  ): void {
+    for (const s of sources) {
+      if (!s.Name) throw new BadRequest("Sources[].Name is required", 500);
+      if (s.Action !== "allow" && s.Action !== "deny") {
+        throw new BadRequest(`Action must be set to 'allow' or 'deny'`, 500);
+      }
+    }
+    const index = this.#store.index + 1;
+    for (const [key, ixn] of this.#byPair) {
+      if (ixn.DestinationName === destination) this.#byPair.delete(key);
+    }
+    for (const s of sources) {
+      this.#byPair.set(`${s.Name}\u0000${destination}`, {
+        ...(s.Description ? { Description: s.Description } : {}),
+        SourceNS: "default",
+        SourceName: s.Name!,
+        DestinationNS: "default",
+        DestinationName: destination,
+        SourceType: "consul",
+        Action: s.Action as "allow" | "deny",
+        Precedence: precedence(s.Name!, destination),
+        CreateIndex: index,
+        ModifyIndex: index,
+      });
+    }
     this.#store.bump(INTENTIONS_TOPIC);
   }
 

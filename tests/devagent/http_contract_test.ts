@@ -36,7 +36,7 @@ Deno.test("double: strict bodies, empty body EOF, CE rejects ns and partition", 
     await post("/v1/agent/service/register", '{"Name":"web","Namespace":"x"}', "PUT"),
     [400, 'Request decode failed: json: unknown field "Namespace"'],
   );
-  const [status, text] = await fetch(`${dev.url}/v1/agent/connect/ca/roots?ns=default`).then(
+  const [status, text] = await fetch(`${dev.url}/v1/health/connect/db?ns=default`).then(
     async (r) => [r.status, await r.text()],
   );
   assert.equal(status, 400);

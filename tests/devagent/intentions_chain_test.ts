@@ -34,7 +34,7 @@ Deno.test("double authorize: the first intention by precedence decides; wildcard
     Reason: "Default behavior configured by ACLs",
   });
   const exact = await agent.intention("web", "db");
-  assert.equal(exact?.CreatedAt, "0001-01-01T00:00:00Z");
+  assert.equal(exact?.CreatedAt, undefined);
   assert.equal(exact?.SourceNS, "default");
 });
 
@@ -131,6 +131,7 @@ Deno.test("double discovery chain: splitters compile only for L7 protocols", asy
   }).catch((e) => e);
   assert.match(String(tcp), /does not permit advanced routing or splitting/);
   await agent.putConfigEntry({ Kind: "service-defaults", Name: "api", Protocol: "http" });
+  await agent.putConfigEntry({ Kind: "service-defaults", Name: "api-canary", Protocol: "http" });
   await agent.putConfigEntry({
     Kind: "service-splitter",
     Name: "api",

@@ -1,0 +1,119 @@
+// Starts a real `consul agent -dev` on loopback with every port free, for the integration suite.
+// The binary comes from `deno task consul:build` (MESHGATE_CONSUL_BIN, or the default cache).
+
+const VERSION = "v1.22.7";
+
+/** The Consul binary, or undefined when it has not been built here. */
+export function consulBinary(): string | undefined {
+  const explicit = Deno.env.get("MESHGATE_CONSUL_BIN");
+  const home = Deno.env.get("HOME") ?? "";
+  const cache = Deno.env.get("MESHGATE_CACHE") ?? `${home}/.cache/meshgate`;
+  for (const path of [explicit, `${cache}/consul-${VERSION}/consul`]) {
+    if (!path) continue;
+    try {
+      if (Deno.statSync(path).isFile) return path;
+    } catch {
+      // not there
+    }
+  }
+  return undefined;
+}
+
+/** Says loudly, once per file, that real-Consul tests are skipped. */
+export function announceSkip(file: string): void {
+  console.warn(
+    `\n*** ${file}: SKIPPED — no Consul binary. Run \`deno task consul:build\` (needs Go). ***\n`,
+  );
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** A running Consul dev agent. */
+export interface RealConsul extends AsyncDisposable {
+  url: string;
+  address: string;
+  binary: string;
+  stop(): Promise<void>;
+}
+
+/** Starts `consul agent -dev` and waits for its leader and its Connect CA. */
+export async function startConsul(): Promise<RealConsul> {
+  const binary = consulBinary();
+  if (!binary) throw new Error("no consul binary");
+  const ports = {
+    http: freePort(),
+    serf_lan: freePort(),
+    serf_wan: freePort(),
+    server: freePort(),
+  };
+  const dataDir = await Deno.makeTempDir({ prefix: "meshgate-consul-" });
+  const hcl = `ports { http = ${ports.http}, https = -1, grpc = -1, grpc_tls = -1, dns = -1, ` +
+    `serf_lan = ${ports.serf_lan}, serf_wan = ${ports.serf_wan}, server = ${ports.server} }`;
+  const child = new Deno.Command(binary, {
+    args: [
+      "agent",
+      "-dev",
+      "-bind=127.0.0.1",
+      "-client=127.0.0.1",
+      "-log-level=warn",
+      `-hcl=${hcl}`,
+      `-hcl=data_dir = "${dataDir}"`,
+      `-hcl=connect { enabled = true }`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const logs: string[] = [];
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) logs.push(chunk);
+  };
+  const draining = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const url = `http://127.0.0.1:${ports.http}`;
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // gone
+      }
+    }, 5000);
+    await child.status;
+    clearTimeout(timer);
+    await draining;
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  };
+  const deadline = Date.now() + 60_000;
+  while (true) {
+    try {
+      const leader = await fetch(`${url}/v1/status/leader`).then((r) => r.text());
+      if (leader.length > 4) {
+        const roots = await fetch(`${url}/v1/agent/connect/ca/roots`);
+        if (roots.ok && (await roots.json()).Roots?.length) break;
+      }
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`consul did not become ready within 60 s:\n${logs.join("").slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    url,
+    address: `127.0.0.1:${ports.http}`,
+    binary,
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}
