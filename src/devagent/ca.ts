@@ -117,9 +117,9 @@ export class ConnectCA {
     return ca;
   }
 
-  /** Every trusted root as Consul serves it, the active one last. */
+  /** Every trusted root as Consul 1.22 serves it: sorted by ID (not by activation). */
   get roots(): CARoot[] {
-    return this.#roots.map((r) => r.root);
+    return this.#roots.map((r) => r.root).sort((a, b) => a.ID < b.ID ? -1 : a.ID > b.ID ? 1 : 0);
   }
 
   /** The active root. */

@@ -42,13 +42,15 @@ Deno.test("test-double CA: roots and leaves have the fields and extensions Consu
   await verifyChain(leaf, [], [rootInfo]);
 });
 
-Deno.test("test-double CA: rotation keeps the old root, appends the new one last, cross-signs it", async () => {
+Deno.test("test-double CA: rotation keeps the old root, adds the new one, cross-signs it", async () => {
   const ca = await ConnectCA.create();
   const oldRoot = await parseCertificate(ca.activeRoot.RootCert);
   const oldLeaf = await parseCertificate((await ca.signLeaf("db")).cert.CertPEM);
   await ca.rotate();
-  const [first, second] = ca.roots;
-  assert.equal(first.Active, false);
+  assert.deepEqual(ca.roots.map((r) => r.ID), ca.roots.map((r) => r.ID).sort(), "sorted by ID");
+  const first = ca.roots.find((r) => !r.Active)!;
+  const second = ca.activeRoot;
+  assert.equal(first.ID, oldRoot.sha1Fingerprint);
   assert.equal(second.Active, true);
   assert.equal(second.IntermediateCerts!.length, 1);
   const cross = await parseCertificate(second.IntermediateCerts![0]);
