@@ -142,3 +142,36 @@ export { Faults } from "./src/devagent/faults.ts";
 export { Intentions } from "./src/devagent/intentions.ts";
 export { Leaves, type LeavesOptions } from "./src/devagent/leaves.ts";
 export { Store } from "./src/devagent/store.ts";
+
+export {
+  createLogger,
+  type LogFields,
+  type Logger,
+  type LoggerOptions,
+  type LogLevel,
+  parseLogLevel,
+  silentLogger,
+} from "./src/net/log.ts";
+export { type Pipe, pipeSockets, type PipeStats } from "./src/net/pipe.ts";
+export { connectPlain, formatAddress, peerChain, type SocketAddress } from "./src/net/sockets.ts";
+export {
+  type IdentityFailure,
+  type LeafState,
+  type MaterialChange,
+  type PeerVerdict,
+  type RootsState,
+  TlsMaterial,
+  type TlsMaterialOptions,
+} from "./src/trust/material.ts";
+export {
+  type InboundConnection,
+  type InboundGateway,
+  type InboundOptions,
+  startInbound,
+} from "./src/inbound/gateway.ts";
+export {
+  type ConnectionEvent,
+  type Refusal,
+  REFUSAL_REASONS,
+  type RefusalReason,
+} from "./src/inbound/refusal.ts";

@@ -1,0 +1,284 @@
+/**
+ * The public mTLS listener: accept → handshake (timeout) → identity from the verified peer
+ * certificate → authorize (timeout, fail closed) → dial the local application (timeout) → pipe.
+ * No byte reaches the application before authorization, and the application is dialled only
+ * for an authorized client (Consul's built-in proxy dials it first; we do not).
+ * @module
+ */
+import type net from "node:net";
+import tls from "node:tls";
+import type { AuthorizeRequest, AuthorizeResult } from "../agent/types.ts";
+import { type Logger, silentLogger } from "../net/log.ts";
+import { type Pipe, pipeSockets } from "../net/pipe.ts";
+import { connectPlain, formatAddress, peerChain, type SocketAddress } from "../net/sockets.ts";
+import type { TlsMaterial } from "../trust/material.ts";
+import type { ConnectionEvent, Refusal, RefusalReason } from "./refusal.ts";
+
+/** Options of {@linkcode startInbound}. */
+export interface InboundOptions {
+  /** The live leaf and roots. */
+  material: TlsMaterial;
+  /** The service we front: authorize's `Target`. */
+  service: string;
+  /** Calls `/v1/agent/connect/authorize` (e.g. `agent.authorize`). */
+  authorize: (req: AuthorizeRequest, opts: { signal: AbortSignal }) => Promise<AuthorizeResult>;
+  /** Where to listen. */
+  bind: { hostname: string; port: number };
+  /** The local application. */
+  app: SocketAddress;
+  /** TLS handshake deadline. @default {10000} */
+  handshakeTimeoutMs?: number;
+  /** Authorize deadline; past it the connection is refused. @default {5000} */
+  authorizeTimeoutMs?: number;
+  /** Local application connect deadline (`local_connect_timeout_ms`). @default {1000} */
+  connectTimeoutMs?: number;
+  /** Close connections idle this long; 0 = never. @default {0} */
+  idleTimeoutMs?: number;
+  /** Most concurrent connections; excess is refused. 0 = unlimited. @default {0} */
+  maxConnections?: number;
+  /** Log sink. */
+  log?: Logger;
+  /** Connection events (metrics, admin). */
+  onEvent?: (event: ConnectionEvent) => void;
+}
+
+/** One open inbound connection. */
+export interface InboundConnection {
+  /** The client's SPIFFE ID. */
+  peer: string;
+  /** The client's address. */
+  remote: string;
+  /** `Date.now()` when it was authorized. */
+  since: number;
+  /** The byte pipe. */
+  pipe: Pipe;
+}
+
+/** A running public listener. */
+export interface InboundGateway extends AsyncDisposable {
+  /** The bound address. */
+  readonly address: { hostname: string; port: number };
+  /** Open, authorized connections. */
+  readonly connections: ReadonlySet<InboundConnection>;
+  /** Points new connections at another local application address. */
+  setApp(app: SocketAddress): void;
+  /** Stops accepting, waits up to `drainMs` for open connections, then closes them. */
+  close(drainMs?: number): Promise<void>;
+}
+
+function classifyHandshakeError(err: Error): RefusalReason {
+  const m = err.message;
+  if (/handshake timeout/i.test(m)) return "timeout";
+  if (
+    /CertificateRequired|certificate required|did not return a certificate|sent no certificates/i
+      .test(m)
+  ) {
+    return "no_cert";
+  }
+  if (/UnknownIssuer|unknown ca|BadCertificate|certificate|verify|Expired/i.test(m)) {
+    return "bad_chain";
+  }
+  return "handshake";
+}
+
+/**
+ * Starts the public mTLS listener.
+ *
+ * @example
+ * ```ts ignore
+ * import { AgentClient, startInbound, TlsMaterial } from "@meshgate/meshgate";
+ * const agent = new AgentClient();
+ * const material = new TlsMaterial(); // fed by the leaf and roots watches
+ * const gw = await startInbound({
+ *   material, service: "db", authorize: (req, o) => agent.authorize(req, o),
+ *   bind: { hostname: "0.0.0.0", port: 21000 }, app: { hostname: "127.0.0.1", port: 5432 },
+ * });
+ * ```
+ */
+export async function startInbound(options: InboundOptions): Promise<InboundGateway> {
+  const o = options;
+  const log = (o.log ?? silentLogger).with({ listener: "inbound" });
+  const emit = o.onEvent ?? (() => {});
+  let app = o.app;
+  const listenerName = `inbound:${o.service}`;
+  const active = new Set<InboundConnection>();
+  // Every accepted TCP socket, for the connection limit; those still before authorization are
+  // closed at once on shutdown, authorized ones drain.
+  const sockets = new Set<net.Socket>();
+  const piped = new WeakSet<net.Socket>();
+  await o.material.ready;
+
+  const server = tls.createServer({
+    ...o.material.serverOptions(),
+    requestCert: true,
+    // The TLS layer proves the client holds the key of the certificate it presents; whether
+    // that certificate chains to the mesh roots and names a service is checked by our own code
+    // (verifyPeer), fail-closed, so each refusal gets a precise reason (no_cert, bad_chain…).
+    rejectUnauthorized: false,
+    allowHalfOpen: true,
+    handshakeTimeout: o.handshakeTimeoutMs ?? 10_000,
+  });
+  const unsubscribe = o.material.onChange(() => {
+    // New connections use the new leaf and roots at once; established ones keep theirs.
+    server.setSecureContext(o.material.serverOptions());
+  });
+
+  const refuse = (socket: net.Socket, refusal: Refusal) => {
+    socket.destroy();
+    log.log(refusal.reason === "denied" ? "info" : "warn", "inbound connection refused", {
+      reason: refusal.reason,
+      detail: refusal.detail,
+      peer: refusal.peer,
+      remote: refusal.remote,
+    });
+    emit({ type: "refused", direction: "inbound", listener: listenerName, refusal });
+  };
+
+  server.on("connection", (raw: net.Socket) => {
+    const remote = `${raw.remoteAddress}:${raw.remotePort}`;
+    if (o.maxConnections && sockets.size >= o.maxConnections) {
+      return refuse(raw, {
+        reason: "limit",
+        detail: `${o.maxConnections} connections open`,
+        remote,
+      });
+    }
+    sockets.add(raw);
+    raw.once("close", () => sockets.delete(raw));
+  });
+
+  server.on("tlsClientError", (err: Error, socket: tls.TLSSocket) => {
+    const raw = (socket as unknown as { _parent?: net.Socket })._parent;
+    const remote = `${socket.remoteAddress ?? raw?.remoteAddress}:${
+      socket.remotePort ?? raw?.remotePort
+    }`;
+    refuse(socket, { reason: classifyHandshakeError(err), detail: err.message, remote });
+  });
+
+  server.on("secureConnection", (socket: tls.TLSSocket) => void handle(socket));
+
+  // The whole inbound path of one connection.
+  async function handle(socket: tls.TLSSocket): Promise<void> {
+    const started = Date.now();
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    socket.pause(); // not one byte to the application before authorization
+    socket.on("error", () => {}); // errors surface through close; the pipe handles them later
+    const { der, chain } = peerChain(socket);
+    const verdict = await o.material.verifyPeer(der, chain);
+    if (!verdict.ok) return refuse(socket, { ...verdict, remote });
+    const ac = new AbortController();
+    const authzTimeout = o.authorizeTimeoutMs ?? 5000;
+    const timer = setTimeout(() => ac.abort(new Error("authorize timed out")), authzTimeout);
+    let result: AuthorizeResult;
+    try {
+      result = await o.authorize({
+        Target: o.service,
+        ClientCertURI: verdict.uri,
+        ClientCertSerial: verdict.serial,
+      }, { signal: ac.signal });
+    } catch (err) {
+      const timedOut = ac.signal.aborted;
+      return refuse(socket, {
+        reason: timedOut ? "timeout" : "authorize_error",
+        detail: timedOut
+          ? `authorize: no answer within ${authzTimeout} ms`
+          : (err as Error).message,
+        peer: verdict.uri,
+        remote,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!result.Authorized) {
+      return refuse(socket, { reason: "denied", detail: result.Reason, peer: verdict.uri, remote });
+    }
+    const authorizeMs = Date.now() - started;
+    if (socket.destroyed) return;
+    let appSocket: net.Socket;
+    try {
+      appSocket = await connectPlain(app, o.connectTimeoutMs ?? 1000);
+    } catch (err) {
+      return refuse(socket, {
+        reason: "app_unreachable",
+        detail: (err as Error).message,
+        peer: verdict.uri,
+        remote,
+      });
+    }
+    if (socket.destroyed) {
+      appSocket.destroy();
+      return;
+    }
+    const raw = (socket as unknown as { _parent?: net.Socket })._parent;
+    if (raw) piped.add(raw);
+    const pipe = pipeSockets(socket, appSocket, { idleTimeoutMs: o.idleTimeoutMs });
+    const conn: InboundConnection = { peer: verdict.uri, remote, since: Date.now(), pipe };
+    active.add(conn);
+    emit({
+      type: "accepted",
+      direction: "inbound",
+      listener: listenerName,
+      peer: verdict.uri,
+      remote,
+      authorizeMs,
+    });
+    log.log("debug", "inbound connection authorized", { peer: verdict.uri, remote });
+    const stats = await pipe.closed;
+    active.delete(conn);
+    emit({
+      type: "closed",
+      direction: "inbound",
+      listener: listenerName,
+      peer: verdict.uri,
+      bytesIn: stats.aToB,
+      bytesOut: stats.bToA,
+      durationMs: Date.now() - conn.since,
+      error: stats.error?.message,
+    });
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(o.bind.port, o.bind.hostname, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  server.on("error", (err) => log.log("error", "inbound listener error", { error: err.message }));
+  const addr = server.address() as net.AddressInfo;
+  const address = { hostname: addr.address, port: addr.port };
+  log.log("info", "inbound listener started", {
+    bind: formatAddress(address),
+    app: formatAddress(app),
+    service: o.service,
+  });
+
+  let closing: Promise<void> | undefined;
+  const close = (drainMs = 0): Promise<void> => {
+    closing ??= (async () => {
+      unsubscribe();
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      for (const s of sockets) if (!piped.has(s)) s.destroy();
+      const deadline = Date.now() + drainMs;
+      while (active.size && Date.now() < deadline) {
+        await Promise.race([
+          Promise.all([...active].map((c) => c.pipe.closed)),
+          new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - Date.now())))),
+        ]);
+      }
+      for (const c of active) c.pipe.destroy(new Error("proxy shutting down"));
+      await Promise.all([...active].map((c) => c.pipe.closed));
+      await closed;
+    })();
+    return closing;
+  };
+  return {
+    address,
+    connections: active,
+    setApp(next) {
+      app = next;
+    },
+    close,
+    [Symbol.asyncDispose]: () => close(),
+  };
+}

@@ -1,0 +1,69 @@
+/**
+ * Refusals on the data path are values, not exceptions: one closed set of reasons that the
+ * logs, metrics and access log all use as their label.
+ * @module
+ */
+
+/** Why a connection was refused. */
+export type RefusalReason =
+  | "no_cert"
+  | "bad_chain"
+  | "bad_identity"
+  | "denied"
+  | "authorize_error"
+  | "limit"
+  | "timeout"
+  | "handshake"
+  | "app_unreachable"
+  | "no_endpoint"
+  | "upstream_unreachable";
+
+/** Every refusal reason, for metrics that list them all. */
+export const REFUSAL_REASONS: readonly RefusalReason[] = [
+  "no_cert",
+  "bad_chain",
+  "bad_identity",
+  "denied",
+  "authorize_error",
+  "limit",
+  "timeout",
+  "handshake",
+  "app_unreachable",
+  "no_endpoint",
+  "upstream_unreachable",
+];
+
+/** A refused connection. */
+export interface Refusal {
+  /** The closed-set reason. */
+  reason: RefusalReason;
+  /** Human-readable detail for the log. */
+  detail: string;
+  /** The peer's SPIFFE ID when it got that far. */
+  peer?: string;
+  /** The remote address. */
+  remote?: string;
+}
+
+/** Events a listener reports, for metrics, the admin app and logs. */
+export type ConnectionEvent =
+  | { type: "refused"; direction: "inbound" | "outbound"; listener: string; refusal: Refusal }
+  | {
+    type: "accepted";
+    direction: "inbound" | "outbound";
+    listener: string;
+    peer: string;
+    remote: string;
+    authorizeMs?: number;
+    handshakeMs?: number;
+  }
+  | {
+    type: "closed";
+    direction: "inbound" | "outbound";
+    listener: string;
+    peer: string;
+    bytesIn: number;
+    bytesOut: number;
+    durationMs: number;
+    error?: string;
+  };

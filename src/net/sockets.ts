@@ -1,0 +1,61 @@
+/**
+ * Small socket helpers shared by the inbound and outbound paths: dialing a plain TCP or unix
+ * socket with a timeout, and reading a peer's presented certificate chain.
+ * @module
+ */
+import net from "node:net";
+import type tls from "node:tls";
+
+/** Where a plain (non-mesh) socket goes: TCP host and port, or a unix socket path. */
+export type SocketAddress = { hostname: string; port: number } | { path: string };
+
+/** Formats an address for logs. */
+export function formatAddress(a: SocketAddress): string {
+  return "path" in a
+    ? `unix:${a.path}`
+    : `${a.hostname.includes(":") ? `[${a.hostname}]` : a.hostname}:${a.port}`;
+}
+
+/**
+ * Connects a plain socket, failing after `timeoutMs`. The socket allows half-open so that a
+ * pipe can pass one direction's end on while the other keeps flowing.
+ */
+export function connectPlain(address: SocketAddress, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({
+      ...("path" in address
+        ? { path: address.path }
+        : { host: address.hostname, port: address.port }),
+      allowHalfOpen: true,
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`connect ${formatAddress(address)}: timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+    socket.once("error", (err) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(new Error(`connect ${formatAddress(address)}: ${err.message}`));
+    });
+  });
+}
+
+/** The DER of a TLS peer's certificate and of the chain it presented (leaf first). */
+export function peerChain(socket: tls.TLSSocket): { der?: Uint8Array; chain: Uint8Array[] } {
+  const cert = socket.getPeerCertificate(true) as tls.DetailedPeerCertificate | undefined;
+  if (!cert || !cert.raw || cert.raw.length === 0) return { chain: [] };
+  const chain: Uint8Array[] = [];
+  let next = cert.issuerCertificate;
+  const seen = new Set<tls.DetailedPeerCertificate>([cert]);
+  while (next && !seen.has(next) && next.raw?.length && chain.length < 8) {
+    chain.push(new Uint8Array(next.raw));
+    seen.add(next);
+    next = next.issuerCertificate;
+  }
+  return { der: new Uint8Array(cert.raw), chain };
+}

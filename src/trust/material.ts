@@ -1,0 +1,256 @@
+/**
+ * Live TLS material: the current leaf, key and roots, fed by the leaf and roots watches.
+ * Everything a connection needs is computed here once per change — parsed roots, the
+ * `node:tls` secure contexts, the identity checks' cache — never per connection.
+ * @module
+ */
+import tls from "node:tls";
+import type { CARootList, LeafCert } from "../agent/types.ts";
+import { type CertificateInfo, parseCertificate } from "./certificate.ts";
+import { ChainError, verifyChain } from "./chain.ts";
+import { splitPemCertificates } from "./pem.ts";
+import { parseSpiffeId, type ServiceSpiffeId, SpiffeIdError } from "./spiffe.ts";
+
+/** Why a peer certificate was refused. */
+export type IdentityFailure = "no_cert" | "bad_chain" | "bad_identity";
+
+/** The outcome of checking a peer's certificate. */
+export type PeerVerdict =
+  | {
+    ok: true;
+    /** The peer's service identity. */
+    id: ServiceSpiffeId;
+    /** The first URI SAN, as presented. */
+    uri: string;
+    /** Colon-hex serial. */
+    serial: string;
+    /** When the peer's certificate expires. */
+    notAfter: Date;
+  }
+  | { ok: false; reason: IdentityFailure; detail: string };
+
+/** The current leaf, parsed. */
+export interface LeafState {
+  /** The agent's answer. */
+  cert: LeafCert;
+  /** The parsed leaf (first PEM of `CertPEM`). */
+  info: CertificateInfo;
+}
+
+/** The current roots, parsed. */
+export interface RootsState {
+  /** The agent's answer. */
+  roots: CARootList;
+  /** Every trusted root, parsed. */
+  infos: CertificateInfo[];
+  /** Every intermediate the roots list, parsed (cross-signed roots during a rotation). */
+  intermediates: CertificateInfo[];
+  /** Root PEMs for `node:tls`. */
+  pems: string[];
+}
+
+/** What changed, for listeners. */
+export type MaterialChange = "leaf" | "roots";
+
+/** Options of a {@linkcode TlsMaterial}. */
+export interface TlsMaterialOptions {
+  /** Minimum TLS version. @default {"TLSv1.2"} */
+  minVersion?: "TLSv1.2" | "TLSv1.3";
+  /** How many verified peer certificates to remember. @default {4096} */
+  cacheSize?: number;
+}
+
+/**
+ * The TLS identity of a service: holds the latest leaf and roots and the secure contexts made
+ * from them, and checks peers against the mesh roots with a cache that a root change clears.
+ *
+ * @example
+ * ```ts ignore
+ * import { AgentClient, TlsMaterial } from "@meshgate/meshgate";
+ * const agent = new AgentClient();
+ * const material = new TlsMaterial();
+ * for await (const { value } of agent.watchRoots().subscribe()) await material.setRoots(value);
+ * ```
+ */
+export class TlsMaterial {
+  #leaf?: LeafState;
+  #roots?: RootsState;
+  #context?: tls.SecureContext;
+  readonly #verified = new Map<string, Promise<PeerVerdict>>();
+  readonly #listeners = new Set<(change: MaterialChange) => void>();
+  readonly #options: TlsMaterialOptions;
+  readonly #ready = Promise.withResolvers<void>();
+
+  /** Creates empty material; it becomes ready once a leaf and roots are set. */
+  constructor(options: TlsMaterialOptions = {}) {
+    this.#options = options;
+  }
+
+  /** The current leaf, if loaded. */
+  get leaf(): LeafState | undefined {
+    return this.#leaf;
+  }
+
+  /** The current roots, if loaded. */
+  get roots(): RootsState | undefined {
+    return this.#roots;
+  }
+
+  /** The trust domain of the current roots. */
+  get trustDomain(): string | undefined {
+    return this.#roots?.roots.TrustDomain.toLowerCase();
+  }
+
+  /** Whether both leaf and roots are loaded. */
+  get isReady(): boolean {
+    return !!(this.#leaf && this.#roots);
+  }
+
+  /** Resolves once leaf and roots are both loaded. */
+  get ready(): Promise<void> {
+    return this.#ready.promise;
+  }
+
+  /**
+   * The `node:tls` secure context for the current leaf and roots: used by the inbound server
+   * and by every outbound dial, rebuilt only when the material changes.
+   */
+  get secureContext(): tls.SecureContext | undefined {
+    return this.#context;
+  }
+
+  /** Options for `tls.createServer`/`setSecureContext` with the current material. */
+  serverOptions(): tls.SecureContextOptions {
+    if (!this.#leaf || !this.#roots) throw new Error("TLS material not loaded");
+    return {
+      cert: this.#leaf.cert.CertPEM,
+      key: this.#leaf.cert.PrivateKeyPEM,
+      ca: this.#roots.pems,
+      minVersion: this.#options.minVersion ?? "TLSv1.2",
+    };
+  }
+
+  /** Listens for changes; returns an unsubscribe function. */
+  onChange(listener: (change: MaterialChange) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Installs a new leaf. Refuses (throws) a leaf that does not parse or has expired, keeping
+   * the current one: an expired certificate is never served.
+   */
+  async setLeaf(cert: LeafCert): Promise<LeafState> {
+    const info = await parseCertificate(cert.CertPEM);
+    if (info.notAfter.getTime() <= Date.now()) {
+      throw new ChainError("expired", `leaf ${cert.SerialNumber} expired at ${cert.ValidBefore}`);
+    }
+    this.#leaf = { cert, info };
+    this.#rebuild("leaf");
+    return this.#leaf;
+  }
+
+  /** Installs new roots; clears the peer-verification cache. */
+  async setRoots(roots: CARootList): Promise<RootsState> {
+    const infos = await Promise.all(roots.Roots.map((r) => parseCertificate(r.RootCert)));
+    const intermediatePems = roots.Roots.flatMap((r) => r.IntermediateCerts ?? []);
+    const intermediates = await Promise.all(intermediatePems.map((p) => parseCertificate(p)));
+    this.#roots = {
+      roots,
+      infos,
+      intermediates,
+      pems: roots.Roots.map((r) => r.RootCert),
+    };
+    this.#verified.clear();
+    this.#rebuild("roots");
+    return this.#roots;
+  }
+
+  #rebuild(change: MaterialChange): void {
+    if (this.#leaf && this.#roots) {
+      this.#context = tls.createSecureContext(this.serverOptions());
+      this.#ready.resolve();
+    }
+    for (const l of this.#listeners) l(change);
+  }
+
+  /**
+   * Whether the leaf chains to the current roots (false during a rotation until the agent
+   * re-issues it, and a warning sign if it stays false).
+   */
+  async leafChainsToRoots(): Promise<boolean> {
+    if (!this.#leaf || !this.#roots) return false;
+    const chain = splitPemCertificates(this.#leaf.cert.CertPEM).slice(1);
+    const extra = await Promise.all(chain.map((p) => parseCertificate(p)));
+    try {
+      await verifyChain(
+        this.#leaf.info,
+        [...extra, ...this.#roots.intermediates],
+        this.#roots.infos,
+      );
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Checks a peer certificate (DER, with the chain it presented) against the mesh roots —
+   * never a TLS stack's trust store — and requires a service SPIFFE ID in our trust domain.
+   * Results are cached per certificate until the roots change.
+   */
+  verifyPeer(der: Uint8Array | undefined, chain: Uint8Array[] = []): Promise<PeerVerdict> {
+    if (!der || der.length === 0) {
+      return Promise.resolve({ ok: false, reason: "no_cert", detail: "no client certificate" });
+    }
+    const key = der.toBase64();
+    let verdict = this.#verified.get(key);
+    if (!verdict) {
+      verdict = this.#verify(der, chain);
+      const max = this.#options.cacheSize ?? 4096;
+      if (this.#verified.size >= max) this.#verified.delete(this.#verified.keys().next().value!);
+      this.#verified.set(key, verdict);
+    }
+    return verdict.then((v) => {
+      // Expiry is time-dependent: re-check it on every use of a cached verdict.
+      if (v.ok && v.notAfter.getTime() <= Date.now()) {
+        return { ok: false, reason: "bad_chain", detail: "certificate expired" };
+      }
+      return v;
+    });
+  }
+
+  async #verify(der: Uint8Array, chain: Uint8Array[]): Promise<PeerVerdict> {
+    const roots = this.#roots;
+    if (!roots) return { ok: false, reason: "bad_chain", detail: "no roots loaded" };
+    let leaf: CertificateInfo;
+    try {
+      leaf = await parseCertificate(der);
+      const presented = await Promise.all(chain.map((c) => parseCertificate(c)));
+      await verifyChain(leaf, [...presented, ...roots.intermediates], roots.infos);
+    } catch (err) {
+      return { ok: false, reason: "bad_chain", detail: (err as Error).message };
+    }
+    const uri = leaf.uris[0];
+    if (!uri) return { ok: false, reason: "bad_identity", detail: "certificate has no URI SAN" };
+    try {
+      const id = parseSpiffeId(uri);
+      if (id.kind !== "service") {
+        return { ok: false, reason: "bad_identity", detail: `${uri} is not a service identity` };
+      }
+      if (id.trustDomain !== roots.roots.TrustDomain.toLowerCase()) {
+        return {
+          ok: false,
+          reason: "bad_identity",
+          detail: `${uri} is not in trust domain ${roots.roots.TrustDomain}`,
+        };
+      }
+      return { ok: true, id, uri, serial: leaf.serial, notAfter: leaf.notAfter };
+    } catch (err) {
+      if (err instanceof SpiffeIdError) {
+        return { ok: false, reason: "bad_identity", detail: err.message };
+      }
+      throw err;
+    }
+  }
+}
