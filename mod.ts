@@ -175,3 +175,32 @@ export {
   REFUSAL_REASONS,
   type RefusalReason,
 } from "./src/inbound/refusal.ts";
+export { DialError, dialMesh, type MeshEndpoint } from "./src/outbound/dialer.ts";
+export {
+  type ChainTarget,
+  endpointsOf,
+  type Route,
+  routesOf,
+  UpstreamResolver,
+} from "./src/outbound/resolver.ts";
+export {
+  startUpstream,
+  type UpstreamConfig,
+  type UpstreamListener,
+  type UpstreamOptions,
+} from "./src/outbound/listener.ts";
+export {
+  configFromService,
+  type ProxyConfig,
+  ProxyConfigError,
+  upstreamKey,
+} from "./src/proxy/config.ts";
+export {
+  findSidecar,
+  Proxy,
+  type ProxyLimits,
+  type ProxyOptions,
+  type ProxyPhase,
+  type SelfRegistration,
+  startProxy,
+} from "./src/proxy/proxy.ts";

@@ -1,0 +1,240 @@
+/**
+ * One upstream's local listener: accept → pick an endpoint (round robin, skipping ones that
+ * just failed; the chain's failover targets next) → mTLS dial with identity check → pipe.
+ * @module
+ */
+import net from "node:net";
+import type { AgentClient } from "../agent/client.ts";
+import type { ConnectionEvent, Refusal } from "../inbound/refusal.ts";
+import { type Logger, silentLogger } from "../net/log.ts";
+import { type Pipe, pipeSockets } from "../net/pipe.ts";
+import { formatAddress, type SocketAddress } from "../net/sockets.ts";
+import type { TlsMaterial } from "../trust/material.ts";
+import { DialError, dialMesh, type MeshEndpoint } from "./dialer.ts";
+import { endpointsOf, UpstreamResolver } from "./resolver.ts";
+
+/** An upstream as the proxy configures it. */
+export interface UpstreamConfig {
+  /** `service` or `prepared_query`. */
+  type: "service" | "prepared_query";
+  /** Service or query name. */
+  name: string;
+  /** Datacenter; empty for the local one. */
+  datacenter?: string;
+  /** The local listener. */
+  bind: SocketAddress;
+  /** Upstream `Config.connect_timeout_ms`, overriding the chain's `ConnectTimeout`. */
+  connectTimeoutMs?: number;
+}
+
+/** Options of {@linkcode startUpstream}. */
+export interface UpstreamOptions {
+  /** The agent, for chain, health and prepared-query reads. */
+  agent: AgentClient;
+  /** The live leaf and roots. */
+  material: TlsMaterial;
+  /** What to listen for and where it goes. */
+  upstream: UpstreamConfig;
+  /** Most concurrent connections; excess is refused. 0 = unlimited. @default {0} */
+  maxConnections?: number;
+  /** Close connections idle this long; 0 = never. @default {0} */
+  idleTimeoutMs?: number;
+  /** How long an endpoint that failed is skipped. @default {10000} */
+  failureCooldownMs?: number;
+  /** Log sink. */
+  log?: Logger;
+  /** Connection events (metrics, admin). */
+  onEvent?: (event: ConnectionEvent) => void;
+}
+
+/** A running upstream listener. */
+export interface UpstreamListener extends AsyncDisposable {
+  /** The upstream it serves. */
+  readonly upstream: UpstreamConfig;
+  /** The bound address. */
+  readonly address: SocketAddress;
+  /** The chain and endpoints (service upstreams). */
+  readonly resolver?: UpstreamResolver;
+  /** Open connections. */
+  readonly connections: ReadonlySet<{ peer: string; since: number; pipe: Pipe }>;
+  /** Stops accepting, waits up to `drainMs` for open connections, then closes them. */
+  close(drainMs?: number): Promise<void>;
+}
+
+/**
+ * Starts an upstream listener.
+ *
+ * @example
+ * ```ts ignore
+ * import { startUpstream } from "@meshgate/meshgate";
+ * const up = await startUpstream({ agent, material, upstream: {
+ *   type: "service", name: "db", bind: { hostname: "127.0.0.1", port: 9191 } } });
+ * ```
+ */
+export async function startUpstream(options: UpstreamOptions): Promise<UpstreamListener> {
+  const o = options;
+  const up = o.upstream;
+  const name = `upstream:${up.name}`;
+  const log = (o.log ?? silentLogger).with({ upstream: up.name });
+  const emit = o.onEvent ?? (() => {});
+  const resolver = up.type === "service"
+    ? new UpstreamResolver(o.agent, up.name, { datacenter: up.datacenter, log })
+    : undefined;
+  const failedAt = new Map<string, number>();
+  const cursor = new Map<string, number>();
+  const active = new Set<{ peer: string; since: number; pipe: Pipe }>();
+  const cooldown = o.failureCooldownMs ?? 10_000;
+
+  /** Candidates in the order to try them: per target, round robin, recently failed last. */
+  async function candidates(): Promise<{ endpoint: MeshEndpoint; timeoutMs: number }[]> {
+    if (!resolver) {
+      const result = await o.agent.preparedQuery(up.name, { dc: up.datacenter });
+      return endpointsOf(result.Nodes).map((endpoint) => ({
+        endpoint,
+        timeoutMs: up.connectTimeoutMs ?? 5000,
+      }));
+    }
+    const route = resolver.pickRoute();
+    const out: { endpoint: MeshEndpoint; timeoutMs: number }[] = [];
+    for (const id of route?.targets ?? []) {
+      const target = resolver.targets.get(id);
+      if (!target || target.endpoints.length === 0) continue;
+      const start = (cursor.get(id) ?? 0) % target.endpoints.length;
+      cursor.set(id, start + 1);
+      const ordered = [...target.endpoints.slice(start), ...target.endpoints.slice(0, start)];
+      const now = Date.now();
+      const healthy = ordered.filter((e) => now - (failedAt.get(e.id) ?? 0) > cooldown);
+      const cooling = ordered.filter((e) => !healthy.includes(e));
+      for (const endpoint of [...healthy, ...cooling]) {
+        out.push({ endpoint, timeoutMs: up.connectTimeoutMs ?? target.connectTimeoutMs });
+      }
+    }
+    return out;
+  }
+
+  const refuse = (client: net.Socket, refusal: Refusal) => {
+    client.destroy();
+    log.log("warn", "upstream connection failed", {
+      reason: refusal.reason,
+      detail: refusal.detail,
+    });
+    emit({ type: "refused", direction: "outbound", listener: name, refusal });
+  };
+
+  // The whole outbound path of one connection.
+  async function handle(client: net.Socket): Promise<void> {
+    client.pause();
+    client.on("error", () => {});
+    const remote = `${client.remoteAddress ?? "local"}:${client.remotePort ?? ""}`;
+    if (o.maxConnections && active.size >= o.maxConnections) {
+      return refuse(client, {
+        reason: "limit",
+        detail: `${o.maxConnections} connections open`,
+        remote,
+      });
+    }
+    let list;
+    try {
+      await resolver?.ready;
+      list = await candidates();
+    } catch (err) {
+      return refuse(client, { reason: "no_endpoint", detail: (err as Error).message, remote });
+    }
+    if (list.length === 0) {
+      return refuse(client, {
+        reason: "no_endpoint",
+        detail: `no healthy instances of ${up.name}`,
+        remote,
+      });
+    }
+    let lastError = "";
+    for (const { endpoint, timeoutMs } of list) {
+      if (client.destroyed) return;
+      const started = Date.now();
+      try {
+        const mesh = await dialMesh(o.material, endpoint, timeoutMs);
+        if (client.destroyed) {
+          mesh.destroy();
+          return;
+        }
+        failedAt.delete(endpoint.id);
+        const peer = `${endpoint.service}@${endpoint.address}:${endpoint.port}`;
+        const pipe = pipeSockets(client, mesh, { idleTimeoutMs: o.idleTimeoutMs });
+        const conn = { peer, since: Date.now(), pipe };
+        active.add(conn);
+        emit({
+          type: "accepted",
+          direction: "outbound",
+          listener: name,
+          peer,
+          remote,
+          handshakeMs: Date.now() - started,
+        });
+        const stats = await pipe.closed;
+        active.delete(conn);
+        emit({
+          type: "closed",
+          direction: "outbound",
+          listener: name,
+          peer,
+          bytesIn: stats.bToA,
+          bytesOut: stats.aToB,
+          durationMs: Date.now() - conn.since,
+          error: stats.error?.message,
+        });
+        return;
+      } catch (err) {
+        // Only before any byte was sent: retry the next endpoint, then the failover targets.
+        failedAt.set(endpoint.id, Date.now());
+        lastError = err instanceof DialError ? `${err.reason}: ${err.message}` : String(err);
+        log.log("warn", "upstream endpoint failed", { endpoint: endpoint.id, error: lastError });
+      }
+    }
+    refuse(client, { reason: "upstream_unreachable", detail: lastError, remote });
+  }
+
+  const server = net.createServer(
+    { allowHalfOpen: true, pauseOnConnect: true },
+    (c) => void handle(c),
+  );
+  if ("path" in up.bind) await Deno.remove(up.bind.path).catch(() => {});
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    const done = () => {
+      server.off("error", reject);
+      resolve();
+    };
+    if ("path" in up.bind) server.listen(up.bind.path, done);
+    else server.listen(up.bind.port, up.bind.hostname, done);
+  });
+  server.on("error", (err) => log.log("error", "upstream listener error", { error: err.message }));
+  const a = server.address();
+  const address: SocketAddress = typeof a === "string" || a === null
+    ? { path: "path" in up.bind ? up.bind.path : String(a) }
+    : { hostname: a.address, port: a.port };
+  log.log("info", "upstream listener started", { bind: formatAddress(address), type: up.type });
+
+  let closing: Promise<void> | undefined;
+  const close = (drainMs = 0): Promise<void> => {
+    closing ??= (async () => {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      const deadline = Date.now() + drainMs;
+      while (active.size && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - Date.now()))));
+      }
+      for (const c of active) c.pipe.destroy(new Error("listener closing"));
+      await Promise.all([...active].map((c) => c.pipe.closed));
+      await resolver?.close();
+      await closed;
+    })();
+    return closing;
+  };
+  return {
+    upstream: up,
+    address,
+    resolver,
+    connections: active,
+    close,
+    [Symbol.asyncDispose]: () => close(),
+  };
+}

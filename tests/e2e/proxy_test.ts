@@ -1,0 +1,193 @@
+import assert from "node:assert/strict";
+import net from "node:net";
+import { type ConnectionEvent, startProxy } from "../../mod.ts";
+import { clientFor, devAgent, eventually } from "../_helpers.ts";
+import { echoServer, outcome, roundTrip, tcpClient } from "./_net.ts";
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function mesh() {
+  const dev = await devAgent();
+  const agent = clientFor(dev);
+  const db = await echoServer();
+  const dbPublic = freePort();
+  const webPublic = freePort();
+  const upstreamPort = freePort();
+  await agent.register({
+    ID: "db-1",
+    Name: "db",
+    Port: db.port,
+    Connect: { SidecarService: { Port: dbPublic } },
+  });
+  await agent.register({
+    ID: "web-1",
+    Name: "web",
+    Port: 1,
+    Connect: {
+      SidecarService: {
+        Port: webPublic,
+        Proxy: { Upstreams: [{ DestinationName: "db", LocalBindPort: upstreamPort }] },
+      },
+    },
+  });
+  const events: ConnectionEvent[] = [];
+  const dbProxy = await startProxy({ agent, sidecarFor: "db-1", onEvent: (e) => events.push(e) });
+  const webProxy = await startProxy({ agent, sidecarFor: "web-1", onEvent: (e) => events.push(e) });
+  await Promise.all([dbProxy.ready, webProxy.ready]);
+  // The db sidecar is a healthy endpoint once its TCP check passes.
+  await eventually(async () =>
+    (await agent.healthConnect("db", { passing: true })).value.length === 1
+  );
+  return {
+    dev,
+    agent,
+    db,
+    dbProxy,
+    webProxy,
+    upstreamPort,
+    events,
+    async [Symbol.asyncDispose]() {
+      await webProxy.close();
+      await dbProxy.close();
+      await db.close();
+      await agent.close();
+      await dev.close();
+    },
+  };
+}
+
+Deno.test("proxy pair: web's upstream reaches db over mTLS; deny refuses; allow again works", async () => {
+  await using m = await mesh();
+  const c1 = await tcpClient(m.upstreamPort);
+  assert.equal(new TextDecoder().decode(await roundTrip(c1, "ping")), "ping");
+  await m.agent.upsertIntention("web", "db", { Action: "deny" });
+  assert.equal(await outcome(await tcpClient(m.upstreamPort), "ping"), "closed");
+  await eventually(() =>
+    m.events.some((e) => e.type === "refused" && e.refusal.reason === "denied")
+  );
+  await m.agent.upsertIntention("web", "db", { Action: "allow" });
+  const c3 = await tcpClient(m.upstreamPort);
+  assert.equal(new TextDecoder().decode(await roundTrip(c3, "again")), "again");
+});
+
+Deno.test("proxy: upstreams added and removed in the registration open and close listeners live", async () => {
+  await using m = await mesh();
+  const extra = freePort();
+  const open = await tcpClient(m.upstreamPort);
+  const got: string[] = [];
+  open.on("data", (d) => got.push(d.toString()));
+  open.write("keep;");
+  await eventually(() => got.join("") === "keep;");
+  const svc = (await m.agent.service("web-1-sidecar-proxy")).value;
+  await m.agent.register({
+    ID: "web-1",
+    Name: "web",
+    Port: 1,
+    Connect: {
+      SidecarService: {
+        Port: svc.Port,
+        Proxy: {
+          Upstreams: [
+            { DestinationName: "db", LocalBindPort: m.upstreamPort },
+            { DestinationName: "db", LocalBindPort: extra, Datacenter: "dc1" },
+          ],
+        },
+      },
+    },
+  });
+  await eventually(() => m.webProxy.upstreams.length === 2, 5000, "the new upstream listener");
+  const viaExtra = await tcpClient(extra);
+  assert.equal(new TextDecoder().decode(await roundTrip(viaExtra, "x")), "x");
+  // The first upstream's open connection was not touched.
+  open.write("still;");
+  await eventually(() => got.join("") === "keep;still;");
+  await m.agent.register({
+    ID: "web-1",
+    Name: "web",
+    Port: 1,
+    Connect: {
+      SidecarService: {
+        Port: svc.Port,
+        Proxy: { Upstreams: [{ DestinationName: "db", LocalBindPort: m.upstreamPort }] },
+      },
+    },
+  });
+  await eventually(() => m.webProxy.upstreams.length === 1, 5000, "the upstream to close");
+  await assert.rejects(tcpClient(extra));
+  open.end();
+});
+
+Deno.test("proxy: an unreachable endpoint fails over to the resolver's failover target", async () => {
+  await using m = await mesh();
+  // A second destination, db-backup, served by the same db proxy's identity would not verify;
+  // register a real one: its own sidecar proxy in front of its own echo server.
+  const backup = await echoServer();
+  const backupPublic = freePort();
+  await m.agent.register({
+    ID: "db-backup-1",
+    Name: "db-backup",
+    Port: backup.port,
+    Connect: { SidecarService: { Port: backupPublic } },
+  });
+  await using backupProxy = await startProxy({ agent: m.agent, sidecarFor: "db-backup-1" });
+  await backupProxy.ready;
+  await eventually(async () =>
+    (await m.agent.healthConnect("db-backup", { passing: true })).value.length === 1
+  );
+  await m.agent.putConfigEntry({
+    Kind: "service-resolver",
+    Name: "db",
+    ConnectTimeout: "1s",
+    Failover: { "*": { Service: "db-backup" } },
+  });
+  await eventually(() => {
+    const r = m.webProxy.upstreams[0].resolver!;
+    return r.targets.has("db-backup.default.default.dc1") &&
+      (r.targets.get("db-backup.default.default.dc1")?.endpoints.length ?? 0) > 0;
+  });
+  // db's proxy goes away; its registration (and health entry) stays for a moment.
+  await m.dbProxy.close();
+  const c = await tcpClient(m.upstreamPort);
+  assert.equal(new TextDecoder().decode(await roundTrip(c, "failover")), "failover");
+  assert.equal(backup.connections(), 1);
+  await backup.close();
+});
+
+Deno.test("proxy: shutdown drains open connections until the deadline", async () => {
+  await using m = await mesh();
+  const c = await tcpClient(m.upstreamPort);
+  const got: string[] = [];
+  c.on("data", (d) => got.push(d.toString()));
+  c.write("a");
+  await eventually(() => got.join("") === "a");
+  let clientClosed = false;
+  c.on("end", () => (clientClosed = true)); // the proxy closed its side
+  c.on("error", () => {});
+  const closing = m.webProxy.close(300);
+  c.write("b");
+  await eventually(() => got.join("") === "ab", 2000, "traffic during the drain");
+  await closing;
+  await eventually(() => clientClosed, 2000, "the drained connection to close");
+  assert.equal(m.webProxy.phase, "stopped");
+  await assert.rejects(
+    new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ host: "127.0.0.1", port: m.upstreamPort }, () => resolve(s));
+      s.once("error", reject);
+    }),
+  );
+});
+
+Deno.test("proxy: -sidecar-for with no sidecar is a clear error", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  await assert.rejects(
+    startProxy({ agent, sidecarFor: "nope" }),
+    /No sidecar proxy registered for nope/,
+  );
+  await agent.close();
+});
