@@ -1,50 +1,94 @@
 /**
- * `deno task demo`: the control plane at work on the embedded Consul test double. Registers a
- * service with a sidecar, watches its roots and leaf with blocking queries, rotates the CA and
- * shows both watches fire — then keeps the agent running for you to try by hand.
+ * `deno task demo`: the mesh at work on the embedded Consul test double. Two small services —
+ * `web` calls `api` through its upstream — each behind a meshgate sidecar. Traffic flows over
+ * mTLS, an intention flips to deny and the connection is refused, then it is allowed again.
+ * Everything keeps running until Ctrl-C, with the addresses to try by hand.
  */
-import { AgentClient, startDevAgent } from "../mod.ts";
+import { AgentClient, createLogger, startDevAgent, startProxy } from "../mod.ts";
 
-const dev = await startDevAgent({ rotationJitterMs: 1000 });
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+const say = (text: string) => console.log(`\n▶ ${text}`);
+const dev = await startDevAgent({ tcpCheckIntervalMs: 500 });
 const agent = new AgentClient({ address: dev.address, watchDefaults: { minIntervalMs: 0 } });
-console.log(`Consul test double on ${dev.url} (trust domain ${dev.ca.trustDomain})`);
+say(`Consul test double on ${dev.url} (trust domain ${dev.ca.trustDomain})`);
 
+// The api service: a plain HTTP app that knows nothing about the mesh.
+const apiPort = freePort();
+const api = Deno.serve(
+  { hostname: "127.0.0.1", port: apiPort, onListen: () => {} },
+  () => Response.json({ service: "api", time: new Date().toISOString() }),
+);
+const [apiPublic, webPublic, upstreamPort] = [freePort(), freePort(), freePort()];
+await agent.register({
+  ID: "api-1",
+  Name: "api",
+  Port: apiPort,
+  Connect: { SidecarService: { Port: apiPublic } },
+});
 await agent.register({
   ID: "web-1",
   Name: "web",
-  Port: 8080,
+  Port: freePort(),
   Connect: {
-    SidecarService: { Proxy: { Upstreams: [{ DestinationName: "api", LocalBindPort: 9191 }] } },
+    SidecarService: {
+      Port: webPublic,
+      Proxy: { Upstreams: [{ DestinationName: "api", LocalBindPort: upstreamPort }] },
+    },
   },
 });
-const sidecar = (await agent.service("web-1-sidecar-proxy")).value;
-console.log(`Registered web-1 with sidecar ${sidecar.ID} on port ${sidecar.Port}`);
-
-const ac = new AbortController();
-const roots = agent.watchRoots().subscribe(ac.signal);
-const leaf = agent.watchLeaf("web").subscribe(ac.signal);
-const r0 = (await roots.next()).value!;
-const l0 = (await leaf.next()).value!;
-console.log(
-  `Roots: active ${r0.value.ActiveRootID.slice(0, 23)}…, ${r0.value.Roots.length} root(s)`,
+say(
+  "Registered api-1 and web-1, each with a sidecar; web's upstream 'api' listens on " +
+    `127.0.0.1:${upstreamPort}`,
 );
-console.log(`Leaf for web: serial ${l0.value.SerialNumber}, ${l0.value.ServiceURI}`);
 
-console.log("Rotating the CA root…");
-await dev.rotateCA();
-const r1 = (await roots.next()).value!;
-console.log(
-  `Roots watch fired: ${r1.value.Roots.length} roots, active ${
-    r1.value.ActiveRootID.slice(0, 23)
-  }…`,
-);
-const l1 = (await leaf.next()).value!;
-console.log(`Leaf watch fired: new serial ${l1.value.SerialNumber}, signed by the new root`);
-ac.abort();
+const log = createLogger({ level: "info" });
+const apiProxy = await startProxy({ agent, sidecarFor: "api-1", log: log.with({ proxy: "api" }) });
+const webProxy = await startProxy({ agent, sidecarFor: "web-1", log: log.with({ proxy: "web" }) });
+await Promise.all([apiProxy.ready, webProxy.ready]);
+while ((await agent.healthConnect("api", { passing: true })).value.length === 0) {
+  await new Promise((r) => setTimeout(r, 200));
+}
+say("Both sidecars are up (mTLS on their public ports, leaf certificates from the CA).");
 
-console.log(`\nThe agent keeps running. Try:\n  curl ${dev.url}/v1/agent/connect/ca/roots`);
-console.log(`  curl ${dev.url}/v1/health/connect/web\nCtrl-C to stop.`);
+async function callApi(): Promise<string> {
+  try {
+    // A new connection each time: intentions are checked when a connection is made.
+    const res = await fetch(`http://127.0.0.1:${upstreamPort}/`, {
+      headers: { Connection: "close" },
+      signal: AbortSignal.timeout(3000),
+    });
+    return `${res.status} ${await res.text()}`;
+  } catch (err) {
+    return `refused (${(err as Error).message.split("\n")[0]})`;
+  }
+}
+
+say(`web → its upstream → mTLS → api's sidecar → api:  ${await callApi()}`);
+say("Adding an intention: web → api DENY");
+await agent.upsertIntention("web", "api", { Action: "deny" });
+say(`web → api now:  ${await callApi()}`);
+say("Setting the intention to ALLOW");
+await agent.upsertIntention("web", "api", { Action: "allow" });
+say(`web → api now:  ${await callApi()}`);
+
+console.log(`
+Everything keeps running. Try by hand:
+  curl http://127.0.0.1:${upstreamPort}/                       # web's upstream to api, over mTLS
+  curl -X PUT -d '{"Action":"deny"}' '${dev.url}/v1/connect/intentions/exact?source=web&destination=api'
+  curl ${dev.url}/v1/health/connect/api
+  CONSUL_HTTP_ADDR=${dev.address} deno task proxy -help
+Ctrl-C to stop.`);
+
 const stop = async () => {
+  await webProxy.close(1000);
+  await apiProxy.close(1000);
+  await api.shutdown();
   await agent.close();
   await dev.close();
   Deno.exit(0);

@@ -1,9 +1,77 @@
 /**
- * The `meshgate` command line. The proxy itself lands with the data-plane work; until then
- * this entry point says so plainly.
+ * The `meshgate proxy` command: flags → options → run. Nothing else lives here.
+ *
+ *     deno run -A jsr:@meshgate/meshgate/cli -sidecar-for web-1
  * @module
  */
+import { createLogger } from "../net/log.ts";
+import { startProxy } from "../proxy/proxy.ts";
+import { createDenoAgentClient } from "./agent_transport.ts";
+import { FlagError, helpText, parseFlags } from "./flags.ts";
+
+/**
+ * Runs the proxy command line until SIGINT/SIGTERM; returns the exit code.
+ *
+ * @example
+ * ```ts ignore
+ * import { runCli } from "@meshgate/meshgate/cli";
+ * Deno.exit(await runCli(["-sidecar-for", "web-1"]));
+ * ```
+ */
+export async function runCli(args: string[]): Promise<number> {
+  // Accept `proxy` as a subcommand, as in `consul connect proxy`.
+  if (args[0] === "proxy") args = args.slice(1);
+  let opts;
+  try {
+    opts = parseFlags(args, Deno.env.toObject());
+  } catch (err) {
+    if (err instanceof FlagError) {
+      console.error(`meshgate: ${err.message}\n\n${helpText()}`);
+      return 2;
+    }
+    throw err;
+  }
+  if (opts.help) {
+    console.log(helpText());
+    return 0;
+  }
+  const log = createLogger({ level: opts.logLevel, json: opts.logJson });
+  let agent;
+  try {
+    agent = await createDenoAgentClient(opts.agent);
+  } catch (err) {
+    log.log("error", "bad agent configuration", { error: (err as Error).message });
+    return 2;
+  }
+  let proxy;
+  try {
+    proxy = await startProxy({
+      agent,
+      proxyId: opts.proxyId,
+      sidecarFor: opts.sidecarFor,
+      config: opts.config,
+      register: opts.register,
+      limits: opts.limits,
+      log,
+    });
+  } catch (err) {
+    log.log("error", "cannot start proxy", { error: (err as Error).message });
+    await agent.close();
+    return 1;
+  }
+  const { promise: stopped, resolve } = Promise.withResolvers<void>();
+  const stop = () => resolve();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  await stopped;
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
+  log.log("info", "shutting down", { drainMs: opts.drainMs });
+  await proxy.close(opts.drainMs);
+  await agent.close();
+  return 0;
+}
+
 if (import.meta.main) {
-  console.error("meshgate proxy: not yet (the data plane is issue #3)");
-  Deno.exit(1);
+  Deno.exit(await runCli(Deno.args));
 }

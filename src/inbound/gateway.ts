@@ -125,12 +125,19 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
 
   const refuse = (socket: net.Socket, refusal: Refusal) => {
     socket.destroy();
-    log.log(refusal.reason === "denied" ? "info" : "warn", "inbound connection refused", {
-      reason: refusal.reason,
-      detail: refusal.detail,
-      peer: refusal.peer,
-      remote: refusal.remote,
-    });
+    // Consul's TCP health checks connect and close without a handshake, every 10 s; Deno's
+    // node:tls only notices at the handshake timeout. Keep those out of the warnings.
+    const quiet = refusal.reason === "timeout" && refusal.detail === "TLS handshake timeout";
+    log.log(
+      quiet ? "debug" : refusal.reason === "denied" ? "info" : "warn",
+      "inbound connection refused",
+      {
+        reason: refusal.reason,
+        detail: refusal.detail,
+        peer: refusal.peer,
+        remote: refusal.remote,
+      },
+    );
     emit({ type: "refused", direction: "inbound", listener: listenerName, refusal });
   };
 

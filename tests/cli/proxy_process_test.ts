@@ -1,0 +1,102 @@
+// The `proxy` command as an operator runs it: a separate process, stopped with SIGTERM.
+import assert from "node:assert/strict";
+import { clientFor, devAgent, eventually } from "../_helpers.ts";
+import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
+
+const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+function spawnProxy(args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const logs: string[] = [];
+  const drain = (async () => {
+    for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) logs.push(c);
+  })();
+  const out = child.stdout.cancel();
+  return { child, logs, done: Promise.all([drain, out]) };
+}
+
+Deno.test({
+  name: "cli: `proxy -sidecar-for` serves mTLS, logs one line per event, exits 0 on SIGTERM",
+  sanitizeResources: false,
+  async fn() {
+    await using dev = await devAgent();
+    const agent = clientFor(dev);
+    const app = await echoServer();
+    const port = freePort();
+    await agent.register({
+      ID: "db-1",
+      Name: "db",
+      Port: app.port,
+      Connect: { SidecarService: { Port: port } },
+    });
+    const p = spawnProxy(["-sidecar-for", "db-1", "--http-addr", dev.address, "-log-json"]);
+    await eventually(
+      () => p.logs.join("").includes('"proxy ready"'),
+      20_000,
+      "the proxy to be ready",
+    );
+    const web = (await agent.leaf("web")).value;
+    const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
+    const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
+    assert.equal(new TextDecoder().decode(await roundTrip(c, "cli")), "cli");
+    p.child.kill("SIGTERM");
+    const status = await p.child.status;
+    await p.done;
+    assert.equal(status.code, 0);
+    const lines = p.logs.join("").trim().split("\n").map((l) => JSON.parse(l));
+    assert.ok(lines.some((l) => l["@message"] === "leaf certificate loaded"));
+    assert.ok(lines.some((l) => l["@message"] === "proxy stopped"));
+    assert.ok(!p.logs.join("").includes("PRIVATE KEY"), "never a key in the logs");
+    await app.close();
+    await agent.close();
+  },
+});
+
+Deno.test({
+  name: "cli: `proxy -service … -register` registers itself, heartbeats, deregisters on SIGTERM",
+  sanitizeResources: false,
+  async fn() {
+    await using dev = await devAgent();
+    const agent = clientFor(dev);
+    const app = await echoServer();
+    const port = freePort();
+    const p = spawnProxy([
+      "-service",
+      "db",
+      "-listen",
+      `127.0.0.1:${port}`,
+      "-service-addr",
+      `127.0.0.1:${app.port}`,
+      "-register",
+      "-register-id",
+      "t1",
+      "-http-addr",
+      dev.address,
+    ]);
+    await eventually(() => dev.catalog.get("db-proxy-t1") !== undefined, 20_000, "registration");
+    const svc = dev.catalog.get("db-proxy-t1")!;
+    assert.equal(svc.Kind, "connect-proxy");
+    assert.equal(svc.Port, port);
+    assert.equal(svc.Proxy?.DestinationServiceName, "db");
+    assert.equal(dev.catalog.checksOf("db-proxy-t1")[0].CheckID, "db-proxy-t1-ttl");
+    assert.equal(dev.catalog.checksOf("db-proxy-t1")[0].Status, "passing");
+    await eventually(() => p.logs.join("").includes("proxy ready"), 20_000);
+    p.child.kill("SIGTERM");
+    assert.equal((await p.child.status).code, 0);
+    await p.done;
+    assert.equal(dev.catalog.get("db-proxy-t1"), undefined, "deregistered on shutdown");
+    await app.close();
+    await agent.close();
+  },
+});

@@ -1,0 +1,32 @@
+// Every example runs as documented.
+import assert from "node:assert/strict";
+
+Deno.test({
+  name: "examples/demo.ts shows traffic, a deny and an allow, then keeps running until SIGTERM",
+  sanitizeResources: false,
+  async fn() {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../examples/demo.ts", import.meta.url).pathname],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    let out = "";
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const deadline = Date.now() + 60_000;
+    while (!out.includes("Ctrl-C to stop.") && Date.now() < deadline) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += value;
+    }
+    child.kill("SIGTERM");
+    await reader.cancel();
+    await child.status;
+    const calls = [...out.matchAll(/web → (?:its upstream.*api|api now):\s+(.*)/g)].map((m) =>
+      m[1]
+    );
+    assert.equal(calls.length, 3, out);
+    assert.match(calls[0], /^200 \{"service":"api"/);
+    assert.match(calls[1], /^refused/);
+    assert.match(calls[2], /^200 /);
+  },
+});
