@@ -152,7 +152,14 @@ export {
   parseLogLevel,
   silentLogger,
 } from "./src/net/log.ts";
-export { type Pipe, pipeSockets, type PipeStats } from "./src/net/pipe.ts";
+export {
+  type HeldData,
+  type HeldSocket,
+  holdSocket,
+  type Pipe,
+  pipeSockets,
+  type PipeStats,
+} from "./src/net/pipe.ts";
 export { connectPlain, formatAddress, peerChain, type SocketAddress } from "./src/net/sockets.ts";
 export {
   type IdentityFailure,

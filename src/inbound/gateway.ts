@@ -9,7 +9,7 @@ import type net from "node:net";
 import tls from "node:tls";
 import type { AuthorizeRequest, AuthorizeResult } from "../agent/types.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
-import { type Pipe, pipeSockets } from "../net/pipe.ts";
+import { holdSocket, type Pipe, pipeSockets } from "../net/pipe.ts";
 import { connectPlain, formatAddress, peerChain, type SocketAddress } from "../net/sockets.ts";
 import type { TlsMaterial } from "../trust/material.ts";
 import type { ConnectionEvent, Refusal, RefusalReason } from "./refusal.ts";
@@ -168,7 +168,9 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   async function handle(socket: tls.TLSSocket): Promise<void> {
     const started = Date.now();
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    socket.pause(); // not one byte to the application before authorization
+    // Not one byte reaches the application before authorization; what the client sends
+    // meanwhile is held (bounded), not paused (see holdSocket).
+    const held = holdSocket(socket);
     socket.on("error", () => {}); // errors surface through close; the pipe handles them later
     const { der, chain } = peerChain(socket);
     const verdict = await o.material.verifyPeer(der, chain);
@@ -218,7 +220,10 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     }
     const raw = (socket as unknown as { _parent?: net.Socket })._parent;
     if (raw) piped.add(raw);
-    const pipe = pipeSockets(socket, appSocket, { idleTimeoutMs: o.idleTimeoutMs });
+    const pipe = pipeSockets(socket, appSocket, {
+      idleTimeoutMs: o.idleTimeoutMs,
+      held: { a: held.release() },
+    });
     const conn: InboundConnection = { peer: verdict.uri, remote, since: Date.now(), pipe };
     active.add(conn);
     emit({

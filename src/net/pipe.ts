@@ -16,6 +16,48 @@ export interface PipeStats {
   error?: Error;
 }
 
+/** What a held socket received before it was piped. */
+export interface HeldData {
+  /** Chunks read so far, in order. */
+  chunks: Uint8Array[];
+  /** Whether the peer already ended its side. */
+  ended: boolean;
+}
+
+/** A socket whose early bytes are being kept until it is piped. */
+export interface HeldSocket {
+  /** Stops holding and hands over what arrived. Call right before piping. */
+  release(): HeldData;
+}
+
+/**
+ * Keeps a socket flowing while it waits (authorization, dialing), storing what arrives, up to
+ * `maxBytes` (past that it is paused). We do not `pause()` TLS sockets for this up front:
+ * Deno 2.9's node:tls loses an end-of-stream that arrives while paused, which would leave a
+ * refused or half-closed connection hanging.
+ */
+export function holdSocket(socket: Duplex, maxBytes = 4 * 1024 * 1024): HeldSocket {
+  const held: HeldData = { chunks: [], ended: false };
+  let bytes = 0;
+  const onData = (chunk: Uint8Array) => {
+    held.chunks.push(chunk);
+    bytes += chunk.length;
+    // Bounded memory first: past `maxBytes`, pause (and accept the rare lost end-of-stream).
+    if (bytes > maxBytes) socket.pause();
+  };
+  const onEnd = () => (held.ended = true);
+  socket.on("data", onData);
+  socket.on("end", onEnd);
+  socket.resume();
+  return {
+    release() {
+      socket.off("data", onData);
+      socket.off("end", onEnd);
+      return held;
+    },
+  };
+}
+
 /** A running bidirectional pipe. */
 export interface Pipe {
   /** Settles when both sockets are closed. */
@@ -40,7 +82,12 @@ export interface Pipe {
 export function pipeSockets(
   a: Duplex,
   b: Duplex,
-  options: { idleTimeoutMs?: number; tlsPauseBytes?: number } = {},
+  options: {
+    idleTimeoutMs?: number;
+    tlsPauseBytes?: number;
+    /** What `a` and `b` received while held (see {@linkcode holdSocket}). */
+    held?: { a?: HeldData; b?: HeldData };
+  } = {},
 ): Pipe {
   const stats: PipeStats = { aToB: 0, bToA: 0 };
   const { promise, resolve } = Promise.withResolvers<PipeStats>();
@@ -91,6 +138,12 @@ export function pipeSockets(
     from.on("end", () => to.end());
     from.on("error", (err: Error) => destroy(err));
     from.once("close", onClose(to));
+    const early = from === a ? options.held?.a : options.held?.b;
+    for (const chunk of early?.chunks ?? []) {
+      stats[key] += chunk.length;
+      to.write(chunk);
+    }
+    if (early?.ended) to.end();
     from.resume();
   }
   touch();

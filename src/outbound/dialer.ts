@@ -6,6 +6,7 @@
  */
 import type tls from "node:tls";
 import { connect } from "node:tls";
+import { type HeldSocket, holdSocket } from "../net/pipe.ts";
 import { peerChain } from "../net/sockets.ts";
 import type { TlsMaterial } from "../trust/material.ts";
 
@@ -48,7 +49,8 @@ export class DialError extends Error {
 }
 
 /**
- * Dials `endpoint` over mTLS and verifies it. Resolves with the socket, paused, ready to pipe.
+ * Dials `endpoint` over mTLS and verifies it. Resolves with the socket and what it has
+ * received so far (release it into the pipe).
  *
  * @example
  * ```ts ignore
@@ -61,7 +63,7 @@ export async function dialMesh(
   material: TlsMaterial,
   endpoint: MeshEndpoint,
   timeoutMs: number,
-): Promise<tls.TLSSocket> {
+): Promise<{ socket: tls.TLSSocket; held: HeldSocket }> {
   await material.ready;
   const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
     const s = connect({
@@ -86,7 +88,6 @@ export async function dialMesh(
     }, timeoutMs);
     s.once("secureConnect", () => {
       clearTimeout(timer);
-      s.pause();
       resolve(s);
     });
     s.once("error", (err) => {
@@ -95,6 +96,8 @@ export async function dialMesh(
       reject(new DialError("connect", `${endpoint.address}:${endpoint.port}: ${err.message}`));
     });
   });
+  // Hold what the server sends while we check it (a refusing server closes at once).
+  const held = holdSocket(socket);
   const { der, chain } = peerChain(socket);
   const verdict = await material.verifyPeer(der, chain);
   if (!verdict.ok) {
@@ -113,5 +116,5 @@ export async function dialMesh(
     );
   }
   socket.on("error", () => {}); // surfaced through the pipe from here on
-  return socket;
+  return { socket, held };
 }

@@ -152,14 +152,17 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
       if (client.destroyed) return;
       const started = Date.now();
       try {
-        const mesh = await dialMesh(o.material, endpoint, timeoutMs);
+        const { socket: mesh, held: meshHeld } = await dialMesh(o.material, endpoint, timeoutMs);
         if (client.destroyed) {
           mesh.destroy();
           return;
         }
         failedAt.delete(endpoint.id);
         const peer = `${endpoint.service}@${endpoint.address}:${endpoint.port}`;
-        const pipe = pipeSockets(client, mesh, { idleTimeoutMs: o.idleTimeoutMs });
+        const pipe = pipeSockets(client, mesh, {
+          idleTimeoutMs: o.idleTimeoutMs,
+          held: { b: meshHeld.release() },
+        });
         const conn = { peer, since: Date.now(), pipe };
         active.add(conn);
         emit({
