@@ -60,3 +60,11 @@ export async function next<T>(it: AsyncIterator<T>, ms = 5000): Promise<T> {
 export function fixture(name: string): string {
   return Deno.readTextFileSync(new URL(`../../shared/fixtures/consul/${name}`, import.meta.url));
 }
+
+/** A port that was free a moment ago on 127.0.0.1 (for configs that need a fixed port). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}

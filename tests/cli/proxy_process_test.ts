@@ -1,16 +1,9 @@
 // The `proxy` command as an operator runs it: a separate process, stopped with SIGTERM.
 import assert from "node:assert/strict";
-import { clientFor, devAgent, eventually } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
 
 const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 function spawnProxy(args: string[]) {
   const child = new Deno.Command(Deno.execPath(), {

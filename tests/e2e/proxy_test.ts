@@ -1,15 +1,8 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { type ConnectionEvent, startProxy } from "../../mod.ts";
-import { clientFor, devAgent, eventually } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, outcome, roundTrip, tcpClient } from "./_net.ts";
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 async function mesh() {
   const dev = await devAgent();

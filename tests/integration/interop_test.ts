@@ -3,16 +3,9 @@
 // (b) client → meshgate outbound → consul proxy (inbound) → server.
 import assert from "node:assert/strict";
 import { AgentClient, startProxy } from "../../mod.ts";
-import { eventually } from "../_helpers.ts";
+import { eventually, freePort } from "../_helpers.ts";
 import { echoServer, outcome, tcpClient } from "../e2e/_net.ts";
 import { announceSkip, consulBinary, type RealConsul, startConsul } from "./_consul.ts";
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 function consulProxy(consul: RealConsul, args: string[]) {
   const child = new Deno.Command(consul.binary, {
