@@ -81,6 +81,7 @@ export type {
   Intention,
   IntentionInput,
   LeafCert,
+  PreparedQueryDefinition,
   PreparedQueryResult,
   ServiceAddress,
   ServiceEntry,

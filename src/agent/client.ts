@@ -43,6 +43,7 @@ import type {
   Intention,
   IntentionInput,
   LeafCert,
+  PreparedQueryDefinition,
   PreparedQueryResult,
   ServiceEntry,
   ServiceRegistration,
@@ -443,6 +444,32 @@ export class AgentClient {
       query: { connect: "true", dc: opts.dc },
       decode: decodePreparedQuery,
     }, opts)).value;
+  }
+
+  /** `POST /v1/query`: creates a prepared query and returns its ID. */
+  async createPreparedQuery(
+    definition: PreparedQueryDefinition,
+    opts?: RequestOptions,
+  ): Promise<string> {
+    return (await this.request({
+      method: "POST",
+      path: "/v1/query",
+      body: definition,
+      decode: (v) => {
+        const id = (v as { ID?: unknown } | null)?.ID;
+        if (typeof id !== "string") throw new DecodeFailure("$.ID: expected a string");
+        return id;
+      },
+    }, opts)).value;
+  }
+
+  /** `DELETE /v1/query/:id`. */
+  async deletePreparedQuery(id: string, opts?: RequestOptions): Promise<void> {
+    await this.request({
+      method: "DELETE",
+      path: `/v1/query/${encodeURIComponent(id)}`,
+      decode: decodeAny,
+    }, opts);
   }
 
   // ---- intentions and config entries -----------------------------------------------------

@@ -354,6 +354,24 @@ export interface ServiceEntry {
 }
 
 /** `GET /v1/query/:name/execute?connect=true`. */
+/** The body of `POST /v1/query` (the fields a mesh client needs). */
+export interface PreparedQueryDefinition {
+  /** The name it executes by (also its ID). */
+  Name?: string;
+  /** What it looks up. */
+  Service: {
+    /** The service name. */
+    Service: string;
+    /** Leave out endpoints with a warning check too (critical ones are always left out). */
+    OnlyPassing?: boolean;
+    /** Tags every endpoint must have (`!tag` for must not). */
+    Tags?: string[];
+    /** Other datacenters to try when this one has no healthy endpoint. */
+    Failover?: { NearestN?: number; Datacenters?: string[] };
+  };
+}
+
+/** The answer of `GET /v1/query/:name/execute`. */
 export interface PreparedQueryResult {
   /** The service the query resolved to. */
   Service: string;

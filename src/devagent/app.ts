@@ -153,7 +153,10 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
   const defaultWait = options.defaultWaitMs ?? 300_000;
   const jitter = options.blockingJitter ?? true;
   let caConfigIndex = store.index;
-  const queries = new Map<string, { Name: string; Service: { Service: string } }>();
+  const queries = new Map<
+    string,
+    { Name: string; Service: { Service: string; OnlyPassing: boolean } }
+  >();
 
   async function rotateCA(material?: RotationMaterial) {
     const root = await ca.rotate(material);
@@ -581,14 +584,31 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
       pattern: /^\/v1\/query$/,
       methods: {
         POST: async (c) => {
-          const b = await body(c) as { Name?: string; Service?: { Service?: string } };
+          const b = await body(c) as {
+            Name?: string;
+            Service?: { Service?: string; OnlyPassing?: boolean };
+          };
           if (!b.Service?.Service) {
             throw new BadRequest("Must provide a Service name to query", 500);
           }
           const id = crypto.randomUUID();
-          queries.set(id, { Name: b.Name ?? "", Service: { Service: b.Service.Service } });
+          queries.set(id, {
+            Name: b.Name ?? "",
+            Service: { Service: b.Service.Service, OnlyPassing: b.Service.OnlyPassing === true },
+          });
           store.bump("queries");
           return json(c, { ID: id });
+        },
+      },
+    },
+    {
+      pattern: /^\/v1\/query\/([^/]+)$/,
+      methods: {
+        DELETE: (c, m) => {
+          const id = decodeURIComponent(m[1]);
+          if (!queries.delete(id)) return text(c, "Query not found", 404);
+          store.bump("queries");
+          return json(c, null);
         },
       },
     },
@@ -607,7 +627,11 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
           meta(c, store.topicIndex(topics.health(service)));
           return json(c, {
             Service: service,
-            Nodes: entries.filter((e) => e.Checks.every((ch) => ch.Status !== "critical")),
+            Nodes: entries.filter((e) =>
+              e.Checks.every((ch) =>
+                ch.Status !== "critical" && !(q.Service.OnlyPassing && ch.Status === "warning")
+              )
+            ),
             DNS: { TTL: "" },
             Datacenter: datacenter,
             Failovers: 0,

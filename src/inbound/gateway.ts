@@ -266,12 +266,14 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   });
 
   let closing: Promise<void> | undefined;
+  // A later close() may shorten the drain (a retired listener draining when the proxy stops).
+  let deadline = Infinity;
   const close = (drainMs = 0): Promise<void> => {
+    deadline = Math.min(deadline, Date.now() + drainMs);
     closing ??= (async () => {
       unsubscribe();
       const closed = new Promise<void>((r) => server.close(() => r()));
       for (const s of sockets) if (!piped.has(s)) s.destroy();
-      const deadline = Date.now() + drainMs;
       while (active.size && Date.now() < deadline) {
         await Promise.race([
           Promise.all([...active].map((c) => c.pipe.closed)),

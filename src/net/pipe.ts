@@ -85,6 +85,8 @@ export function pipeSockets(
   options: {
     idleTimeoutMs?: number;
     tlsPauseBytes?: number;
+    /** How long the second side may take to finish after the first closed (default 30 s). */
+    lingerMs?: number;
     /** What `a` and `b` received while held (see {@linkcode holdSocket}). */
     held?: { a?: HeldData; b?: HeldData };
   } = {},
@@ -99,10 +101,27 @@ export function pipeSockets(
     clearTimeout(idleTimer);
     idleTimer = setTimeout(() => destroy(new Error(`idle for ${idle} ms`)), idle);
   };
+  let settled = false;
+  let forceTimer: ReturnType<typeof setTimeout> | undefined;
+  let lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  const settle = () => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(idleTimer);
+    clearTimeout(forceTimer);
+    clearTimeout(lingerTimer);
+    resolve(stats);
+  };
   const destroy = (reason?: Error) => {
     if (reason && !stats.error) stats.error = reason;
-    a.destroy();
-    b.destroy();
+    for (const s of [a, b]) {
+      s.destroy();
+      // Deno 2.9's node:tls client can miss a peer's close that came right after the
+      // handshake (Go's TLS 1.3 server refusing us); its TCP socket underneath still closes.
+      (s as { _parent?: Duplex })._parent?.destroy();
+    }
+    // A destroyed socket that never reports 'close' must not keep a drain waiting forever.
+    forceTimer ??= setTimeout(settle, 2000);
   };
   const onClose = (other: Duplex) => () => {
     open -= 1;
@@ -113,12 +132,12 @@ export function pipeSockets(
       else {
         other.once("finish", () => other.destroy());
         other.end();
+        // A peer that never takes the rest (or a close Deno's TLS client missed) gets
+        // `lingerMs` before it is cut.
+        lingerTimer = setTimeout(() => destroy(), options.lingerMs ?? 30_000);
       }
     }
-    if (open === 0) {
-      clearTimeout(idleTimer);
-      resolve(stats);
-    }
+    if (open === 0) settle();
   };
   for (const [from, to, key] of [[a, b, "aToB"], [b, a, "bToA"]] as const) {
     // Deno 2.9's node:tls loses the peer's end-of-stream when it arrives while the TLS socket

@@ -218,10 +218,12 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
   log.log("info", "upstream listener started", { bind: formatAddress(address), type: up.type });
 
   let closing: Promise<void> | undefined;
+  // A later close() may shorten the drain.
+  let deadline = Infinity;
   const close = (drainMs = 0): Promise<void> => {
+    deadline = Math.min(deadline, Date.now() + drainMs);
     closing ??= (async () => {
       const closed = new Promise<void>((r) => server.close(() => r()));
-      const deadline = Date.now() + drainMs;
       while (active.size && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - Date.now()))));
       }

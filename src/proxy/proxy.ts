@@ -94,6 +94,8 @@ export class Proxy implements AsyncDisposable {
   readonly #log: Logger;
   readonly #controller = new AbortController();
   readonly #loops = new Set<Promise<void>>();
+  /** Public listeners replaced by a rebind, still draining their connections. */
+  readonly #retired = new Set<InboundGateway>();
   readonly #upstreams = new Map<string, UpstreamListener>();
   #inbound?: InboundGateway;
   #config?: ProxyConfig;
@@ -363,7 +365,10 @@ export class Proxy implements AsyncDisposable {
       });
     }
     // The old listener stops accepting; its connections finish on their own.
-    if (old) this.#spawn(old.close(24 * 3600_000));
+    if (old) {
+      this.#retired.add(old);
+      this.#spawn(old.close(24 * 3600_000).finally(() => this.#retired.delete(old)));
+    }
   }
 
   async #registerSelf(config: ProxyConfig, reg: SelfRegistration): Promise<void> {
@@ -424,6 +429,7 @@ export class Proxy implements AsyncDisposable {
     await this.#applying;
     await Promise.all([
       this.#inbound?.close(drainMs),
+      ...[...this.#retired].map((l) => l.close(drainMs)),
       ...[...this.#upstreams.values()].map((u) => u.close(drainMs)),
     ]);
     this.#upstreams.clear();

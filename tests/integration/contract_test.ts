@@ -340,6 +340,31 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         ]);
       });
 
+      await t.step("prepared queries: create, execute with connect=true, delete", async () => {
+        // db-1's sidecar is passing after the step above.
+        const id = await client.createPreparedQuery({
+          Name: "db-query",
+          Service: { Service: "db", OnlyPassing: true },
+        });
+        assert.match(id, /^[0-9a-f-]{36}$/);
+        for (const key of ["db-query", id]) {
+          const r = await client.preparedQuery(key);
+          assert.equal(r.Service, "db");
+          assert.equal(r.Datacenter, "dc1");
+          assert.equal(r.Failovers, 0);
+          assert.deepEqual(r.Nodes.map((e) => e.Service.ID), ["db-1-sidecar-proxy"]);
+          assert.equal(r.Nodes[0].Service.Port, 21900);
+        }
+        await client.setCheck("service:db-1-sidecar-proxy", "warn");
+        assert.deepEqual((await client.preparedQuery("db-query")).Nodes, []);
+        await client.setCheck("service:db-1-sidecar-proxy", "pass");
+        await client.deletePreparedQuery(id);
+        const gone = await client.preparedQuery("db-query").catch((e) => e);
+        assert.ok(gone instanceof AgentError);
+        assert.equal(gone.status, 404);
+        assert.match(gone.message, /Query not found/);
+      });
+
       await t.step("blocking: a wait times out with the same index", async () => {
         const r0 = await client.roots();
         const started = Date.now();

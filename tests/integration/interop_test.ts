@@ -24,7 +24,13 @@ function consulProxy(consul: RealConsul, args: string[]) {
       try {
         child.kill("SIGTERM");
       } catch { /* gone */ }
+      const kill = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 5000);
       await child.status;
+      clearTimeout(kill);
       await done;
     },
   };
@@ -62,6 +68,27 @@ async function exchange(port: number, payload: Uint8Array | string): Promise<Uin
   });
 }
 
+/**
+ * Runs `fn` with a deadline, so a stuck step fails with its name (and the proxies' last logs)
+ * instead of hanging the whole suite.
+ */
+async function within<T>(ms: number, what: string, fn: () => Promise<T>, logs?: () => string) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      fn(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`${what}: still running after ${ms} ms\n${logs?.() ?? ""}`)),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Tries a round trip until it works (proxies load certificates asynchronously). */
 async function eventuallyEcho(port: number, payload: string, ms = 30_000): Promise<void> {
   await eventually(
@@ -79,16 +106,10 @@ async function eventuallyEcho(port: number, payload: string, ms = 30_000): Promi
 
 const binary = consulBinary();
 if (!binary) announceSkip("tests/integration/interop_test.ts");
-// Opt-in until a hang seen once in a full parallel run is understood (see issue #5 notes):
-// MESHGATE_INTEROP=1 deno test -A tests/integration/interop_test.ts
-const interop = Deno.env.get("MESHGATE_INTEROP") === "1";
-if (binary && !interop) {
-  console.warn("\n*** interop_test.ts: SKIPPED — set MESHGATE_INTEROP=1 to run it ***\n");
-}
 
 Deno.test({
   name: "interop: Consul's built-in proxy ⇄ meshgate, both directions, allow, deny and CA rotation",
-  ignore: !binary || !interop,
+  ignore: !binary,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn(t) {
@@ -160,8 +181,12 @@ Deno.test({
         }],
       },
     });
+    const tail = () =>
+      [webClient, evilClient, db2Proxy].map((p) => p.logs.join("").slice(-1500)).join("\n---\n");
+    const step = (name: string, fn: () => Promise<void>, ms = 90_000) =>
+      t.step(name, () => within(ms, name, fn, tail));
     try {
-      await t.step(
+      await step(
         "(a) consul proxy → meshgate inbound: allowed bytes flow, a large transfer intact",
         async () => {
           await eventuallyEcho(webUp, "hello from consul's proxy");
@@ -171,12 +196,12 @@ Deno.test({
           assert.ok(echoed.every((v, i) => v === big[i]));
         },
       );
-      await t.step("(a) a denied client is refused by meshgate", async () => {
+      await step("(a) a denied client is refused by meshgate", async () => {
         for (let i = 0; i < 3; i++) {
           assert.equal(await outcome(await tcpClient(evilUp), "sneak"), "closed");
         }
       });
-      await t.step("(b) meshgate outbound → consul proxy inbound: allowed bytes flow", async () => {
+      await step("(b) meshgate outbound → consul proxy inbound: allowed bytes flow", async () => {
         await eventually(
           async () => (await agent.healthConnect("db2", { passing: true })).value.length === 1,
           20_000,
@@ -186,7 +211,7 @@ Deno.test({
         const echoed = await exchange(mgWebUp, big);
         assert.equal(echoed.length, big.length);
       });
-      await t.step("(b) consul's proxy refuses meshgate's denied client", async () => {
+      await step("(b) consul's proxy refuses meshgate's denied client", async () => {
         await meshgateEvil.ready;
         // Go's TLS 1.3 server rejects after the client's handshake has finished; Deno's
         // node:tls client does not surface that close (a known gap, see README), so we check
@@ -200,7 +225,7 @@ Deno.test({
         c.destroy();
         assert.ok(reply === "closed" || reply === "no reply", reply);
       });
-      await t.step(
+      await step(
         "CA rotation: open connections survive, new ones succeed with the new root",
         async () => {
           const a = await tcpClient(webUp);
@@ -238,17 +263,31 @@ Deno.test({
           );
           await eventuallyEcho(webUp, "after rotation (a)");
           await eventuallyEcho(mgWebUp, "after rotation (b)");
-          a.end();
-          b.end();
+          a.destroy();
+          b.destroy();
         },
+        150_000,
       );
     } finally {
-      await meshgateWeb.close();
-      await meshgateEvil.close();
-      await meshgateDb.close();
-      await Promise.all([webClient.stop(), evilClient.stop(), db2Proxy.stop()]);
-      await app.close();
-      await agent.close();
+      const pending = new Set<string>();
+      const track = (name: string, p: Promise<unknown>) => {
+        pending.add(name);
+        return p.finally(() => pending.delete(name));
+      };
+      await within(30_000, "shutting down the proxies", async () => {
+        await Promise.all([
+          track("meshgate web", meshgateWeb.close()),
+          track("meshgate evil", meshgateEvil.close()),
+          track("meshgate db", meshgateDb.close()),
+        ]);
+        await Promise.all([
+          track("consul web", webClient.stop()),
+          track("consul evil", evilClient.stop()),
+          track("consul db2", db2Proxy.stop()),
+        ]);
+        await track("app", app.close());
+        await track("agent client", agent.close());
+      }, () => `still pending: ${[...pending].join(", ")}`);
     }
   },
 });
