@@ -53,8 +53,11 @@ import type {
 export interface AgentClientOptions extends AgentConnectionOptions {
   /** Environment to read `CONSUL_*` variables from. @default {{}} */
   env?: Environment;
-  /** The fetch to use; inject one bound to a runtime HTTP client for TLS or unix sockets. */
-  fetch?: typeof fetch;
+  /**
+   * The fetch to use; inject one bound to a runtime HTTP client for TLS or unix sockets. If it
+   * has a `close()` method (a connection pool), {@linkcode AgentClient.close} calls it.
+   */
+  fetch?: typeof fetch & { close?: () => void };
   /**
    * Timeout of a non-blocking request in milliseconds.
    * @default {30000}
@@ -136,7 +139,7 @@ export class AgentClient {
   /** The resolved connection settings (never contains the token). */
   readonly config: AgentConfig;
   readonly #token?: string;
-  readonly #fetch: typeof fetch;
+  readonly #fetch: typeof fetch & { close?: () => void };
   readonly #timeoutMs: number;
   readonly #watchDefaults: AgentClientOptions["watchDefaults"];
   readonly #watches = new Map<string, BlockingQuery<unknown>>();
@@ -621,10 +624,11 @@ export class AgentClient {
     );
   }
 
-  /** Stops every watch this client created. */
+  /** Stops every watch this client created and closes the injected fetch's pool, if any. */
   async close(): Promise<void> {
     await Promise.all([...this.#watches.values()].map((w) => w.close()));
     this.#watches.clear();
+    this.#fetch.close?.();
   }
 
   /** Same as {@linkcode AgentClient.close}. */

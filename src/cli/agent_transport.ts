@@ -1,12 +1,13 @@
 /**
  * The Deno-specific half of the agent client: TLS to the agent and unix sockets through
- * `Deno.createHttpClient`, and the token file. Kept out of `src/agent/` so that folder stays
+ * `node:https` (see node_fetch.ts), and the token file. Kept out of `src/agent/` so that folder stays
  * runtime-neutral.
  * @module
  */
 import { AgentClient, type AgentClientOptions } from "../agent/client.ts";
 import { resolveAgentConfig } from "../agent/config.ts";
 import { AgentConfigError } from "../agent/errors.ts";
+import { createNodeFetch } from "./node_fetch.ts";
 
 async function read(setting: string, path: string): Promise<string> {
   try {
@@ -29,19 +30,26 @@ export async function createDenoAgentClient(
   if (!resolvedToken && config.tokenFile) {
     resolvedToken = (await read("CONSUL_HTTP_TOKEN_FILE", config.tokenFile)).trim();
   }
-  const needsClient = config.transport === "unix" || config.caFile || config.clientCert ||
-    !config.sslVerify;
+  // Deno's fetch cannot skip verification, verify another server name, or dial a unix socket;
+  // node:http(s) can, so those (and any agent TLS setting) go through it.
+  const needsNode = config.transport === "unix" || config.caFile || config.clientCert ||
+    !config.sslVerify || config.tlsServerName;
   let fetchFn = options.fetch;
-  if (needsClient && !fetchFn) {
-    const init: Deno.CreateHttpClientOptions & Record<string, unknown> = {};
-    if (config.caFile) init.caCerts = [await read("CONSUL_CACERT", config.caFile)];
-    if (config.clientCert && config.clientKey) {
-      init.cert = await read("CONSUL_CLIENT_CERT", config.clientCert);
-      init.key = await read("CONSUL_CLIENT_KEY", config.clientKey);
+  if (needsNode && !fetchFn) {
+    if (!!config.clientCert !== !!config.clientKey) {
+      throw new AgentConfigError(
+        config.clientCert ? "CONSUL_CLIENT_KEY" : "CONSUL_CLIENT_CERT",
+        "a client certificate and its key must be given together",
+      );
     }
-    if (config.transport === "unix") init.proxy = { transport: "unix", path: config.socketPath! };
-    const client = Deno.createHttpClient(init as Deno.CreateHttpClientOptions);
-    fetchFn = (input, reqInit) => fetch(input, { ...reqInit, client } as unknown as RequestInit);
+    fetchFn = createNodeFetch({
+      ca: config.caFile ? await read("CONSUL_CACERT", config.caFile) : undefined,
+      cert: config.clientCert ? await read("CONSUL_CLIENT_CERT", config.clientCert) : undefined,
+      key: config.clientKey ? await read("CONSUL_CLIENT_KEY", config.clientKey) : undefined,
+      verify: config.sslVerify,
+      serverName: config.tlsServerName,
+      socketPath: config.socketPath,
+    });
   }
   return new AgentClient({ ...options, env, token: resolvedToken, fetch: fetchFn });
 }

@@ -1,58 +1,9 @@
 import assert from "node:assert/strict";
 import net from "node:net";
-import { type ConnectionEvent, startProxy } from "../../mod.ts";
+import { startProxy } from "../../mod.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { mesh } from "./_mesh.ts";
 import { echoServer, outcome, roundTrip, tcpClient } from "./_net.ts";
-
-async function mesh() {
-  const dev = await devAgent();
-  const agent = clientFor(dev);
-  const db = await echoServer();
-  const dbPublic = freePort();
-  const webPublic = freePort();
-  const upstreamPort = freePort();
-  await agent.register({
-    ID: "db-1",
-    Name: "db",
-    Port: db.port,
-    Connect: { SidecarService: { Port: dbPublic } },
-  });
-  await agent.register({
-    ID: "web-1",
-    Name: "web",
-    Port: 1,
-    Connect: {
-      SidecarService: {
-        Port: webPublic,
-        Proxy: { Upstreams: [{ DestinationName: "db", LocalBindPort: upstreamPort }] },
-      },
-    },
-  });
-  const events: ConnectionEvent[] = [];
-  const dbProxy = await startProxy({ agent, sidecarFor: "db-1", onEvent: (e) => events.push(e) });
-  const webProxy = await startProxy({ agent, sidecarFor: "web-1", onEvent: (e) => events.push(e) });
-  await Promise.all([dbProxy.ready, webProxy.ready]);
-  // The db sidecar is a healthy endpoint once its TCP check passes.
-  await eventually(async () =>
-    (await agent.healthConnect("db", { passing: true })).value.length === 1
-  );
-  return {
-    dev,
-    agent,
-    db,
-    dbProxy,
-    webProxy,
-    upstreamPort,
-    events,
-    async [Symbol.asyncDispose]() {
-      await webProxy.close();
-      await dbProxy.close();
-      await db.close();
-      await agent.close();
-      await dev.close();
-    },
-  };
-}
 
 Deno.test("proxy pair: web's upstream reaches db over mTLS; deny refuses; allow again works", async () => {
   await using m = await mesh();

@@ -1,0 +1,109 @@
+/**
+ * A `fetch` over `node:http`/`node:https`, for agent connections Deno's own fetch cannot make:
+ * `CONSUL_HTTP_SSL_VERIFY=false`, a TLS server name other than the host
+ * (`CONSUL_TLS_SERVER_NAME`), and unix sockets. It covers what {@linkcode AgentClient} needs:
+ * a method, headers, a string body, an `AbortSignal`, and a body read whole.
+ * @module
+ */
+import http from "node:http";
+import https from "node:https";
+import tls from "node:tls";
+
+/** How to reach the agent. */
+export interface NodeFetchOptions {
+  /** PEM CA bundle that the agent's certificate must chain to. */
+  ca?: string;
+  /** Client certificate (PEM) for agents with `verify_incoming`. */
+  cert?: string;
+  /** Its private key (PEM). */
+  key?: string;
+  /** Verify the agent's certificate. @default {true} */
+  verify?: boolean;
+  /** The name to verify the agent's certificate against (and send as SNI). */
+  serverName?: string;
+  /** A unix socket to connect to instead of the URL's host. */
+  socketPath?: string;
+}
+
+/** Creates the fetch, with one keep-alive connection pool. */
+export function createNodeFetch(options: NodeFetchOptions): typeof fetch & { close(): void } {
+  const httpAgent = new http.Agent({ keepAlive: true });
+  const httpsAgent = new https.Agent({
+    keepAlive: true,
+    ca: options.ca,
+    cert: options.cert,
+    key: options.key,
+    rejectUnauthorized: options.verify ?? true,
+    servername: options.serverName,
+  });
+  const fetchFn = (input: RequestInfo | URL, init: RequestInit = {}): Promise<Response> => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const secure = url.protocol === "https:";
+    const headers: Record<string, string> = {};
+    new Headers(init.headers).forEach((v, k) => (headers[k] = v));
+    const body = init.body == null ? undefined : String(init.body);
+    if (body !== undefined) {
+      headers["content-length"] = String(new TextEncoder().encode(body).length);
+    }
+    return new Promise<Response>((resolve, reject) => {
+      const signal = init.signal;
+      if (signal?.aborted) return reject(signal.reason);
+      const req = (secure ? https : http).request({
+        method: init.method ?? "GET",
+        host: url.hostname.replace(/^\[|\]$/g, ""),
+        port: url.port || (secure ? 443 : 80),
+        path: url.pathname + url.search,
+        headers,
+        socketPath: options.socketPath,
+        agent: secure ? httpsAgent : httpAgent,
+        ...(secure && options.serverName
+          ? {
+            servername: options.serverName,
+            // Verify against the configured name instead of the address we dialled.
+            checkServerIdentity: (_host: string, cert: tls.PeerCertificate) =>
+              tls.checkServerIdentity(options.serverName!, cert),
+          }
+          : {}),
+      }, (res) => {
+        const chunks: Uint8Array[] = [];
+        res.on("data", (c: Uint8Array) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          signal?.removeEventListener("abort", onAbort);
+          const h = new Headers();
+          for (const [k, v] of Object.entries(res.headers)) {
+            if (v !== undefined) h.set(k, Array.isArray(v) ? v.join(", ") : v);
+          }
+          const status = res.statusCode ?? 502;
+          const empty = status === 204 || status === 304;
+          resolve(new Response(empty ? null : concat(chunks), { status, headers: h }));
+        });
+      });
+      const onAbort = () => req.destroy(signal?.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      req.on("error", (err) => {
+        signal?.removeEventListener("abort", onAbort);
+        reject(signal?.aborted ? signal.reason : err);
+      });
+      req.end(body);
+    });
+  };
+  return Object.assign(fetchFn, {
+    close() {
+      httpAgent.destroy();
+      httpsAgent.destroy();
+    },
+  });
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  let n = 0;
+  for (const c of chunks) n += c.length;
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
