@@ -38,13 +38,17 @@ Deno.test("proxy: the public listener follows the registration's port; open conn
     async () =>
       (await m.agent.healthConnect("db", { passing: true })).value[0]?.Service.Port === newPort,
   );
-  await eventually(async () => {
-    try {
-      return text(await roundTrip(await tcpClient(m.upstreamPort), "new")) === "new";
-    } catch {
-      return false;
-    }
-  }, 5000, "a new connection through the new port");
+  await eventually(
+    async () => {
+      try {
+        return text(await roundTrip(await tcpClient(m.upstreamPort), "new")) === "new";
+      } catch {
+        return false;
+      }
+    },
+    5000,
+    "a new connection through the new port",
+  );
   await assert.rejects(tcpClient(oldPort), "the old port no longer accepts");
   open.end();
 });
@@ -62,11 +66,15 @@ Deno.test("proxy: a new LocalServicePort sends new connections to the new applic
     Port: second.port,
     Connect: { SidecarService: { Port: svc.Port } },
   });
-  await eventually(async () => {
-    // The re-registered sidecar's checks may be critical for a moment: refused then.
-    await roundTrip(await tcpClient(m.upstreamPort), "two").catch(() => {});
-    return second.connections() > 0;
-  }, 5000, "a connection to reach the second application");
+  await eventually(
+    async () => {
+      // The re-registered sidecar's checks may be critical for a moment: refused then.
+      await roundTrip(await tcpClient(m.upstreamPort), "two").catch(() => {});
+      return second.connections() > 0;
+    },
+    5000,
+    "a connection to reach the second application",
+  );
   assert.equal(m.dbProxy.inbound!.address.port, svc.Port, "the public listener stayed put");
   await second.close();
 });
