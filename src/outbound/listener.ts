@@ -25,6 +25,8 @@ export interface UpstreamConfig {
   bind: SocketAddress;
   /** Upstream `Config.connect_timeout_ms`, overriding the chain's `ConnectTimeout`. */
   connectTimeoutMs?: number;
+  /** File mode of a unix-socket listener (`LocalBindSocketMode`, e.g. `0o700`). */
+  socketMode?: number;
 }
 
 /** Options of {@linkcode startUpstream}. */
@@ -210,6 +212,9 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
     if ("path" in up.bind) server.listen(up.bind.path, done);
     else server.listen(up.bind.port, up.bind.hostname, done);
   });
+  if ("path" in up.bind && up.socketMode !== undefined) {
+    await Deno.chmod(up.bind.path, up.socketMode);
+  }
   server.on("error", (err) => log.log("error", "upstream listener error", { error: err.message }));
   const a = server.address();
   const address: SocketAddress = typeof a === "string" || a === null
@@ -231,6 +236,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
       await Promise.all([...active].map((c) => c.pipe.closed));
       await resolver?.close();
       await closed;
+      if ("path" in up.bind) await Deno.remove(up.bind.path).catch(() => {});
     })();
     return closing;
   };

@@ -96,12 +96,24 @@ export function configFromService(svc: AgentService): ProxyConfig {
         `must be 1-65535, got ${u.LocalBindPort}`,
       );
     }
+    let socketMode: number | undefined;
+    if (u.LocalBindSocketPath && u.LocalBindSocketMode) {
+      // Consul takes the mode as an octal string ("0700").
+      if (!/^0?[0-7]{3}$/.test(u.LocalBindSocketMode)) {
+        throw new ProxyConfigError(
+          `${field}.LocalBindSocketMode`,
+          `must be an octal file mode like "0700", got ${JSON.stringify(u.LocalBindSocketMode)}`,
+        );
+      }
+      socketMode = parseInt(u.LocalBindSocketMode, 8);
+    }
     upstreams.push({
       type,
       name: u.DestinationName,
       datacenter: u.Datacenter || undefined,
       bind,
       connectTimeoutMs: positiveMs(u.Config, "connect_timeout_ms"),
+      ...(socketMode !== undefined ? { socketMode } : {}),
     });
   }
   let app: SocketAddress | undefined;
@@ -122,5 +134,12 @@ export function configFromService(svc: AgentService): ProxyConfig {
 
 /** A stable key for an upstream: a change of any field means a new listener. */
 export function upstreamKey(u: UpstreamConfig): string {
-  return JSON.stringify([u.type, u.name, u.datacenter ?? "", u.bind, u.connectTimeoutMs ?? 0]);
+  return JSON.stringify([
+    u.type,
+    u.name,
+    u.datacenter ?? "",
+    u.bind,
+    u.connectTimeoutMs ?? 0,
+    u.socketMode ?? 0,
+  ]);
 }

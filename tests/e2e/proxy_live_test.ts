@@ -2,6 +2,7 @@
 // application port, prepared-query upstreams, and self-registration that survives the agent
 // forgetting it.
 import assert from "node:assert/strict";
+import net from "node:net";
 import { startProxy } from "../../mod.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { mesh } from "./_mesh.ts";
@@ -133,4 +134,60 @@ Deno.test("proxy: -register registers again when the agent loses the registratio
   assert.equal(dev.catalog.get("db-proxy"), undefined, "deregistered on shutdown");
   await app.close();
   await agent.close();
+});
+
+Deno.test("proxy: unix sockets for an upstream listener (with its mode) and for the application", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  const dir = await Deno.makeTempDir();
+  const appPath = `${dir}/db.sock`;
+  const upstreamPath = `${dir}/web-to-db.sock`;
+  const app = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+  await new Promise<void>((r) => app.listen(appPath, r));
+  await agent.register({
+    ID: "db-1",
+    Name: "db",
+    Port: 1,
+    Connect: {
+      SidecarService: { Port: freePort(), Proxy: { LocalServiceSocketPath: appPath } },
+    },
+  });
+  await agent.register({
+    ID: "web-1",
+    Name: "web",
+    Port: 1,
+    Connect: {
+      SidecarService: {
+        Port: freePort(),
+        Proxy: {
+          Upstreams: [{
+            DestinationName: "db",
+            LocalBindSocketPath: upstreamPath,
+            LocalBindSocketMode: "0700",
+          }],
+        },
+      },
+    },
+  });
+  const db = await startProxy({ agent, sidecarFor: "db-1" });
+  const web = await startProxy({ agent, sidecarFor: "web-1" });
+  try {
+    await Promise.all([db.ready, web.ready]);
+    await eventually(async () =>
+      (await agent.healthConnect("db", { passing: true })).value.length === 1
+    );
+    assert.equal((await Deno.stat(upstreamPath)).mode! & 0o777, 0o700);
+    const c = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ path: upstreamPath, allowHalfOpen: true }, () => resolve(s));
+      s.once("error", reject);
+    });
+    assert.equal(text(await roundTrip(c, "over unix sockets")), "over unix sockets");
+  } finally {
+    await web.close();
+    await db.close();
+    await new Promise<void>((r) => app.close(() => r()));
+    await agent.close();
+  }
+  await assert.rejects(Deno.stat(upstreamPath), Deno.errors.NotFound, "socket file removed");
+  await Deno.remove(dir, { recursive: true });
 });

@@ -67,6 +67,17 @@ Deno.test("proxy config rejects registrations that cannot work, naming the field
       ...base,
       Proxy: { ...base.Proxy!, Upstreams: [{ DestinationName: "db", LocalBindPort: 70000 }] },
     }, /^Proxy\.Upstreams\[0\]\.LocalBindPort: must be 1-65535/],
+    [{
+      ...base,
+      Proxy: {
+        ...base.Proxy!,
+        Upstreams: [{
+          DestinationName: "db",
+          LocalBindSocketPath: "/tmp/db.sock",
+          LocalBindSocketMode: "rwx",
+        }],
+      },
+    }, /^Proxy\.Upstreams\[0\]\.LocalBindSocketMode: must be an octal file mode/],
   ];
   for (const [svc, re] of bad) {
     assert.throws(
