@@ -28,6 +28,7 @@ export {
   AgentClient,
   type AgentClientOptions,
   type AgentQuery,
+  type AgentReachability,
   type AgentResponse,
   type BlockingReadOptions,
   type RequestOptions,
@@ -192,6 +193,7 @@ export {
   UpstreamResolver,
 } from "./src/outbound/resolver.ts";
 export {
+  type OutboundConnection,
   startUpstream,
   type UpstreamConfig,
   type UpstreamListener,
@@ -212,3 +214,31 @@ export {
   type SelfRegistration,
   startProxy,
 } from "./src/proxy/proxy.ts";
+export { EventHub, type LifecycleEvent, type ProxyEvent } from "./src/proxy/events.ts";
+export {
+  type AdminApp,
+  type AdminAppOptions,
+  createAdminApp,
+  isLoopback,
+  readinessProblems,
+} from "./src/admin/app.ts";
+export { type AdminServer, type AdminServerOptions, startAdmin } from "./src/admin/server.ts";
+export { createProxyMetrics, type ProxyMetrics } from "./src/admin/proxy_metrics.ts";
+export {
+  Counter,
+  Gauge,
+  Histogram,
+  type Labels,
+  Metric,
+  type MetricKind,
+  PROMETHEUS_CONTENT_TYPE,
+  Registry,
+} from "./src/admin/prometheus.ts";
+export {
+  type ConnectionState,
+  type EndpointState,
+  openConnections,
+  type ProxyState,
+  proxyState,
+  type UpstreamState,
+} from "./src/admin/state.ts";

@@ -5,7 +5,12 @@
  * @module
  */
 import { deadline } from "./_timers.ts";
-import { type BlockingFetch, BlockingQuery, type BlockingQueryOptions } from "./blocking.ts";
+import {
+  type BlockingFetch,
+  BlockingQuery,
+  type BlockingQueryOptions,
+  type BlockingStatus,
+} from "./blocking.ts";
 import {
   type AgentConfig,
   type AgentConnectionOptions,
@@ -95,6 +100,16 @@ export interface AgentResponse<T> {
   headers: Headers;
 }
 
+/** Whether the agent has been answering; see {@linkcode AgentClient.reachability}. */
+export interface AgentReachability {
+  /** `Date.now()` of the last HTTP answer, whatever its status. */
+  lastAnswerAt?: number;
+  /** `Date.now()` of the last request that got no answer (network error or timeout). */
+  lastFailureAt?: number;
+  /** What went wrong then. */
+  lastFailure?: string;
+}
+
 /** Query parameters: `true` sends a bare flag, `false`/`undefined` nothing, arrays repeat. */
 export type AgentQuery = Record<string, string | number | boolean | undefined | string[]>;
 
@@ -143,6 +158,7 @@ export class AgentClient {
   readonly #timeoutMs: number;
   readonly #watchDefaults: AgentClientOptions["watchDefaults"];
   readonly #watches = new Map<string, BlockingQuery<unknown>>();
+  #reach: AgentReachability = {};
 
   /**
    * Creates a client; nothing is sent until a method is called.
@@ -214,11 +230,13 @@ export class AgentClient {
         signal: timer.signal,
       });
       text = await response.text();
+      this.#reach = { ...this.#reach, lastAnswerAt: Date.now() };
     } catch (err) {
       if (options.signal?.aborted) throw options.signal.reason ?? err;
       const detail = timer.timedOut()
         ? `no answer within ${timeoutMs} ms`
         : (err instanceof Error ? err.message : String(err));
+      this.#reach = { ...this.#reach, lastFailureAt: Date.now(), lastFailure: detail };
       throw new AgentNetworkError(endpoint, detail, { cause: err });
     } finally {
       timer.clear();
@@ -622,6 +640,16 @@ export class AgentClient {
       (p) => this.intentions({ ...p, filter }),
       options,
     );
+  }
+
+  /** Every live watch of this client, by key, with the health of its request loop. */
+  get watches(): { key: string; status: BlockingStatus }[] {
+    return [...this.#watches].map(([key, q]) => ({ key, status: q.status }));
+  }
+
+  /** When the agent last answered (any HTTP status) and when a request last got no answer. */
+  get reachability(): AgentReachability {
+    return { ...this.#reach };
   }
 
   /** Stops every watch this client created and closes the injected fetch's pool, if any. */

@@ -27,6 +27,10 @@ export interface CliOptions {
   limits: ProxyLimits;
   /** Drain deadline on shutdown. */
   drainMs: number;
+  /** `-admin-bind`: where the admin app listens; absent when disabled (empty value). */
+  admin?: { hostname: string; port: number };
+  /** `-admin-token` (or `MESHGATE_ADMIN_TOKEN`): bearer token for `POST /v1/drain`. */
+  adminToken?: string;
   /** `-log-level`. */
   logLevel: LogLevel;
   /** `-log-json`. */
@@ -156,6 +160,17 @@ export const FLAGS: FlagSpec[] = [
     help: "how long shutdown waits for open connections",
     default: "10000",
   },
+  {
+    name: "admin-bind",
+    value: "addr:port",
+    help: "admin app (state, metrics, dashboard); empty to disable",
+    default: "127.0.0.1:19000",
+  },
+  {
+    name: "admin-token",
+    value: "token",
+    help: "bearer token for POST /v1/drain (env MESHGATE_ADMIN_TOKEN)",
+  },
   { name: "log-level", value: "level", help: "trace, debug, info, warn, error", default: "info" },
   { name: "log-json", help: "log one JSON object per line" },
   { name: "help", help: "show this help" },
@@ -185,14 +200,15 @@ function hostPort(
   flag: string,
   text: string,
   defaultHost?: string,
+  minPort = 1,
 ): { hostname: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\w+)$/.exec(text) ??
     (defaultHost ? /^()()(\w+)$/.exec(text) : null);
   if (!m) throw new FlagError(flag, `"${text}" must be host:port`);
   // Like Consul, the port is parsed with base prefixes (0x1f90 works).
   const port = Number(m[3]);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new FlagError(flag, `"${text}": port must be a number 1-65535`);
+  if (!Number.isInteger(port) || port < minPort || port > 65535) {
+    throw new FlagError(flag, `"${text}": port must be a number ${minPort}-65535`);
   }
   const hostname = m[1] || m[2] || defaultHost;
   if (!hostname) throw new FlagError(flag, `"${text}": host is missing`);
@@ -289,10 +305,13 @@ export function parseFlags(
     },
     limits,
     drainMs: intFlag("drain-timeout", one("drain-timeout") ?? "10000"),
+    adminToken: one("admin-token") || env.MESHGATE_ADMIN_TOKEN || undefined,
     logLevel,
     logJson: flag("log-json"),
   };
   if (out.help) return out;
+  const adminBind = one("admin-bind") ?? "127.0.0.1:19000";
+  if (adminBind !== "") out.admin = hostPort("-admin-bind", adminBind, undefined, 0);
   // -proxy-id wins over -sidecar-for, which wins over flag mode (as in Consul).
   out.proxyId = one("proxy-id") ?? (env.CONNECT_PROXY_ID || undefined);
   out.sidecarFor = out.proxyId

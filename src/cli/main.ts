@@ -4,6 +4,7 @@
  *     deno run -A jsr:@meshgate/meshgate/cli -sidecar-for web-1
  * @module
  */
+import { startAdmin } from "../admin/server.ts";
 import { createLogger } from "../net/log.ts";
 import { startProxy } from "../proxy/proxy.ts";
 import { createDenoAgentClient } from "./agent_transport.ts";
@@ -61,6 +62,31 @@ export async function runCli(args: string[]): Promise<number> {
   }
   const { promise: stopped, resolve } = Promise.withResolvers<void>();
   const stop = () => resolve();
+  let admin;
+  if (opts.admin) {
+    try {
+      admin = await startAdmin({
+        proxy,
+        ...opts.admin,
+        token: opts.adminToken,
+        drainMs: opts.drainMs,
+        // POST /v1/drain shuts down exactly like SIGTERM.
+        onDrain: stop,
+      });
+      log.log("info", "admin listening", { url: admin.url });
+    } catch (err) {
+      log.log(
+        "error",
+        "cannot start the admin app (use -admin-bind to move it, empty to disable)",
+        {
+          error: (err as Error).message,
+        },
+      );
+      await proxy.close();
+      await agent.close();
+      return 1;
+    }
+  }
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   await stopped;
@@ -68,6 +94,7 @@ export async function runCli(args: string[]): Promise<number> {
   Deno.removeSignalListener("SIGTERM", stop);
   log.log("info", "shutting down", { drainMs: opts.drainMs });
   await proxy.close(opts.drainMs);
+  await admin?.close();
   await agent.close();
   return 0;
 }

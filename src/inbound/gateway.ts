@@ -60,6 +60,8 @@ export interface InboundGateway extends AsyncDisposable {
   readonly address: { hostname: string; port: number };
   /** Open, authorized connections. */
   readonly connections: ReadonlySet<InboundConnection>;
+  /** The local application address new connections go to. */
+  readonly app: SocketAddress;
   /** Points new connections at another local application address. */
   setApp(app: SocketAddress): void;
   /** Stops accepting, waits up to `drainMs` for open connections, then closes them. */
@@ -106,6 +108,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   // closed at once on shutdown, authorized ones drain.
   const sockets = new Set<net.Socket>();
   const piped = new WeakSet<net.Socket>();
+  const acceptedAt = new WeakMap<net.Socket, number>();
   await o.material.ready;
 
   const server = tls.createServer({
@@ -151,6 +154,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
       });
     }
     sockets.add(raw);
+    acceptedAt.set(raw, Date.now());
     raw.once("close", () => sockets.delete(raw));
   });
 
@@ -166,7 +170,9 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
 
   // The whole inbound path of one connection.
   async function handle(socket: tls.TLSSocket): Promise<void> {
-    const started = Date.now();
+    const secureAt = Date.now();
+    const rawSocket = (socket as unknown as { _parent?: net.Socket })._parent;
+    const handshakeMs = secureAt - (rawSocket ? acceptedAt.get(rawSocket) ?? secureAt : secureAt);
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
     // Not one byte reaches the application before authorization; what the client sends
     // meanwhile is held (bounded), not paused (see holdSocket).
@@ -178,6 +184,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     const ac = new AbortController();
     const authzTimeout = o.authorizeTimeoutMs ?? 5000;
     const timer = setTimeout(() => ac.abort(new Error("authorize timed out")), authzTimeout);
+    const authorizeStarted = Date.now();
     let result: AuthorizeResult;
     try {
       result = await o.authorize({
@@ -201,7 +208,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     if (!result.Authorized) {
       return refuse(socket, { reason: "denied", detail: result.Reason, peer: verdict.uri, remote });
     }
-    const authorizeMs = Date.now() - started;
+    const authorizeMs = Date.now() - authorizeStarted;
     if (socket.destroyed) return;
     let appSocket: net.Socket;
     try {
@@ -218,8 +225,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
       appSocket.destroy();
       return;
     }
-    const raw = (socket as unknown as { _parent?: net.Socket })._parent;
-    if (raw) piped.add(raw);
+    if (rawSocket) piped.add(rawSocket);
     const pipe = pipeSockets(socket, appSocket, {
       idleTimeoutMs: o.idleTimeoutMs,
       held: { a: held.release() },
@@ -233,6 +239,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
       peer: verdict.uri,
       remote,
       authorizeMs,
+      handshakeMs,
     });
     log.log("debug", "inbound connection authorized", { peer: verdict.uri, remote });
     const stats = await pipe.closed;
@@ -289,6 +296,9 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   return {
     address,
     connections: active,
+    get app() {
+      return app;
+    },
     setApp(next) {
       app = next;
     },

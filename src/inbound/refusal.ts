@@ -54,8 +54,22 @@ export type ConnectionEvent =
     listener: string;
     peer: string;
     remote: string;
+    /** Inbound: the authorize call; outbound: not set. */
     authorizeMs?: number;
+    /** Inbound: TCP accept to TLS established; outbound: dial start to TLS established. */
     handshakeMs?: number;
+    /** Outbound: the chain target dialled. */
+    target?: string;
+  }
+  | {
+    /** One endpoint of an upstream could not be dialled (the next one is tried). */
+    type: "dial_failed";
+    direction: "outbound";
+    listener: string;
+    target: string;
+    endpoint: string;
+    error: string;
+    ms: number;
   }
   | {
     type: "closed";

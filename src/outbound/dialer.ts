@@ -22,6 +22,8 @@ export interface MeshEndpoint {
   datacenter?: string;
   /** An ID for logs and balancing (`Service.ID` on its node). */
   id: string;
+  /** The discovery-chain target it belongs to, for metrics. */
+  target?: string;
 }
 
 /**

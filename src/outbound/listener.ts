@@ -29,6 +29,20 @@ export interface UpstreamConfig {
   socketMode?: number;
 }
 
+/** An open outbound connection. */
+export interface OutboundConnection {
+  /** `service@address:port` of the endpoint it reached. */
+  peer: string;
+  /** The local client's address. */
+  remote: string;
+  /** The chain target. */
+  target: string;
+  /** `Date.now()` when it was established. */
+  since: number;
+  /** The byte pipe. */
+  pipe: Pipe;
+}
+
 /** Options of {@linkcode startUpstream}. */
 export interface UpstreamOptions {
   /** The agent, for chain, health and prepared-query reads. */
@@ -47,6 +61,8 @@ export interface UpstreamOptions {
   log?: Logger;
   /** Connection events (metrics, admin). */
   onEvent?: (event: ConnectionEvent) => void;
+  /** Called when a chain target's healthy endpoints change. */
+  onEndpoints?: (change: { upstream: string; target: string; endpoints: string[] }) => void;
 }
 
 /** A running upstream listener. */
@@ -58,7 +74,9 @@ export interface UpstreamListener extends AsyncDisposable {
   /** The chain and endpoints (service upstreams). */
   readonly resolver?: UpstreamResolver;
   /** Open connections. */
-  readonly connections: ReadonlySet<{ peer: string; since: number; pipe: Pipe }>;
+  readonly connections: ReadonlySet<OutboundConnection>;
+  /** Endpoints whose last dial failed (cleared by a success), by endpoint ID. */
+  readonly endpointFailures: ReadonlyMap<string, { at: number; error: string }>;
   /** Stops accepting, waits up to `drainMs` for open connections, then closes them. */
   close(drainMs?: number): Promise<void>;
 }
@@ -80,11 +98,20 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
   const log = (o.log ?? silentLogger).with({ upstream: up.name });
   const emit = o.onEvent ?? (() => {});
   const resolver = up.type === "service"
-    ? new UpstreamResolver(o.agent, up.name, { datacenter: up.datacenter, log })
+    ? new UpstreamResolver(o.agent, up.name, {
+      datacenter: up.datacenter,
+      log,
+      onEndpoints: (t) =>
+        o.onEndpoints?.({
+          upstream: up.name,
+          target: t.id,
+          endpoints: t.endpoints.map((e) => `${e.address}:${e.port}`),
+        }),
+    })
     : undefined;
-  const failedAt = new Map<string, number>();
+  const failures = new Map<string, { at: number; error: string }>();
   const cursor = new Map<string, number>();
-  const active = new Set<{ peer: string; since: number; pipe: Pipe }>();
+  const active = new Set<OutboundConnection>();
   const cooldown = o.failureCooldownMs ?? 10_000;
 
   /** Candidates in the order to try them: per target, round robin, recently failed last. */
@@ -105,7 +132,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
       cursor.set(id, start + 1);
       const ordered = [...target.endpoints.slice(start), ...target.endpoints.slice(0, start)];
       const now = Date.now();
-      const healthy = ordered.filter((e) => now - (failedAt.get(e.id) ?? 0) > cooldown);
+      const healthy = ordered.filter((e) => now - (failures.get(e.id)?.at ?? 0) > cooldown);
       const cooling = ordered.filter((e) => !healthy.includes(e));
       for (const endpoint of [...healthy, ...cooling]) {
         out.push({ endpoint, timeoutMs: up.connectTimeoutMs ?? target.connectTimeoutMs });
@@ -159,13 +186,13 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
           mesh.destroy();
           return;
         }
-        failedAt.delete(endpoint.id);
+        failures.delete(endpoint.id);
         const peer = `${endpoint.service}@${endpoint.address}:${endpoint.port}`;
         const pipe = pipeSockets(client, mesh, {
           idleTimeoutMs: o.idleTimeoutMs,
           held: { b: meshHeld.release() },
         });
-        const conn = { peer, since: Date.now(), pipe };
+        const conn = { peer, remote, target: endpoint.target ?? up.name, since: Date.now(), pipe };
         active.add(conn);
         emit({
           type: "accepted",
@@ -174,6 +201,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
           peer,
           remote,
           handshakeMs: Date.now() - started,
+          target: endpoint.target ?? up.name,
         });
         const stats = await pipe.closed;
         active.delete(conn);
@@ -190,9 +218,18 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
         return;
       } catch (err) {
         // Only before any byte was sent: retry the next endpoint, then the failover targets.
-        failedAt.set(endpoint.id, Date.now());
         lastError = err instanceof DialError ? `${err.reason}: ${err.message}` : String(err);
+        failures.set(endpoint.id, { at: Date.now(), error: lastError });
         log.log("warn", "upstream endpoint failed", { endpoint: endpoint.id, error: lastError });
+        emit({
+          type: "dial_failed",
+          direction: "outbound",
+          listener: name,
+          target: endpoint.target ?? up.name,
+          endpoint: endpoint.id,
+          error: lastError,
+          ms: Date.now() - started,
+        });
       }
     }
     refuse(client, { reason: "upstream_unreachable", detail: lastError, remote });
@@ -245,6 +282,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
     address,
     resolver,
     connections: active,
+    endpointFailures: failures,
     close,
     [Symbol.asyncDispose]: () => close(),
   };

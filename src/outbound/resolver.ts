@@ -64,6 +64,7 @@ export class UpstreamResolver {
   readonly #service: string;
   readonly #datacenter?: string;
   readonly #log: Logger;
+  readonly #onEndpoints?: (target: ChainTarget) => void;
   readonly #controller = new AbortController();
   readonly #loops = new Set<Promise<void>>();
   readonly #targets = new Map<string, ChainTarget & { stop: AbortController }>();
@@ -76,12 +77,18 @@ export class UpstreamResolver {
   constructor(
     agent: AgentClient,
     service: string,
-    options: { datacenter?: string; log?: Logger } = {},
+    options: {
+      datacenter?: string;
+      log?: Logger;
+      /** Called after a target's endpoint list changed. */
+      onEndpoints?: (target: ChainTarget) => void;
+    } = {},
   ) {
     this.#agent = agent;
     this.#service = service;
     this.#datacenter = options.datacenter;
     this.#log = options.log ?? silentLogger;
+    this.#onEndpoints = options.onEndpoints;
     this.#spawn(this.#watchChain());
   }
 
@@ -173,9 +180,10 @@ export class UpstreamResolver {
         const { value } of this.#agent.watchHealthConnect(target.service, { dc, passing: true })
           .subscribe(signal)
       ) {
-        target.endpoints = endpointsOf(value);
+        target.endpoints = endpointsOf(value).map((e) => ({ ...e, target: target.id }));
         this.updatedAt = Date.now();
         this.#ready.resolve();
+        this.#onEndpoints?.(target);
         this.#log.log("debug", "upstream endpoints updated", {
           target: target.id,
           endpoints: target.endpoints.length,

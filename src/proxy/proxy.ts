@@ -15,6 +15,7 @@ import { formatAddress } from "../net/sockets.ts";
 import { startUpstream, type UpstreamListener } from "../outbound/listener.ts";
 import { TlsMaterial } from "../trust/material.ts";
 import { configFromService, type ProxyConfig, ProxyConfigError, upstreamKey } from "./config.ts";
+import { EventHub, type LifecycleEvent, type ProxyEvent } from "./events.ts";
 
 /** Limits and timeouts of the proxy. */
 export interface ProxyLimits {
@@ -62,6 +63,8 @@ export interface ProxyOptions {
   onEvent?: (event: ConnectionEvent) => void;
 }
 
+const CONNECTION_EVENTS = new Set(["accepted", "refused", "closed", "dial_failed"]);
+
 /** The proxy's lifecycle state. */
 export type ProxyPhase = "starting" | "ready" | "draining" | "stopped";
 
@@ -90,6 +93,10 @@ export async function findSidecar(agent: AgentClient, serviceId: string): Promis
 export class Proxy implements AsyncDisposable {
   /** The live TLS material. */
   readonly material: TlsMaterial = new TlsMaterial();
+  /** Everything that happens in this proxy (connections and lifecycle), for metrics and admin. */
+  readonly events: EventHub<ProxyEvent> = new EventHub<ProxyEvent>();
+  /** `Date.now()` when the proxy started. */
+  readonly startedAt: number = Date.now();
   readonly #o: ProxyOptions;
   readonly #log: Logger;
   readonly #controller = new AbortController();
@@ -110,6 +117,33 @@ export class Proxy implements AsyncDisposable {
     this.#o = options;
     this.#log = options.log ?? silentLogger;
     this.#ready.promise.catch(() => {});
+  }
+
+  readonly #last = new Map<ProxyEvent["type"], ProxyEvent>();
+
+  /** The most recent event of a type (e.g. the last leaf renewal), if any. */
+  lastEvent<K extends ProxyEvent["type"]>(
+    type: K,
+  ): Extract<ProxyEvent, { type: K }> | undefined {
+    return this.#last.get(type) as Extract<ProxyEvent, { type: K }> | undefined;
+  }
+
+  /** The agent client the proxy watches through. */
+  get agent(): AgentClient {
+    return this.#o.agent;
+  }
+
+  /** Publishes a connection or lifecycle event (and passes connection events to `onEvent`). */
+  #emit = (event: ConnectionEvent | LifecycleEvent): void => {
+    const stamped = { ...event, at: Date.now() };
+    this.#last.set(event.type, stamped);
+    this.events.publish(stamped);
+    if (CONNECTION_EVENTS.has(event.type)) this.#o.onEvent?.(event as ConnectionEvent);
+  };
+
+  #setPhase(phase: ProxyPhase): void {
+    this.#phase = phase;
+    this.#emit({ type: "phase", phase });
   }
 
   /** Starts a proxy; resolves once its configuration is known (listeners come up after). */
@@ -172,7 +206,7 @@ export class Proxy implements AsyncDisposable {
     await this.material.ready;
     await this.#applying;
     if (this.#phase === "starting") {
-      this.#phase = "ready";
+      this.#setPhase("ready");
       this.#ready.resolve();
       this.#log.log("info", "proxy ready", {
         service: this.#config?.service,
@@ -187,16 +221,29 @@ export class Proxy implements AsyncDisposable {
     try {
       for await (
         const { value } of this.#o.agent.watchRoots({
-          onError: (err, info) =>
+          onError: (err, info) => {
             this.#log.log("warn", "roots watch failed; keeping current roots", {
               error: String(err),
               retryInMs: info.retryInMs,
-            }),
+            });
+            this.#emit({
+              type: "watch_error",
+              watch: "roots",
+              error: String(err),
+              retryInMs: info.retryInMs,
+            });
+          },
         }).subscribe(signal)
       ) {
         const before = this.material.roots?.roots.ActiveRootID;
         try {
           await this.material.setRoots(value);
+          this.#emit({
+            type: "roots",
+            rotated: !!before && before !== value.ActiveRootID,
+            activeRootId: value.ActiveRootID,
+            rootIds: value.Roots.map((r) => r.ID),
+          });
           if (before && before !== value.ActiveRootID) {
             this.#log.log("info", "CA roots rotated", {
               active: value.ActiveRootID,
@@ -224,16 +271,30 @@ export class Proxy implements AsyncDisposable {
         for await (
           const { value } of this.#o.agent.watchLeaf(service, {
             waitMs: 10 * 60_000,
-            onError: (err, info) =>
+            onError: (err, info) => {
               this.#log.log("warn", "leaf watch failed; keeping current leaf", {
                 error: String(err),
                 retryInMs: info.retryInMs,
-              }),
+              });
+              this.#emit({
+                type: "watch_error",
+                watch: `leaf:${service}`,
+                error: String(err),
+                retryInMs: info.retryInMs,
+              });
+            },
           }).subscribe(signal)
         ) {
           try {
             const renewed = !!this.material.leaf;
             await this.material.setLeaf(value);
+            this.#emit({
+              type: "leaf",
+              renewed,
+              service,
+              serial: value.SerialNumber,
+              validBefore: value.ValidBefore,
+            });
             this.#log.log(
               "info",
               renewed ? "leaf certificate renewed" : "leaf certificate loaded",
@@ -261,11 +322,18 @@ export class Proxy implements AsyncDisposable {
     try {
       for await (
         const { value } of this.#o.agent.watchService(id, {
-          onError: (err) =>
+          onError: (err, info) => {
             this.#log.log("warn", "registration watch failed; keeping current configuration", {
               proxyId: id,
               error: String(err),
-            }),
+            });
+            this.#emit({
+              type: "watch_error",
+              watch: `service:${id}`,
+              error: String(err),
+              retryInMs: info.retryInMs,
+            });
+          },
         }).subscribe(signal)
       ) {
         const text = JSON.stringify(value);
@@ -274,6 +342,7 @@ export class Proxy implements AsyncDisposable {
         try {
           this.#log.log("info", "proxy registration changed", { proxyId: id });
           await this.#apply(configFromService(value));
+          this.#emit({ type: "config", proxyId: id, detail: "registration changed" });
         } catch (err) {
           this.#log.log("error", "ignoring unusable registration", {
             proxyId: id,
@@ -321,7 +390,8 @@ export class Proxy implements AsyncDisposable {
             maxConnections: limits.maxOutbound,
             idleTimeoutMs: limits.idleTimeoutMs,
             log: this.#log,
-            onEvent: o.onEvent,
+            onEvent: this.#emit,
+            onEndpoints: (change) => this.#emit({ type: "endpoints", ...change }),
           }),
         );
       } catch (err) {
@@ -361,7 +431,7 @@ export class Proxy implements AsyncDisposable {
         idleTimeoutMs: limits.idleTimeoutMs,
         maxConnections: limits.maxInbound,
         log: this.#log,
-        onEvent: o.onEvent,
+        onEvent: this.#emit,
       });
     }
     // The old listener stops accepting; its connections finish on their own.
@@ -421,7 +491,7 @@ export class Proxy implements AsyncDisposable {
    */
   async close(drainMs = 0): Promise<void> {
     if (this.#phase === "stopped" || this.#phase === "draining") return;
-    this.#phase = "draining";
+    this.#setPhase("draining");
     this.#log.log("info", "proxy draining", { drainMs });
     clearInterval(this.#heartbeat);
     this.#controller.abort();
@@ -445,7 +515,7 @@ export class Proxy implements AsyncDisposable {
       }
     }
     await Promise.all([...this.#loops]);
-    this.#phase = "stopped";
+    this.#setPhase("stopped");
     this.#log.log("info", "proxy stopped");
   }
 

@@ -1,0 +1,216 @@
+/**
+ * The admin app (hono): readiness, JSON state, open connections, Prometheus metrics, a live
+ * event stream (SSE), a guarded drain, and the dashboard page. Mountable in any hono app.
+ * @module
+ */
+import { Hono } from "hono";
+import { streamSSE } from "hono/streaming";
+import type { Context } from "hono";
+import type { Proxy } from "../proxy/proxy.ts";
+import type { ProxyEvent } from "../proxy/events.ts";
+import { dashboardPage } from "./dashboard.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "./prometheus.ts";
+import { createProxyMetrics, type ProxyMetrics } from "./proxy_metrics.ts";
+import { openConnections, proxyState } from "./state.ts";
+
+/** Options of {@linkcode createAdminApp}. */
+export interface AdminAppOptions {
+  /** The proxy to show. */
+  proxy: Proxy;
+  /**
+   * Bearer token for `POST /v1/drain` (`-admin-token`). Without one, drain is only allowed
+   * while the admin listener is bound to loopback.
+   */
+  token?: string;
+  /** Whether the admin listener is bound to a loopback address. @default {true} */
+  boundToLoopback?: boolean;
+  /** What a drain does. @default {() => proxy.close(drainMs)} */
+  onDrain?: () => void;
+  /** Drain deadline used by the default `onDrain`. @default {10000} */
+  drainMs?: number;
+  /** Metrics to serve; created from the proxy when not given. */
+  metrics?: ProxyMetrics;
+  /** Interval of the `tick` SSE event (counters for the dashboard). @default {1000} */
+  tickMs?: number;
+  /** Ends open event streams when aborted (the server is shutting down). */
+  signal?: AbortSignal;
+}
+
+/**
+ * The admin app: a hono app seen through its fetch interface. Serve it with `Deno.serve`, or
+ * mount it in your own hono app with `app.mount("/mesh", admin.fetch)`.
+ */
+export interface AdminApp {
+  /** Answers one request; `env` is `Deno.serve`'s handler info (for the caller's address). */
+  fetch(request: Request, env?: unknown): Response | Promise<Response>;
+  /** Answers a request without a server, as hono's `app.request()`. */
+  request(
+    input: string | Request | URL,
+    init?: RequestInit,
+    env?: unknown,
+  ): Response | Promise<Response>;
+}
+
+/** Why the proxy is not ready, or an empty list when it is. */
+export function readinessProblems(proxy: Proxy, now = Date.now()): string[] {
+  const problems: string[] = [];
+  if (proxy.phase !== "ready") problems.push(`phase is ${proxy.phase}`);
+  const leaf = proxy.material.leaf;
+  if (!leaf) problems.push("no leaf certificate yet");
+  else if (leaf.info.notAfter.getTime() <= now) problems.push("leaf certificate has expired");
+  if (!proxy.material.roots) problems.push("no CA roots yet");
+  const config = proxy.config;
+  if (!config) problems.push("no configuration yet");
+  else if (config.publicListener && config.app && !proxy.inbound) {
+    problems.push("public listener is not up");
+  }
+  if (config && proxy.upstreams.length < config.upstreams.length) {
+    problems.push(
+      `${config.upstreams.length - proxy.upstreams.length} upstream listener(s) not up`,
+    );
+  }
+  return problems;
+}
+
+function remoteHost(c: Context): string | undefined {
+  // Deno.serve passes its ServeHandlerInfo as hono's env.
+  const addr = (c.env as { remoteAddr?: { hostname?: string } } | undefined)?.remoteAddr;
+  return addr?.hostname;
+}
+
+/** Whether `host` is a loopback address. */
+export function isLoopback(host: string | undefined): boolean {
+  if (!host) return false;
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || h.startsWith("127.") || h === "::ffff:127.0.0.1";
+}
+
+/** Compares two strings in time independent of where they differ. */
+function sameSecret(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
+/** Lifecycle event types replayed to a new event-stream subscriber. */
+const REPLAYED = new Set(["leaf", "roots", "config", "endpoints", "phase", "refused"]);
+
+/**
+ * Creates the admin app of a proxy.
+ *
+ * @example
+ * ```ts ignore
+ * import { Hono } from "hono";
+ * import { createAdminApp } from "@meshgate/meshgate";
+ * const app = new Hono();
+ * const admin = createAdminApp({ proxy });
+ * app.mount("/mesh", admin.fetch);
+ * ```
+ */
+export function createAdminApp(options: AdminAppOptions): AdminApp {
+  const { proxy } = options;
+  const metrics = options.metrics ?? createProxyMetrics(proxy);
+  const tickMs = options.tickMs ?? 1000;
+  const app = new Hono();
+
+  app.get("/", (c) => c.html(dashboardPage()));
+  app.get("/healthz", (c) => c.text("ok"));
+  app.get("/ready", (c) => {
+    const problems = readinessProblems(proxy);
+    return problems.length
+      ? c.json({ ready: false, problems }, 503)
+      : c.json({ ready: true, problems: [] });
+  });
+  app.get("/v1/state", (c) => c.json(proxyState(proxy)));
+  app.get("/v1/connections", (c) => {
+    const raw = c.req.query("limit");
+    const limit = raw === undefined ? 100 : Number(raw);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
+      return c.json({ error: "limit must be an integer from 1 to 10000" }, 400);
+    }
+    return c.json(openConnections(proxy, limit));
+  });
+  app.get("/metrics", (c) => {
+    c.header("Content-Type", PROMETHEUS_CONTENT_TYPE);
+    return c.body(metrics.registry.render());
+  });
+  app.get("/v1/events", (c) =>
+    streamSSE(c, async (stream) => {
+      const queue: ProxyEvent[] = proxy.events.recent((e) => REPLAYED.has(e.type)).slice(-50);
+      let wake: (() => void) | undefined;
+      const unsubscribe = proxy.events.subscribe((e) => {
+        if (queue.length < 1000) queue.push(e); // a stalled client drops events, not memory
+        wake?.();
+      });
+      let closed = false;
+      const end = () => {
+        closed = true;
+        wake?.();
+      };
+      stream.onAbort(end);
+      if (options.signal?.aborted) end();
+      options.signal?.addEventListener("abort", end, { once: true });
+      let lastTick = 0;
+      try {
+        while (!closed) {
+          while (queue.length && !closed) {
+            const e = queue.shift()!;
+            await stream.writeSSE({ event: e.type, data: JSON.stringify(e) });
+          }
+          if (Date.now() - lastTick >= tickMs) {
+            lastTick = Date.now();
+            const s = proxyState(proxy);
+            await stream.writeSSE({
+              event: "tick",
+              data: JSON.stringify({
+                at: lastTick,
+                phase: s.phase,
+                connections: s.connections,
+                bytes: metrics.totalBytes(),
+                leafExpiresInSeconds: s.leaf?.expiresInSeconds ?? null,
+              }),
+            });
+          }
+          if (closed) break;
+          // Sleep until the next event, the next tick, or the client leaving.
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              clearTimeout(timer);
+              wake = undefined;
+              resolve();
+            };
+            const timer = setTimeout(done, Math.max(10, tickMs - (Date.now() - lastTick)));
+            wake = done;
+          });
+        }
+      } finally {
+        unsubscribe();
+        options.signal?.removeEventListener("abort", end);
+      }
+    }));
+  app.post("/v1/drain", (c) => {
+    if (!isLoopback(remoteHost(c))) {
+      return c.json({ error: "drain is only accepted from loopback" }, 403);
+    }
+    if (options.token) {
+      const auth = c.req.header("Authorization") ?? "";
+      const given = auth.startsWith("Bearer ") ? auth.slice(7) : "";
+      if (!sameSecret(given, options.token)) {
+        return c.json({ error: "missing or wrong admin token (Authorization: Bearer …)" }, 401);
+      }
+    } else if (options.boundToLoopback === false) {
+      return c.json({
+        error: "drain is disabled: the admin listener is not on loopback and has no -admin-token",
+      }, 403);
+    }
+    if (proxy.phase === "draining" || proxy.phase === "stopped") {
+      return c.json({ draining: true, phase: proxy.phase }, 202);
+    }
+    const drainMs = options.drainMs ?? 10_000;
+    (options.onDrain ?? (() => void proxy.close(drainMs)))();
+    return c.json({ draining: true, drainMs }, 202);
+  });
+  return app;
+}

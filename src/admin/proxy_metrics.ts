@@ -1,0 +1,235 @@
+/**
+ * The proxy's Prometheus metrics: counters and histograms fed by its event stream, gauges read
+ * from its live state at scrape time. Names start with `meshgate_`; every label value is a
+ * closed set or a name from the registration (never a client address).
+ * @module
+ */
+import { REFUSAL_REASONS } from "../inbound/refusal.ts";
+import type { Proxy } from "../proxy/proxy.ts";
+import { type Labels, Registry } from "./prometheus.ts";
+
+/** Latency buckets in seconds: 0.5 ms … 10 s. */
+const LATENCY_BUCKETS = [
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+];
+
+/** A registry wired to a proxy; `close()` stops listening to its events. */
+export interface ProxyMetrics {
+  /** The registry; render it for `/metrics`. */
+  registry: Registry;
+  /** Bytes received and sent through every listener so far (for the dashboard). */
+  totalBytes(): { in: number; out: number };
+  /** Stops updating from the proxy's events. */
+  close(): void;
+}
+
+/** Creates the metrics of `proxy`. */
+export function createProxyMetrics(proxy: Proxy): ProxyMetrics {
+  const r = new Registry();
+  const accepted = r.counter(
+    "meshgate_connections_accepted_total",
+    "Connections authorized (inbound) or established to an upstream (outbound).",
+  );
+  const refused = r.counter(
+    "meshgate_connections_refused_total",
+    "Connections refused, by direction and reason (no_cert, bad_chain, bad_identity, denied, authorize_error, limit, timeout, handshake, app_unreachable, no_endpoint, upstream_unreachable).",
+  );
+  const active = r.gauge("meshgate_connections_active", "Open proxied connections per listener.");
+  const bytesIn = r.counter(
+    "meshgate_received_bytes_total",
+    "Bytes received from the mesh side (inbound) or from the upstream (outbound), per listener.",
+  );
+  const bytesOut = r.counter(
+    "meshgate_sent_bytes_total",
+    "Bytes sent to the mesh side (inbound) or to the upstream (outbound), per listener.",
+  );
+  const handshake = r.histogram(
+    "meshgate_tls_handshake_seconds",
+    "Inbound TLS handshake duration, from TCP accept to established.",
+    LATENCY_BUCKETS,
+  );
+  const upstreamConnect = r.histogram(
+    "meshgate_upstream_connect_seconds",
+    "Outbound connect duration (TCP + mTLS + identity check), per upstream and chain target.",
+    LATENCY_BUCKETS,
+  );
+  const authorize = r.histogram(
+    "meshgate_authorize_seconds",
+    "Duration of the agent's /v1/agent/connect/authorize call for inbound connections.",
+    LATENCY_BUCKETS,
+  );
+  const dialFailures = r.counter(
+    "meshgate_upstream_connect_failures_total",
+    "Failed dials to an upstream endpoint, per upstream and discovery-chain target.",
+  );
+  const leafExpiry = r.gauge(
+    "meshgate_leaf_expiry_timestamp_seconds",
+    "Unix time at which the current leaf certificate expires.",
+  );
+  const leafRenewals = r.counter(
+    "meshgate_leaf_renewals_total",
+    "Leaf certificates installed after the first.",
+  );
+  const rotations = r.counter(
+    "meshgate_root_rotations_total",
+    "CA root rotations seen (the active root changed).",
+  );
+  const configChanges = r.counter(
+    "meshgate_config_changes_total",
+    "Registration changes applied live.",
+  );
+  const watchErrors = r.counter(
+    "meshgate_watch_errors_total",
+    "Failed blocking-query requests, per watch.",
+  );
+  const watchBackoff = r.gauge(
+    "meshgate_watch_backoff",
+    "1 while a watch waits to retry after errors, else 0.",
+  );
+  const watchAge = r.gauge(
+    "meshgate_watch_last_success_age_seconds",
+    "Seconds since a watch last got an answer from the agent.",
+  );
+  const ready = r.gauge("meshgate_ready", "1 when the proxy is ready to serve, else 0.");
+  const reachable = r.gauge(
+    "meshgate_agent_reachable",
+    "1 when the agent answered the last request, 0 when the last request got no answer.",
+  );
+
+  for (const reason of REFUSAL_REASONS) {
+    refused.inc({ direction: "inbound", reason }, 0);
+    refused.inc({ direction: "outbound", reason }, 0);
+  }
+  // Bytes of closed connections per listener; live ones are added at scrape time.
+  const closedBytes = new Map<string, { labels: Labels; rx: number; tx: number }>();
+
+  const stop = proxy.events.subscribe((e) => {
+    switch (e.type) {
+      case "accepted": {
+        accepted.inc({ direction: e.direction, listener: e.listener });
+        if (e.handshakeMs !== undefined && e.direction === "inbound") {
+          handshake.observe({}, e.handshakeMs / 1000);
+        }
+        if (e.handshakeMs !== undefined && e.direction === "outbound") {
+          upstreamConnect.observe(
+            { upstream: e.listener.replace(/^upstream:/, ""), target: e.target ?? "" },
+            e.handshakeMs / 1000,
+          );
+        }
+        if (e.authorizeMs !== undefined) authorize.observe({}, e.authorizeMs / 1000);
+        break;
+      }
+      case "refused":
+        refused.inc({ direction: e.direction, reason: e.refusal.reason });
+        break;
+      case "closed": {
+        const key = `${e.direction}|${e.listener}`;
+        const b = closedBytes.get(key) ??
+          { labels: { direction: e.direction, listener: e.listener }, rx: 0, tx: 0 };
+        b.rx += e.bytesIn;
+        b.tx += e.bytesOut;
+        closedBytes.set(key, b);
+        break;
+      }
+      case "dial_failed":
+        dialFailures.inc({ upstream: e.listener.replace(/^upstream:/, ""), target: e.target });
+        break;
+      case "leaf":
+        if (e.renewed) leafRenewals.inc();
+        break;
+      case "roots":
+        if (e.rotated) rotations.inc();
+        break;
+      case "config":
+        configChanges.inc();
+        break;
+      case "watch_error":
+        watchErrors.inc({ watch: e.watch });
+        break;
+    }
+  });
+  leafRenewals.inc({}, 0);
+  rotations.inc({}, 0);
+  configChanges.inc({}, 0);
+
+  /** Bytes per listener (closed plus open connections), and open connections per listener. */
+  const byListener = () => {
+    const live = new Map<string, { labels: Labels; rx: number; tx: number; open: number }>();
+    for (const [k, v] of closedBytes) live.set(k, { ...v, open: 0 });
+    const addLive = (
+      direction: string,
+      listener: string,
+      conns: Iterable<{ pipe: { stats: { aToB: number; bToA: number } } }>,
+      inboundSide: boolean,
+    ) => {
+      const key = `${direction}|${listener}`;
+      const b = live.get(key) ?? { labels: { direction, listener }, rx: 0, tx: 0, open: 0 };
+      for (const c of conns) {
+        b.open++;
+        // Inbound pipes are mesh→app (aToB); outbound pipes are client→upstream (aToB).
+        b.rx += inboundSide ? c.pipe.stats.aToB : c.pipe.stats.bToA;
+        b.tx += inboundSide ? c.pipe.stats.bToA : c.pipe.stats.aToB;
+      }
+      live.set(key, b);
+    };
+    const service = proxy.config?.service;
+    if (proxy.inbound && service) {
+      addLive("inbound", `inbound:${service}`, proxy.inbound.connections, true);
+    }
+    for (const u of proxy.upstreams) {
+      addLive("outbound", `upstream:${u.upstream.name}`, u.connections, false);
+    }
+    return live;
+  };
+
+  r.onCollect(() => {
+    const now = Date.now();
+    active.reset();
+    for (const b of byListener().values()) {
+      bytesIn.set(b.labels, b.rx);
+      bytesOut.set(b.labels, b.tx);
+      active.set(b.labels, b.open);
+    }
+    const leaf = proxy.material.leaf;
+    leafExpiry.reset();
+    if (leaf) leafExpiry.set({}, Math.floor(leaf.info.notAfter.getTime() / 1000));
+    watchBackoff.reset();
+    watchAge.reset();
+    for (const { key, status } of proxy.agent.watches) {
+      watchBackoff.set({ watch: key }, status.backoffUntil && status.backoffUntil > now ? 1 : 0);
+      if (status.lastSuccessAt) {
+        watchAge.set({ watch: key }, (now - status.lastSuccessAt) / 1000);
+      }
+    }
+    ready.set({}, proxy.phase === "ready" ? 1 : 0);
+    const reach = proxy.agent.reachability;
+    reachable.set({}, (reach.lastFailureAt ?? 0) > (reach.lastAnswerAt ?? 0) ? 0 : 1);
+  });
+
+  return {
+    registry: r,
+    totalBytes() {
+      let rx = 0;
+      let tx = 0;
+      for (const b of byListener().values()) {
+        rx += b.rx;
+        tx += b.tx;
+      }
+      return { in: rx, out: tx };
+    },
+    close: stop,
+  };
+}

@@ -1,0 +1,82 @@
+/**
+ * Serves the admin app with `Deno.serve` (127.0.0.1 by default, like Envoy's admin port).
+ * @module
+ */
+import { type AdminAppOptions, createAdminApp, isLoopback } from "./app.ts";
+import { createProxyMetrics } from "./proxy_metrics.ts";
+
+/** Options of {@linkcode startAdmin}. */
+export interface AdminServerOptions extends Omit<AdminAppOptions, "boundToLoopback"> {
+  /** Address to bind. @default {"127.0.0.1"} */
+  hostname?: string;
+  /** Port; 0 picks a free one. @default {19000} */
+  port?: number;
+}
+
+/** A running admin server. */
+export interface AdminServer extends AsyncDisposable {
+  /** The bound address. */
+  readonly address: { hostname: string; port: number };
+  /** `http://host:port/`, for logs and the demo. */
+  readonly url: string;
+  /** Stops serving (open event streams are closed). */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the admin server of a proxy.
+ *
+ * @example
+ * ```ts ignore
+ * import { startAdmin } from "@meshgate/meshgate";
+ * await using admin = await startAdmin({ proxy, port: 19000 });
+ * console.log(`dashboard: ${admin.url}`);
+ * ```
+ */
+export async function startAdmin(options: AdminServerOptions): Promise<AdminServer> {
+  const hostname = options.hostname ?? "127.0.0.1";
+  const metrics = options.metrics ?? createProxyMetrics(options.proxy);
+  const ac = new AbortController();
+  const app = createAdminApp({
+    ...options,
+    metrics,
+    boundToLoopback: isLoopback(hostname),
+    signal: ac.signal,
+  });
+  const { promise: listening, resolve, reject } = Promise.withResolvers<Deno.NetAddr>();
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname,
+      port: options.port ?? 19000,
+      signal: ac.signal,
+      onListen: (addr) => resolve(addr),
+      onError: (err) => new Response(`admin error: ${(err as Error).message}`, { status: 500 }),
+    }, app.fetch);
+  } catch (err) {
+    reject(err);
+    throw new Error(
+      `cannot serve the admin app on ${hostname}:${options.port ?? 19000}: ${
+        (err as Error).message
+      }`,
+      { cause: err },
+    );
+  }
+  const addr = await listening;
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      ac.abort();
+      await server.finished;
+      if (!options.metrics) metrics.close();
+    })();
+    return closing;
+  };
+  return {
+    address: { hostname: addr.hostname, port: addr.port },
+    url: `http://${host}:${addr.port}/`,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
