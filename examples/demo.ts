@@ -4,7 +4,15 @@
  * mTLS, an intention flips to deny and the connection is refused, then it is allowed again.
  * Everything keeps running until Ctrl-C, with the addresses to try by hand.
  */
-import { AgentClient, createLogger, startDevAgent, startProxy } from "../mod.ts";
+import {
+  type AdminServer,
+  AgentClient,
+  createLogger,
+  type Proxy,
+  startAdmin,
+  startDevAgent,
+  startProxy,
+} from "../mod.ts";
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -56,6 +64,21 @@ while ((await agent.healthConnect("api", { passing: true })).value.length === 0)
 }
 say("Both sidecars are up (mTLS on their public ports, leaf certificates from the CA).");
 
+/** Each sidecar's dashboard, on 19000/19001 when free (else any free port). */
+async function dashboard(proxy: Proxy, port: number): Promise<AdminServer> {
+  try {
+    return await startAdmin({ proxy, port });
+  } catch {
+    return await startAdmin({ proxy, port: 0 });
+  }
+}
+const webAdmin = await dashboard(webProxy, 19000);
+const apiAdmin = await dashboard(apiProxy, 19001);
+say(`Dashboards — open them now to watch what follows:
+    web's sidecar: ${webAdmin.url}
+    api's sidecar: ${apiAdmin.url}   (refused connections show up here)`);
+await new Promise((r) => setTimeout(r, Number(Deno.env.get("DEMO_PAUSE_MS") ?? 3000)));
+
 async function callApi(): Promise<string> {
   try {
     // A new connection each time: intentions are checked when a connection is made.
@@ -83,9 +106,17 @@ Everything keeps running. Try by hand:
   curl -X PUT -d '{"Action":"deny"}' '${dev.url}/v1/connect/intentions/exact?source=web&destination=api'
   curl ${dev.url}/v1/health/connect/api
   CONSUL_HTTP_ADDR=${dev.address} deno task proxy -help
-Ctrl-C to stop.`);
+  curl ${webAdmin.url}v1/state   ·   curl ${apiAdmin.url}metrics
+web calls api every 5 s so the dashboards stay lively; flip the intention with the curl above and
+watch api's dashboard refuse it. Ctrl-C to stop.`);
+
+// Light background traffic for the dashboards' sparklines and connection lists.
+const traffic = setInterval(() => void callApi(), 5000);
 
 const stop = async () => {
+  clearInterval(traffic);
+  await webAdmin.close();
+  await apiAdmin.close();
   await webProxy.close(1000);
   await apiProxy.close(1000);
   await api.shutdown();

@@ -9,6 +9,7 @@ Deno.test({
       args: ["run", "-A", new URL("../examples/demo.ts", import.meta.url).pathname],
       stdout: "piped",
       stderr: "null",
+      env: { DEMO_PAUSE_MS: "0" },
     }).spawn();
     let out = "";
     const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
@@ -28,5 +29,6 @@ Deno.test({
     assert.match(calls[0], /^200 \{"service":"api"/);
     assert.match(calls[1], /^refused/);
     assert.match(calls[2], /^200 /);
+    assert.match(out, /web's sidecar: http:\/\/127\.0\.0\.1:\d+\//, "the dashboard URL is printed");
   },
 });

@@ -52,7 +52,7 @@ export interface AdminApp {
 }
 
 /** Why the proxy is not ready, or an empty list when it is. */
-export function readinessProblems(proxy: Proxy, now = Date.now()): string[] {
+export function readinessProblems(proxy: Proxy, now: number = Date.now()): string[] {
   const problems: string[] = [];
   if (proxy.phase !== "ready") problems.push(`phase is ${proxy.phase}`);
   const leaf = proxy.material.leaf;

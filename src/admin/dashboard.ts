@@ -152,7 +152,7 @@ function loadConnections() {
     const t = $("connections");
     t.replaceChildren();
     if (!list.length) {
-      const r = el("tr"); r.append(el("td", "No open connections.", "mute")); t.append(r);
+      const r = el("tr"); const td = el("td", "No open connections.", "mute"); td.colSpan = 5; r.append(td); t.append(r);
     }
     for (const c of list) {
       const r = el("tr");

@@ -97,7 +97,7 @@ export interface ProxyState {
 const iso = (ms: number | undefined) => ms === undefined ? undefined : new Date(ms).toISOString();
 
 /** Reads the state of `proxy` now. */
-export function proxyState(proxy: Proxy, now = Date.now()): ProxyState {
+export function proxyState(proxy: Proxy, now: number = Date.now()): ProxyState {
   const leaf = proxy.material.leaf;
   const roots = proxy.material.roots;
   const inbound = proxy.inbound;
@@ -216,7 +216,11 @@ export interface ConnectionState {
 }
 
 /** Open connections, newest first, at most `limit`. */
-export function openConnections(proxy: Proxy, limit = 100, now = Date.now()): ConnectionState[] {
+export function openConnections(
+  proxy: Proxy,
+  limit: number = 100,
+  now: number = Date.now(),
+): ConnectionState[] {
   const out: ConnectionState[] = [];
   const service = proxy.config?.service ?? "";
   for (const c of proxy.inbound?.connections ?? []) {

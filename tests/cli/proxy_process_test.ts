@@ -33,7 +33,15 @@ Deno.test({
       Port: app.port,
       Connect: { SidecarService: { Port: port } },
     });
-    const p = spawnProxy(["-sidecar-for", "db-1", "--http-addr", dev.address, "-log-json"]);
+    const p = spawnProxy([
+      "-sidecar-for",
+      "db-1",
+      "--http-addr",
+      dev.address,
+      "-log-json",
+      "-admin-bind",
+      "",
+    ]);
     await eventually(
       () => p.logs.join("").includes('"proxy ready"'),
       20_000,
@@ -50,6 +58,7 @@ Deno.test({
     const lines = p.logs.join("").trim().split("\n").map((l) => JSON.parse(l));
     assert.ok(lines.some((l) => l["@message"] === "leaf certificate loaded"));
     assert.ok(lines.some((l) => l["@message"] === "proxy stopped"));
+    assert.ok(!lines.some((l) => l["@message"] === "admin listening"), "-admin-bind '' disables");
     assert.ok(!p.logs.join("").includes("PRIVATE KEY"), "never a key in the logs");
     await app.close();
     await agent.close();
@@ -57,7 +66,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cli: `proxy -service … -register` registers itself, heartbeats, deregisters on SIGTERM",
+  name:
+    "cli: `proxy -service … -register` registers, serves the admin app, drains on POST /v1/drain",
   sanitizeResources: false,
   async fn() {
     await using dev = await devAgent();
@@ -76,6 +86,9 @@ Deno.test({
       "t1",
       "-http-addr",
       dev.address,
+      "-admin-bind",
+      "127.0.0.1:0",
+      "-log-json",
     ]);
     await eventually(() => dev.catalog.get("db-proxy-t1") !== undefined, 20_000, "registration");
     const svc = dev.catalog.get("db-proxy-t1")!;
@@ -84,9 +97,24 @@ Deno.test({
     assert.equal(svc.Proxy?.DestinationServiceName, "db");
     assert.equal(dev.catalog.checksOf("db-proxy-t1")[0].CheckID, "db-proxy-t1-ttl");
     assert.equal(dev.catalog.checksOf("db-proxy-t1")[0].Status, "passing");
-    await eventually(() => p.logs.join("").includes("proxy ready"), 20_000);
-    p.child.kill("SIGTERM");
-    assert.equal((await p.child.status).code, 0);
+    await eventually(() => p.logs.join("").includes("admin listening"), 20_000);
+    const url = p.logs.join("").split("\n").filter((l) => l.includes("admin listening"))
+      .map((l) => JSON.parse(l).url)[0] as string;
+    await eventually(
+      async () =>
+        (await fetch(`${url}ready`).then((r) =>
+          r.body?.cancel()
+            .then(() => r.status)
+        )) === 200,
+      20_000,
+      "/ready to say 200",
+    );
+    const metrics = await (await fetch(`${url}metrics`)).text();
+    assert.match(metrics, /^meshgate_ready 1$/m);
+    const drain = await fetch(`${url}v1/drain`, { method: "POST" });
+    assert.equal(drain.status, 202);
+    await drain.body?.cancel();
+    assert.equal((await p.child.status).code, 0, "exits 0 after the drain");
     await p.done;
     assert.equal(dev.catalog.get("db-proxy-t1"), undefined, "deregistered on shutdown");
     await app.close();
