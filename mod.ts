@@ -173,6 +173,8 @@ export {
   type TlsMaterialOptions,
 } from "./src/trust/material.ts";
 export {
+  type AuthorizedConnection,
+  type Caller,
   type InboundConnection,
   type InboundGateway,
   type InboundOptions,
@@ -192,6 +194,13 @@ export {
   routesOf,
   UpstreamResolver,
 } from "./src/outbound/resolver.ts";
+export {
+  UpstreamConnectError,
+  type UpstreamConnection,
+  UpstreamConnector,
+  type UpstreamConnectorOptions,
+  type UpstreamTarget,
+} from "./src/outbound/connector.ts";
 export {
   type OutboundConnection,
   startUpstream,

@@ -169,7 +169,7 @@ export function proxyState(proxy: Proxy, now: number = Date.now()): ProxyState {
     publicListener: inbound
       ? {
         address: formatAddress(inbound.address),
-        app: formatAddress(inbound.app),
+        app: inbound.app ? formatAddress(inbound.app) : "(in-process handler)",
         connections: inbound.connections.size,
       }
       : null,

@@ -9,9 +9,10 @@ import type net from "node:net";
 import tls from "node:tls";
 import type { AuthorizeRequest, AuthorizeResult } from "../agent/types.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
-import { holdSocket, type Pipe, pipeSockets } from "../net/pipe.ts";
+import { holdSocket, type Pipe, pipeSockets, type PipeStats } from "../net/pipe.ts";
 import { connectPlain, formatAddress, peerChain, type SocketAddress } from "../net/sockets.ts";
 import type { TlsMaterial } from "../trust/material.ts";
+import type { ServiceSpiffeId } from "../trust/spiffe.ts";
 import type { ConnectionEvent, Refusal, RefusalReason } from "./refusal.ts";
 
 /** Options of {@linkcode startInbound}. */
@@ -24,8 +25,13 @@ export interface InboundOptions {
   authorize: (req: AuthorizeRequest, opts: { signal: AbortSignal }) => Promise<AuthorizeResult>;
   /** Where to listen. */
   bind: { hostname: string; port: number };
-  /** The local application. */
-  app: SocketAddress;
+  /** The local application to pipe authorized connections to. */
+  app?: SocketAddress;
+  /**
+   * Instead of `app`: receives each authorized TLS socket, still paused, with the verified
+   * caller (Connect-native servers feed it to an HTTP server or their own protocol).
+   */
+  handoff?: (connection: AuthorizedConnection) => void;
   /** TLS handshake deadline. @default {10000} */
   handshakeTimeoutMs?: number;
   /** Authorize deadline; past it the connection is refused. @default {5000} */
@@ -40,6 +46,26 @@ export interface InboundOptions {
   log?: Logger;
   /** Connection events (metrics, admin). */
   onEvent?: (event: ConnectionEvent) => void;
+}
+
+/** The verified, authorized caller of an inbound connection. */
+export interface Caller {
+  /** Its SPIFFE ID as presented (first URI SAN). */
+  spiffeId: string;
+  /** The parsed service identity (service, namespace, partition, datacenter). */
+  id: ServiceSpiffeId;
+  /** Its certificate's serial (colon hex). */
+  serial: string;
+}
+
+/** An inbound connection handed over after authorization (see `handoff`). */
+export interface AuthorizedConnection {
+  /** The TLS socket; nothing has been read from it yet. */
+  socket: tls.TLSSocket;
+  /** Who is calling. */
+  caller: Caller;
+  /** The client's address. */
+  remote: string;
 }
 
 /** One open inbound connection. */
@@ -60,8 +86,8 @@ export interface InboundGateway extends AsyncDisposable {
   readonly address: { hostname: string; port: number };
   /** Open, authorized connections. */
   readonly connections: ReadonlySet<InboundConnection>;
-  /** The local application address new connections go to. */
-  readonly app: SocketAddress;
+  /** The local application address new connections go to (none with `handoff`). */
+  readonly app: SocketAddress | undefined;
   /** Points new connections at another local application address. */
   setApp(app: SocketAddress): void;
   /** Stops accepting, waits up to `drainMs` for open connections, then closes them. */
@@ -101,6 +127,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   const o = options;
   const log = (o.log ?? silentLogger).with({ listener: "inbound" });
   const emit = o.onEvent ?? (() => {});
+  if (!o.app === !o.handoff) throw new Error("startInbound: give exactly one of app or handoff");
   let app = o.app;
   const listenerName = `inbound:${o.service}`;
   const active = new Set<InboundConnection>();
@@ -176,7 +203,8 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
     // Not one byte reaches the application before authorization; what the client sends
     // meanwhile is held (bounded), not paused (see holdSocket).
-    const held = holdSocket(socket);
+    // A handed-off socket stays unread (its new owner reads it from the first byte).
+    const held = o.handoff ? undefined : holdSocket(socket);
     socket.on("error", () => {}); // errors surface through close; the pipe handles them later
     const { der, chain } = peerChain(socket);
     const verdict = await o.material.verifyPeer(der, chain);
@@ -210,9 +238,25 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     }
     const authorizeMs = Date.now() - authorizeStarted;
     if (socket.destroyed) return;
+    const accepted: ConnectionEvent = {
+      type: "accepted",
+      direction: "inbound",
+      listener: listenerName,
+      peer: verdict.uri,
+      remote,
+      authorizeMs,
+      handshakeMs,
+    };
+    if (o.handoff) {
+      return handOff(socket, rawSocket, {
+        socket,
+        caller: { spiffeId: verdict.uri, id: verdict.id, serial: verdict.serial },
+        remote,
+      }, accepted);
+    }
     let appSocket: net.Socket;
     try {
-      appSocket = await connectPlain(app, o.connectTimeoutMs ?? 1000);
+      appSocket = await connectPlain(app!, o.connectTimeoutMs ?? 1000);
     } catch (err) {
       return refuse(socket, {
         reason: "app_unreachable",
@@ -228,27 +272,24 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     if (rawSocket) piped.add(rawSocket);
     const pipe = pipeSockets(socket, appSocket, {
       idleTimeoutMs: o.idleTimeoutMs,
-      held: { a: held.release() },
+      held: { a: held!.release() },
     });
     const conn: InboundConnection = { peer: verdict.uri, remote, since: Date.now(), pipe };
     active.add(conn);
-    emit({
-      type: "accepted",
-      direction: "inbound",
-      listener: listenerName,
-      peer: verdict.uri,
-      remote,
-      authorizeMs,
-      handshakeMs,
-    });
+    emit(accepted);
     log.log("debug", "inbound connection authorized", { peer: verdict.uri, remote });
-    const stats = await pipe.closed;
+    await finished(conn);
+  }
+
+  /** Reports a connection's close, with its bytes. */
+  async function finished(conn: InboundConnection): Promise<void> {
+    const stats = await conn.pipe.closed;
     active.delete(conn);
     emit({
       type: "closed",
       direction: "inbound",
       listener: listenerName,
-      peer: verdict.uri,
+      peer: conn.peer,
       bytesIn: stats.aToB,
       bytesOut: stats.bToA,
       durationMs: Date.now() - conn.since,
@@ -263,12 +304,55 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
       resolve();
     });
   });
+  /** Gives an authorized socket to `handoff`, tracked like a piped connection. */
+  function handOff(
+    socket: tls.TLSSocket,
+    raw: net.Socket | undefined,
+    connection: AuthorizedConnection,
+    accepted: ConnectionEvent,
+  ): void {
+    if (raw) piped.add(raw);
+    const { promise, resolve } = Promise.withResolvers<PipeStats>();
+    const stats: PipeStats = { aToB: 0, bToA: 0 };
+    const read = () => {
+      stats.aToB = socket.bytesRead;
+      stats.bToA = socket.bytesWritten;
+      return stats;
+    };
+    socket.once("close", () => resolve(read()));
+    const pipe: Pipe = {
+      closed: promise,
+      get stats() {
+        return read();
+      },
+      destroy(reason?: Error) {
+        if (reason && !stats.error) stats.error = reason;
+        socket.destroy();
+      },
+    };
+    const conn: InboundConnection = {
+      peer: connection.caller.spiffeId,
+      remote: connection.remote,
+      since: Date.now(),
+      pipe,
+    };
+    active.add(conn);
+    emit(accepted);
+    void finished(conn);
+    try {
+      o.handoff!(connection);
+    } catch (err) {
+      log.log("error", "connection handler failed", { error: String(err) });
+      socket.destroy();
+    }
+  }
+
   server.on("error", (err) => log.log("error", "inbound listener error", { error: err.message }));
   const addr = server.address() as net.AddressInfo;
   const address = { hostname: addr.address, port: addr.port };
   log.log("info", "inbound listener started", {
     bind: formatAddress(address),
-    app: formatAddress(app),
+    app: app ? formatAddress(app) : "in-process handler",
     service: o.service,
   });
 

@@ -10,8 +10,12 @@ import { type Logger, silentLogger } from "../net/log.ts";
 import { type Pipe, pipeSockets } from "../net/pipe.ts";
 import { formatAddress, type SocketAddress } from "../net/sockets.ts";
 import type { TlsMaterial } from "../trust/material.ts";
-import { DialError, dialMesh, type MeshEndpoint } from "./dialer.ts";
-import { endpointsOf, UpstreamResolver } from "./resolver.ts";
+import {
+  type UpstreamConnectError,
+  type UpstreamConnection,
+  UpstreamConnector,
+} from "./connector.ts";
+import type { UpstreamResolver } from "./resolver.ts";
 
 /** An upstream as the proxy configures it. */
 export interface UpstreamConfig {
@@ -97,49 +101,17 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
   const name = `upstream:${up.name}`;
   const log = (o.log ?? silentLogger).with({ upstream: up.name });
   const emit = o.onEvent ?? (() => {});
-  const resolver = up.type === "service"
-    ? new UpstreamResolver(o.agent, up.name, {
-      datacenter: up.datacenter,
-      log,
-      onEndpoints: (t) =>
-        o.onEndpoints?.({
-          upstream: up.name,
-          target: t.id,
-          endpoints: t.endpoints.map((e) => `${e.address}:${e.port}`),
-        }),
-    })
-    : undefined;
-  const failures = new Map<string, { at: number; error: string }>();
-  const cursor = new Map<string, number>();
+  const connector = new UpstreamConnector({
+    agent: o.agent,
+    material: o.material,
+    upstream: up,
+    listener: name,
+    failureCooldownMs: o.failureCooldownMs,
+    log,
+    onEvent: emit,
+    onEndpoints: o.onEndpoints,
+  });
   const active = new Set<OutboundConnection>();
-  const cooldown = o.failureCooldownMs ?? 10_000;
-
-  /** Candidates in the order to try them: per target, round robin, recently failed last. */
-  async function candidates(): Promise<{ endpoint: MeshEndpoint; timeoutMs: number }[]> {
-    if (!resolver) {
-      const result = await o.agent.preparedQuery(up.name, { dc: up.datacenter });
-      return endpointsOf(result.Nodes).map((endpoint) => ({
-        endpoint,
-        timeoutMs: up.connectTimeoutMs ?? 5000,
-      }));
-    }
-    const route = resolver.pickRoute();
-    const out: { endpoint: MeshEndpoint; timeoutMs: number }[] = [];
-    for (const id of route?.targets ?? []) {
-      const target = resolver.targets.get(id);
-      if (!target || target.endpoints.length === 0) continue;
-      const start = (cursor.get(id) ?? 0) % target.endpoints.length;
-      cursor.set(id, start + 1);
-      const ordered = [...target.endpoints.slice(start), ...target.endpoints.slice(0, start)];
-      const now = Date.now();
-      const healthy = ordered.filter((e) => now - (failures.get(e.id)?.at ?? 0) > cooldown);
-      const cooling = ordered.filter((e) => !healthy.includes(e));
-      for (const endpoint of [...healthy, ...cooling]) {
-        out.push({ endpoint, timeoutMs: up.connectTimeoutMs ?? target.connectTimeoutMs });
-      }
-    }
-    return out;
-  }
 
   const refuse = (client: net.Socket, refusal: Refusal) => {
     client.destroy();
@@ -162,77 +134,48 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
         remote,
       });
     }
-    let list;
+    let connected: UpstreamConnection;
     try {
-      await resolver?.ready;
-      list = await candidates();
+      connected = await connector.connect(() => client.destroyed);
     } catch (err) {
-      return refuse(client, { reason: "no_endpoint", detail: (err as Error).message, remote });
-    }
-    if (list.length === 0) {
-      return refuse(client, {
-        reason: "no_endpoint",
-        detail: `no healthy instances of ${up.name}`,
-        remote,
-      });
-    }
-    let lastError = "";
-    for (const { endpoint, timeoutMs } of list) {
       if (client.destroyed) return;
-      const started = Date.now();
-      try {
-        const { socket: mesh, held: meshHeld } = await dialMesh(o.material, endpoint, timeoutMs);
-        if (client.destroyed) {
-          mesh.destroy();
-          return;
-        }
-        failures.delete(endpoint.id);
-        const peer = `${endpoint.service}@${endpoint.address}:${endpoint.port}`;
-        const pipe = pipeSockets(client, mesh, {
-          idleTimeoutMs: o.idleTimeoutMs,
-          held: { b: meshHeld.release() },
-        });
-        const conn = { peer, remote, target: endpoint.target ?? up.name, since: Date.now(), pipe };
-        active.add(conn);
-        emit({
-          type: "accepted",
-          direction: "outbound",
-          listener: name,
-          peer,
-          remote,
-          handshakeMs: Date.now() - started,
-          target: endpoint.target ?? up.name,
-        });
-        const stats = await pipe.closed;
-        active.delete(conn);
-        emit({
-          type: "closed",
-          direction: "outbound",
-          listener: name,
-          peer,
-          bytesIn: stats.bToA,
-          bytesOut: stats.aToB,
-          durationMs: Date.now() - conn.since,
-          error: stats.error?.message,
-        });
-        return;
-      } catch (err) {
-        // Only before any byte was sent: retry the next endpoint, then the failover targets.
-        lastError = err instanceof DialError ? `${err.reason}: ${err.message}` : String(err);
-        failures.set(endpoint.id, { at: Date.now(), error: lastError });
-        log.log("warn", "upstream endpoint failed", { endpoint: endpoint.id, error: lastError });
-        emit({
-          type: "dial_failed",
-          direction: "outbound",
-          listener: name,
-          target: endpoint.target ?? up.name,
-          endpoint: endpoint.id,
-          error: lastError,
-          ms: Date.now() - started,
-        });
-      }
+      const e = err as UpstreamConnectError;
+      return refuse(client, { reason: e.reason ?? "no_endpoint", detail: e.message, remote });
     }
-    refuse(client, { reason: "upstream_unreachable", detail: lastError, remote });
+    const { socket: mesh, held: meshHeld, endpoint, connectMs } = connected;
+    if (client.destroyed) {
+      mesh.destroy();
+      return;
+    }
+    const peer = `${endpoint.service}@${endpoint.address}:${endpoint.port}`;
+    const pipe = pipeSockets(client, mesh, {
+      idleTimeoutMs: o.idleTimeoutMs,
+      held: { b: meshHeld.release() },
+    });
+    const target = endpoint.target ?? up.name;
+    const conn = { peer, remote, target, since: Date.now(), pipe };
+    active.add(conn);
+    emit({
+      type: "accepted",
+      direction: "outbound",
+      listener: name,
+      peer,
+      remote,
+      handshakeMs: connectMs,
+      target,
+    });
+    const stats = await pipe.closed;
+    active.delete(conn);
+    emit({
+      type: "closed",
+      direction: "outbound",
+      listener: name,
+      peer,
+      bytesIn: stats.bToA,
+      bytesOut: stats.aToB,
+      durationMs: Date.now() - conn.since,
+      error: stats.error?.message,
+    });
   }
 
   const server = net.createServer(
@@ -271,7 +214,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
       }
       for (const c of active) c.pipe.destroy(new Error("listener closing"));
       await Promise.all([...active].map((c) => c.pipe.closed));
-      await resolver?.close();
+      await connector.close();
       await closed;
       if ("path" in up.bind) await Deno.remove(up.bind.path).catch(() => {});
     })();
@@ -280,9 +223,9 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
   return {
     upstream: up,
     address,
-    resolver,
+    resolver: connector.resolver,
     connections: active,
-    endpointFailures: failures,
+    endpointFailures: connector.endpointFailures,
     close,
     [Symbol.asyncDispose]: () => close(),
   };
