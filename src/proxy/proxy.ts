@@ -16,6 +16,7 @@ import { startUpstream, type UpstreamListener } from "../outbound/listener.ts";
 import { TlsMaterial } from "../trust/material.ts";
 import { configFromService, type ProxyConfig, ProxyConfigError, upstreamKey } from "./config.ts";
 import { EventHub, type LifecycleEvent, type ProxyEvent } from "./events.ts";
+import { feedLeaf, feedRoots } from "./feed.ts";
 
 /** Limits and timeouts of the proxy. */
 export interface ProxyLimits {
@@ -189,7 +190,7 @@ export class Proxy implements AsyncDisposable {
     if (modes !== 1) {
       throw new ProxyConfigError("mode", "give exactly one of -proxy-id, -sidecar-for or -service");
     }
-    this.#spawn(this.#watchRoots());
+    this.#spawn(feedRoots(this.#feed(this.#controller.signal)));
     if (o.config) {
       await this.#apply(o.config);
       if (o.register) await this.#registerSelf(o.config, o.register);
@@ -216,47 +217,14 @@ export class Proxy implements AsyncDisposable {
     }
   }
 
-  async #watchRoots(): Promise<void> {
-    const signal = this.#controller.signal;
-    try {
-      for await (
-        const { value } of this.#o.agent.watchRoots({
-          onError: (err, info) => {
-            this.#log.log("warn", "roots watch failed; keeping current roots", {
-              error: String(err),
-              retryInMs: info.retryInMs,
-            });
-            this.#emit({
-              type: "watch_error",
-              watch: "roots",
-              error: String(err),
-              retryInMs: info.retryInMs,
-            });
-          },
-        }).subscribe(signal)
-      ) {
-        const before = this.material.roots?.roots.ActiveRootID;
-        try {
-          await this.material.setRoots(value);
-          this.#emit({
-            type: "roots",
-            rotated: !!before && before !== value.ActiveRootID,
-            activeRootId: value.ActiveRootID,
-            rootIds: value.Roots.map((r) => r.ID),
-          });
-          if (before && before !== value.ActiveRootID) {
-            this.#log.log("info", "CA roots rotated", {
-              active: value.ActiveRootID,
-              roots: value.Roots.length,
-            });
-          }
-        } catch (err) {
-          this.#log.log("error", "refusing unusable roots", { error: String(err) });
-        }
-      }
-    } catch (err) {
-      if (!signal.aborted) this.#log.log("error", "roots watch stopped", { error: String(err) });
-    }
+  #feed(signal: AbortSignal) {
+    return {
+      agent: this.#o.agent,
+      material: this.material,
+      signal,
+      log: this.#log,
+      emit: this.#emit,
+    };
   }
 
   #watchLeaf(service: string): void {
@@ -266,54 +234,7 @@ export class Proxy implements AsyncDisposable {
     this.#leafStop = stop;
     this.#leafService = service;
     const signal = AbortSignal.any([this.#controller.signal, stop.signal]);
-    this.#spawn((async () => {
-      try {
-        for await (
-          const { value } of this.#o.agent.watchLeaf(service, {
-            waitMs: 10 * 60_000,
-            onError: (err, info) => {
-              this.#log.log("warn", "leaf watch failed; keeping current leaf", {
-                error: String(err),
-                retryInMs: info.retryInMs,
-              });
-              this.#emit({
-                type: "watch_error",
-                watch: `leaf:${service}`,
-                error: String(err),
-                retryInMs: info.retryInMs,
-              });
-            },
-          }).subscribe(signal)
-        ) {
-          try {
-            const renewed = !!this.material.leaf;
-            await this.material.setLeaf(value);
-            this.#emit({
-              type: "leaf",
-              renewed,
-              service,
-              serial: value.SerialNumber,
-              validBefore: value.ValidBefore,
-            });
-            this.#log.log(
-              "info",
-              renewed ? "leaf certificate renewed" : "leaf certificate loaded",
-              {
-                service,
-                serial: value.SerialNumber,
-                validBefore: value.ValidBefore,
-              },
-            );
-          } catch (err) {
-            this.#log.log("error", "refusing unusable leaf; keeping current one", {
-              error: String(err),
-            });
-          }
-        }
-      } catch (err) {
-        if (!signal.aborted) this.#log.log("error", "leaf watch stopped", { error: String(err) });
-      }
-    })());
+    this.#spawn(feedLeaf({ ...this.#feed(signal), service }));
   }
 
   async #watchService(id: string, first: AgentService): Promise<void> {
