@@ -233,6 +233,7 @@ export {
 } from "./src/admin/app.ts";
 export { type AdminServer, type AdminServerOptions, startAdmin } from "./src/admin/server.ts";
 export { createProxyMetrics, type ProxyMetrics } from "./src/admin/proxy_metrics.ts";
+export type { AdminSubject } from "./src/admin/subject.ts";
 export {
   Counter,
   Gauge,
@@ -251,3 +252,19 @@ export {
   proxyState,
   type UpstreamState,
 } from "./src/admin/state.ts";
+export {
+  connect,
+  type ConnectOptions,
+  ConnectService,
+  type MeshListener,
+  type MeshServer,
+  type ServeOptions,
+} from "./src/native/service.ts";
+export { type MeshHandler, type MeshRequestInfo } from "./src/native/http_server.ts";
+export { MeshAddressError, parseMeshHost } from "./src/native/names.ts";
+export {
+  allowCallers,
+  callerOf,
+  type MeshContext,
+  type MeshMiddleware,
+} from "./src/native/hono.ts";

@@ -6,7 +6,7 @@
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { Context } from "hono";
-import type { Proxy } from "../proxy/proxy.ts";
+import type { AdminSubject } from "./subject.ts";
 import type { ProxyEvent } from "../proxy/events.ts";
 import { dashboardPage } from "./dashboard.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./prometheus.ts";
@@ -16,7 +16,7 @@ import { openConnections, proxyState } from "./state.ts";
 /** Options of {@linkcode createAdminApp}. */
 export interface AdminAppOptions {
   /** The proxy to show. */
-  proxy: Proxy;
+  proxy: AdminSubject;
   /**
    * Bearer token for `POST /v1/drain` (`-admin-token`). Without one, drain is only allowed
    * while the admin listener is bound to loopback.
@@ -52,7 +52,7 @@ export interface AdminApp {
 }
 
 /** Why the proxy is not ready, or an empty list when it is. */
-export function readinessProblems(proxy: Proxy, now: number = Date.now()): string[] {
+export function readinessProblems(proxy: AdminSubject, now: number = Date.now()): string[] {
   const problems: string[] = [];
   if (proxy.phase !== "ready") problems.push(`phase is ${proxy.phase}`);
   const leaf = proxy.material.leaf;

@@ -5,7 +5,7 @@
  * @module
  */
 import { REFUSAL_REASONS } from "../inbound/refusal.ts";
-import type { Proxy } from "../proxy/proxy.ts";
+import type { AdminSubject } from "./subject.ts";
 import { type Labels, Registry } from "./prometheus.ts";
 
 /** Latency buckets in seconds: 0.5 ms … 10 s. */
@@ -37,7 +37,7 @@ export interface ProxyMetrics {
 }
 
 /** Creates the metrics of `proxy`. */
-export function createProxyMetrics(proxy: Proxy): ProxyMetrics {
+export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
   const r = new Registry();
   const accepted = r.counter(
     "meshgate_connections_accepted_total",

@@ -5,7 +5,7 @@
  * @module
  */
 import { formatAddress } from "../net/sockets.ts";
-import type { Proxy } from "../proxy/proxy.ts";
+import type { AdminSubject } from "./subject.ts";
 
 /** An endpoint of a chain target. */
 export interface EndpointState {
@@ -97,7 +97,7 @@ export interface ProxyState {
 const iso = (ms: number | undefined) => ms === undefined ? undefined : new Date(ms).toISOString();
 
 /** Reads the state of `proxy` now. */
-export function proxyState(proxy: Proxy, now: number = Date.now()): ProxyState {
+export function proxyState(proxy: AdminSubject, now: number = Date.now()): ProxyState {
   const leaf = proxy.material.leaf;
   const roots = proxy.material.roots;
   const inbound = proxy.inbound;
@@ -217,7 +217,7 @@ export interface ConnectionState {
 
 /** Open connections, newest first, at most `limit`. */
 export function openConnections(
-  proxy: Proxy,
+  proxy: AdminSubject,
   limit: number = 100,
   now: number = Date.now(),
 ): ConnectionState[] {

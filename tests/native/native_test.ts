@@ -1,0 +1,200 @@
+// Connect-native services on the test double: native ↔ native over HTTP and raw TCP, native ↔
+// meshgate sidecar both ways, identity in the handler, denied callers never reach it, pooled
+// connections reused, rotation keeps serving.
+import assert from "node:assert/strict";
+import { Hono } from "hono";
+import {
+  allowCallers,
+  callerOf,
+  connect,
+  type ConnectionEvent,
+  parseMeshHost,
+  startProxy,
+} from "../../mod.ts";
+import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { echoServer, roundTrip } from "../e2e/_net.ts";
+
+/** Registers a Connect-native instance so that health/connect lists it. */
+async function registerNative(agent: ReturnType<typeof clientFor>, name: string, port: number) {
+  await agent.register({ ID: `${name}-1`, Name: name, Port: port, Connect: { Native: true } });
+}
+
+Deno.test("native: web fetches api over the mesh; api sees web's identity; pooled", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  await using api = await connect({ service: "api", agent });
+  await using web = await connect({ service: "web", agent });
+  assert.match(web.spiffeId!, /\/svc\/web$/);
+  const accepted: ConnectionEvent[] = [];
+  api.events.subscribe((e) => {
+    if (e.type === "accepted") accepted.push(e);
+  });
+  const app = new Hono();
+  app.get(
+    "/whoami",
+    (c) => c.json({ caller: callerOf(c)?.id.service, uri: callerOf(c)?.spiffeId }),
+  );
+  app.post("/orders", allowCallers("web"), async (c) => c.json({ got: await c.req.json() }, 201));
+  const server = await api.serve(app.fetch, { hostname: "127.0.0.1", port: 0 });
+  await registerNative(agent, "api", server.address.port);
+
+  const who = await web.fetch("http://api.service.consul/whoami");
+  assert.equal(who.status, 200);
+  assert.deepEqual(await who.json(), { caller: "web", uri: web.spiffeId });
+  const order = await web.fetch("http://api.service.consul/orders", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ item: "tea" }),
+  });
+  assert.equal(order.status, 201);
+  assert.deepEqual(await order.json(), { got: { item: "tea" } });
+  assert.equal(accepted.length, 1, "the second request reused the pooled connection");
+
+  // The same route refuses another allowed-by-intentions caller that is not on its list.
+  await using other = await connect({ service: "billing", agent });
+  const denied = await other.fetch("http://api.service.consul/orders", {
+    method: "POST",
+    body: "{}",
+  });
+  assert.equal(denied.status, 403);
+  await denied.body?.cancel();
+  await server.close();
+  await agent.close();
+});
+
+Deno.test("native: a caller denied by intentions never reaches the handler", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  await using api = await connect({ service: "api", agent });
+  await using web = await connect({ service: "web", agent });
+  let calls = 0;
+  const server = await api.serve(() => {
+    calls++;
+    return new Response("secret");
+  }, { hostname: "127.0.0.1", port: 0 });
+  await registerNative(agent, "api", server.address.port);
+  await agent.upsertIntention("web", "api", { Action: "deny" });
+  await assert.rejects(web.fetch("http://api.service.consul/"), TypeError);
+  assert.equal(calls, 0);
+  await eventually(() =>
+    api.events.recent().some((e) => e.type === "refused" && e.refusal.reason === "denied")
+  );
+  await server.close();
+  await agent.close();
+});
+
+Deno.test("native: raw TCP with listen() and dial(), identity on each connection", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  await using db = await connect({ service: "db", agent });
+  await using web = await connect({ service: "web", agent });
+  const listener = await db.listen({ hostname: "127.0.0.1", port: 0 });
+  await registerNative(agent, "db", listener.address.port);
+  const served = (async () => {
+    for await (const { socket, caller } of listener) {
+      socket.write(`hello ${caller.id.service};`);
+      socket.pipe(socket);
+    }
+  })();
+  const s = await web.dial("db");
+  let got = "";
+  s.on("data", (d) => (got += d));
+  s.write("ping");
+  await eventually(() => got === "hello web;ping");
+  s.destroy();
+  await listener.close();
+  await served;
+  await agent.close();
+});
+
+Deno.test("native ↔ meshgate sidecar, both directions", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  // native web → sidecar-fronted db
+  const dbApp = await echoServer();
+  await agent.register({
+    ID: "db-1",
+    Name: "db",
+    Port: dbApp.port,
+    Connect: { SidecarService: { Port: freePort() } },
+  });
+  await using dbProxy = await startProxy({ agent, sidecarFor: "db-1" });
+  await dbProxy.ready;
+  await eventually(async () =>
+    (await agent.healthConnect("db", { passing: true })).value.length === 1
+  );
+  await using web = await connect({ service: "web", agent });
+  const s = await web.dial("db");
+  assert.equal(new TextDecoder().decode(await roundTrip(s, "native→sidecar")), "native→sidecar");
+
+  // sidecar-fronted client → native api
+  await using api = await connect({ service: "api", agent });
+  const server = await api.serve(
+    (_req, { caller }) => new Response(`hi ${caller.id.service}`),
+    { hostname: "127.0.0.1", port: 0 },
+  );
+  await registerNative(agent, "api", server.address.port);
+  const up = freePort();
+  await using client = await startProxy({
+    agent,
+    config: {
+      service: "frontend",
+      upstreams: [{ type: "service", name: "api", bind: { hostname: "127.0.0.1", port: up } }],
+    },
+  });
+  await client.ready;
+  const res = await fetch(`http://127.0.0.1:${up}/`, { headers: { Connection: "close" } });
+  assert.equal(await res.text(), "hi frontend");
+  await server.close();
+  await dbApp.close();
+  await agent.close();
+});
+
+Deno.test("native: a CA rotation keeps the server serving old and new connections", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  await using api = await connect({ service: "api", agent });
+  await using web = await connect({ service: "web", agent });
+  const server = await api.serve(() => new Response("ok"), { hostname: "127.0.0.1", port: 0 });
+  await registerNative(agent, "api", server.address.port);
+  assert.equal(await (await web.fetch("http://api.service.consul/")).text(), "ok");
+  const before = api.material.leaf!.info.serial;
+  await dev.rotateCA();
+  await eventually(() => api.material.leaf!.info.serial !== before, 5000, "api's new leaf");
+  await eventually(() => web.material.roots!.roots.Roots.length === 2, 5000, "web's roots");
+  // The pooled connection (old material) still works; a fresh client uses the new material.
+  assert.equal(await (await web.fetch("http://api.service.consul/")).text(), "ok");
+  await using fresh = await connect({ service: "web", agent });
+  assert.equal(await (await fresh.fetch("http://api.service.consul/")).text(), "ok");
+  await server.close();
+  await agent.close();
+});
+
+Deno.test("native: mesh host names and their errors", async () => {
+  assert.deepEqual(parseMeshHost("api.service.consul"), { type: "service", name: "api" });
+  assert.deepEqual(parseMeshHost("db.service.dc2.consul"), {
+    type: "service",
+    name: "db",
+    datacenter: "dc2",
+  });
+  assert.deepEqual(parseMeshHost("near.query.consul"), { type: "prepared_query", name: "near" });
+  for (const bad of ["api", "api.consul", "api.node.consul", "a.b.c.d.consul", "api.service.com"]) {
+    assert.throws(() => parseMeshHost(bad), /is not a mesh address/);
+  }
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  await using web = await connect({ service: "web", agent });
+  await assert.rejects(web.fetch("http://example.com/"), /is not a mesh address/);
+  await assert.rejects(web.fetch("http://nobody.service.consul/"), /no healthy instances/);
+  await agent.close();
+});
+
+Deno.test("native: connect() says which agent did not answer", async () => {
+  const port = freePort();
+  const agent = clientFor({ address: `127.0.0.1:${port}` });
+  await assert.rejects(
+    connect({ service: "web", agent, readyTimeoutMs: 300 }),
+    new RegExp(`no leaf certificate and roots from the agent at http://127.0.0.1:${port}`),
+  );
+  await agent.close();
+});
