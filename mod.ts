@@ -268,3 +268,5 @@ export {
   type MeshContext,
   type MeshMiddleware,
 } from "./src/native/hono.ts";
+export { createDenoAgentClient } from "./src/transport/agent_client.ts";
+export { createNodeFetch, type NodeFetchOptions } from "./src/transport/node_fetch.ts";

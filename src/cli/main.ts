@@ -7,7 +7,7 @@
 import { startAdmin } from "../admin/server.ts";
 import { createLogger } from "../net/log.ts";
 import { startProxy } from "../proxy/proxy.ts";
-import { createDenoAgentClient } from "./agent_transport.ts";
+import { createDenoAgentClient } from "../transport/agent_client.ts";
 import { FlagError, helpText, parseFlags } from "./flags.ts";
 
 /**

@@ -6,7 +6,7 @@
  */
 import type tls from "node:tls";
 import type { AgentClient } from "../agent/client.ts";
-import { createDenoAgentClient } from "../cli/agent_transport.ts";
+import { createDenoAgentClient } from "../transport/agent_client.ts";
 import {
   type AuthorizedConnection,
   type InboundGateway,

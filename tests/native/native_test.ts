@@ -8,6 +8,7 @@ import {
   callerOf,
   connect,
   type ConnectionEvent,
+  createAdminApp,
   parseMeshHost,
   startProxy,
 } from "../../mod.ts";
@@ -196,5 +197,28 @@ Deno.test("native: connect() says which agent did not answer", async () => {
     connect({ service: "web", agent, readyTimeoutMs: 300 }),
     new RegExp(`no leaf certificate and roots from the agent at http://127.0.0.1:${port}`),
   );
+  await agent.close();
+});
+
+Deno.test("native: the admin app works for a Connect-native service too", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  await using api = await connect({ service: "api", agent });
+  await using web = await connect({ service: "web", agent });
+  const server = await api.serve(() => new Response("ok"), { hostname: "127.0.0.1", port: 0 });
+  await registerNative(agent, "api", server.address.port);
+  const admin = createAdminApp({ proxy: api });
+  assert.equal(await (await web.fetch("http://api.service.consul/")).text(), "ok");
+  assert.equal((await admin.request("/ready")).status, 200);
+  const state = await (await admin.request("/v1/state")).json();
+  assert.equal(state.identity.service, "api");
+  assert.equal(state.identity.spiffeId, api.spiffeId);
+  assert.equal(state.connections.inbound, 1, "web's pooled connection is open");
+  const metrics = await (await admin.request("/metrics")).text();
+  assert.match(
+    metrics,
+    /^meshgate_connections_accepted_total\{direction="inbound",listener="inbound:api"\} 1$/m,
+  );
+  await server.close();
   await agent.close();
 });

@@ -5,7 +5,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { x509 } from "../../src/trust/_x509.ts";
 import { AgentNetworkError, pipeSockets } from "../../mod.ts";
-import { createDenoAgentClient } from "../../src/cli/agent_transport.ts";
+import { createDenoAgentClient } from "../../src/transport/agent_client.ts";
 import { devAgent } from "../_helpers.ts";
 
 const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
