@@ -16,7 +16,7 @@ const app = Deno.serve(
   () => new Response("hello from a plain app behind a meshgate sidecar\n"),
 );
 const agent = await createDenoAgentClient();
-const sidecarPort = Number(Deno.env.get("SIDECAR_PORT") ?? 0) || await freePort();
+const sidecarPort = Number(Deno.env.get("SIDECAR_PORT") ?? 0) || freePort();
 await agent.register({
   ID: "legacy-1",
   Name: "legacy",
@@ -27,7 +27,7 @@ const proxy = await startProxy({ agent, sidecarFor: "legacy-1" });
 await proxy.ready;
 console.log(`legacy app on 127.0.0.1:${app.addr.port}, its meshgate sidecar on :${sidecarPort}`);
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();

@@ -2,7 +2,7 @@
 // against a real agent. (a) client → consul proxy (upstream) → meshgate inbound → server;
 // (b) client → meshgate outbound → consul proxy (inbound) → server.
 import assert from "node:assert/strict";
-import { AgentClient, startProxy } from "../../mod.ts";
+import { AgentClient, connect, startProxy } from "../../mod.ts";
 import { eventually, freePort } from "../_helpers.ts";
 import { echoServer, outcome, tcpClient } from "../e2e/_net.ts";
 import { announceSkip, consulBinary, type RealConsul, startConsul } from "./_consul.ts";
@@ -288,6 +288,95 @@ Deno.test({
         await track("app", app.close());
         await track("agent client", agent.close());
       }, () => `still pending: ${[...pending].join(", ")}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "interop: Connect-native meshgate services ⇄ Consul's built-in proxy",
+  ignore: !binary,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn(t) {
+    await using consul = await startConsul();
+    const agent = new AgentClient({
+      address: consul.address,
+      watchDefaults: { minIntervalMs: 0, backoffBaseMs: 100, backoffMaxMs: 1000 },
+    });
+    // A native api served by meshgate; Consul's proxy is web's client side.
+    await using api = await connect({ service: "api", agent });
+    const server = await api.serve(
+      (req, { caller }) =>
+        new Response(`${req.method} ${new URL(req.url).pathname} by ${caller.id.service}`),
+      { hostname: "127.0.0.1", port: 0 },
+    );
+    await agent.register({
+      ID: "api-native",
+      Name: "api",
+      Address: "127.0.0.1",
+      Port: server.address.port,
+      Connect: { Native: true },
+    });
+    const webUp = freePort();
+    const webClient = consulProxy(consul, ["-service", "web", "-upstream", `api:${webUp}`]);
+    // A plain HTTP app behind Consul's proxy (inbound); a native meshgate client calls it.
+    const app = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      () => new Response("from behind consul's proxy"),
+    );
+    const shopPublic = freePort();
+    const shopProxy = consulProxy(consul, [
+      "-service",
+      "shop",
+      "-listen",
+      `127.0.0.1:${shopPublic}`,
+      "-service-addr",
+      `127.0.0.1:${app.addr.port}`,
+      "-register",
+    ]);
+    const tail = () => [webClient, shopProxy].map((p) => p.logs.join("").slice(-1500)).join("\n");
+    try {
+      await t.step("consul proxy (client) → native server: caller identity visible", async () => {
+        await within(60_000, "native server step", async () => {
+          let text = "";
+          await eventually(
+            async () => {
+              try {
+                const res = await fetch(`http://127.0.0.1:${webUp}/hello`, {
+                  headers: { Connection: "close" },
+                });
+                text = await res.text();
+                return res.status === 200;
+              } catch {
+                return false;
+              }
+            },
+            30_000,
+            "a request through consul's proxy",
+          );
+          assert.equal(text, "GET /hello by web");
+        }, tail);
+      });
+      await t.step("native client → consul proxy (inbound) → app", async () => {
+        await within(60_000, "native client step", async () => {
+          await using web = await connect({ service: "web", agent });
+          await eventually(
+            async () => (await agent.healthConnect("shop", { passing: true })).value.length === 1,
+            20_000,
+            "shop's proxy to register",
+          );
+          const res = await web.fetch("http://shop.service.consul/");
+          assert.equal(res.status, 200);
+          assert.equal(await res.text(), "from behind consul's proxy");
+        }, tail);
+      });
+    } finally {
+      await within(30_000, "shutting down", async () => {
+        await server.close();
+        await Promise.all([webClient.stop(), shopProxy.stop()]);
+        await app.shutdown();
+        await agent.close();
+      });
     }
   },
 });
