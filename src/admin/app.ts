@@ -51,7 +51,16 @@ export interface AdminApp {
   ): Response | Promise<Response>;
 }
 
-/** Why the proxy is not ready, or an empty list when it is. */
+/**
+ * Why the proxy is not ready, or an empty list when it is.
+ *
+ * @example
+ * ```ts ignore
+ * import { readinessProblems } from "@meshgate/meshgate";
+ * const problems = readinessProblems(proxy);
+ * if (problems.length) console.log(`not ready: ${problems.join("; ")}`);
+ * ```
+ */
 export function readinessProblems(proxy: AdminSubject, now: number = Date.now()): string[] {
   const problems: string[] = [];
   if (proxy.phase !== "ready") problems.push(`phase is ${proxy.phase}`);
@@ -78,7 +87,15 @@ function remoteHost(c: Context): string | undefined {
   return addr?.hostname;
 }
 
-/** Whether `host` is a loopback address. */
+/**
+ * Whether `host` is a loopback address.
+ *
+ * @example
+ * ```ts
+ * import { isLoopback } from "@meshgate/meshgate";
+ * console.log(isLoopback("127.0.0.1"), isLoopback("[::1]"), isLoopback("10.0.0.5")); // true true false
+ * ```
+ */
 export function isLoopback(host: string | undefined): boolean {
   if (!host) return false;
   const h = host.replace(/^\[|\]$/g, "").toLowerCase();

@@ -81,7 +81,17 @@ export abstract class Metric {
   }
 }
 
-/** A monotonically increasing count; its name ends in `_total`. */
+/**
+ * A monotonically increasing count; its name ends in `_total`.
+ *
+ * @example
+ * ```ts
+ * import { Counter } from "@meshgate/meshgate";
+ * const c = new Counter("demo_total", "Demo events.");
+ * c.inc({ kind: "a" });
+ * console.log(c.render().join("\n"));
+ * ```
+ */
 export class Counter extends Metric {
   /**
    * Creates the metric.
@@ -103,7 +113,16 @@ export class Counter extends Metric {
   }
 }
 
-/** A value that goes up and down. */
+/**
+ * A value that goes up and down.
+ *
+ * @example
+ * ```ts
+ * import { Gauge } from "@meshgate/meshgate";
+ * const g = new Gauge("demo_open", "Open things.");
+ * g.set({}, 3);
+ * ```
+ */
 export class Gauge extends Metric {
   /**
    * Creates the metric.
@@ -119,7 +138,16 @@ export class Gauge extends Metric {
   }
 }
 
-/** Observations counted into cumulative buckets, with their sum and count. */
+/**
+ * Observations counted into cumulative buckets, with their sum and count.
+ *
+ * @example
+ * ```ts
+ * import { Histogram } from "@meshgate/meshgate";
+ * const h = new Histogram("demo_seconds", "Durations.", [0.1, 1]);
+ * h.observe({}, 0.25);
+ * ```
+ */
 export class Histogram extends Metric {
   readonly #buckets: number[];
   readonly #series = new Map<

@@ -36,7 +36,16 @@ export interface ProxyMetrics {
   close(): void;
 }
 
-/** Creates the metrics of `proxy`. */
+/**
+ * Creates the metrics of `proxy`.
+ *
+ * @example
+ * ```ts ignore
+ * import { createProxyMetrics } from "@meshgate/meshgate";
+ * const metrics = createProxyMetrics(proxy);
+ * console.log(metrics.registry.render()); // Prometheus text format
+ * ```
+ */
 export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
   const r = new Registry();
   const accepted = r.counter(

@@ -96,7 +96,16 @@ export interface ProxyState {
 
 const iso = (ms: number | undefined) => ms === undefined ? undefined : new Date(ms).toISOString();
 
-/** Reads the state of `proxy` now. */
+/**
+ * Reads the state of `proxy` now.
+ *
+ * @example
+ * ```ts ignore
+ * import { proxyState } from "@meshgate/meshgate";
+ * const s = proxyState(proxy);
+ * console.log(s.identity.spiffeId, s.leaf?.expiresInSeconds);
+ * ```
+ */
 export function proxyState(proxy: AdminSubject, now: number = Date.now()): ProxyState {
   const leaf = proxy.material.leaf;
   const roots = proxy.material.roots;
@@ -215,7 +224,15 @@ export interface ConnectionState {
   ageSeconds: number;
 }
 
-/** Open connections, newest first, at most `limit`. */
+/**
+ * Open connections, newest first, at most `limit`.
+ *
+ * @example
+ * ```ts ignore
+ * import { openConnections } from "@meshgate/meshgate";
+ * for (const c of openConnections(proxy, 10)) console.log(c.direction, c.peer, c.bytesIn);
+ * ```
+ */
 export function openConnections(
   proxy: AdminSubject,
   limit: number = 100,

@@ -6,7 +6,19 @@
  */
 import type { UpstreamTarget } from "../outbound/connector.ts";
 
-/** A host name that does not name a mesh upstream. */
+/**
+ * A host name that does not name a mesh upstream.
+ *
+ * @example
+ * ```ts
+ * import { MeshAddressError, parseMeshHost } from "@meshgate/meshgate";
+ * try {
+ *   parseMeshHost("example.com");
+ * } catch (err) {
+ *   console.log(err instanceof MeshAddressError); // true
+ * }
+ * ```
+ */
 export class MeshAddressError extends TypeError {
   /**
    * Creates the error.

@@ -26,7 +26,16 @@ export interface UpstreamTarget {
   connectTimeoutMs?: number;
 }
 
-/** A connection could not be made: no endpoint, or every endpoint failed. */
+/**
+ * A connection could not be made: no endpoint, or every endpoint failed.
+ *
+ * @example
+ * ```ts
+ * import { UpstreamConnectError } from "@meshgate/meshgate";
+ * const err = new UpstreamConnectError("no_endpoint", "no healthy instances of db");
+ * console.log(err.reason); // "no_endpoint"
+ * ```
+ */
 export class UpstreamConnectError extends Error {
   /**
    * Creates the error.
@@ -74,7 +83,17 @@ export interface UpstreamConnectorOptions {
   onEndpoints?: (change: { upstream: string; target: string; endpoints: string[] }) => void;
 }
 
-/** Connects to an upstream, watching its chain and endpoints while it lives. */
+/**
+ * Connects to an upstream, watching its chain and endpoints while it lives.
+ *
+ * @example
+ * ```ts ignore
+ * import { UpstreamConnector } from "@meshgate/meshgate";
+ * const db = new UpstreamConnector({ agent, material, upstream: { type: "service", name: "db" } });
+ * const { socket, endpoint } = await db.connect();
+ * console.log(`connected to ${endpoint.id}`);
+ * ```
+ */
 export class UpstreamConnector {
   /** The chain and endpoints (service upstreams). */
   readonly resolver?: UpstreamResolver;

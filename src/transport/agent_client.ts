@@ -20,6 +20,14 @@ async function read(setting: string, path: string): Promise<string> {
 /**
  * Creates an agent client for Deno from options and `Deno.env`, wiring agent TLS, unix sockets
  * and `CONSUL_HTTP_TOKEN_FILE`.
+ *
+ * @example
+ * ```ts ignore
+ * import { createDenoAgentClient } from "@meshgate/meshgate";
+ * // Reads CONSUL_HTTP_ADDR, CONSUL_CACERT, CONSUL_HTTP_TOKEN_FILE… like the Consul CLI.
+ * const agent = await createDenoAgentClient();
+ * console.log((await agent.roots()).value.TrustDomain);
+ * ```
  */
 export async function createDenoAgentClient(
   options: AgentClientOptions = {},

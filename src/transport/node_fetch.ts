@@ -25,7 +25,16 @@ export interface NodeFetchOptions {
   socketPath?: string;
 }
 
-/** Creates the fetch, with one keep-alive connection pool. */
+/**
+ * Creates the fetch, with one keep-alive connection pool.
+ *
+ * @example
+ * ```ts ignore
+ * import { AgentClient, createNodeFetch } from "@meshgate/meshgate";
+ * const fetch = createNodeFetch({ ca: await Deno.readTextFile("consul-agent-ca.pem"), serverName: "server.dc1.consul" });
+ * const agent = new AgentClient({ address: "https://10.0.0.5:8501", fetch });
+ * ```
+ */
 export function createNodeFetch(options: NodeFetchOptions): typeof fetch & { close(): void } {
   const httpAgent = new http.Agent({ keepAlive: true });
   const httpsAgent = new https.Agent({
