@@ -28,6 +28,7 @@ import {
   decodeChain,
   DecodeFailure,
   decodeIntention,
+  decodeIntentionMatch,
   decodeIntentions,
   decodeLeaf,
   decodePreparedQuery,
@@ -548,6 +549,24 @@ export class AgentClient {
     }, opts);
   }
 
+  /**
+   * `GET /v1/connect/intentions/match?by=…&name=…` (blocking by index): the intentions that
+   * apply to a destination (or a source), in the order authorize evaluates them.
+   */
+  async intentionMatch(
+    by: "destination" | "source",
+    name: string,
+    opts: BlockingReadOptions = {},
+  ): Promise<AgentResponse<Intention[]>> {
+    const res = await this.#blocking({
+      method: "GET",
+      path: "/v1/connect/intentions/match",
+      query: { by, name },
+      decode: decodeIntentionMatch,
+    }, opts);
+    return { ...res, value: res.value[name] ?? [] };
+  }
+
   /** `PUT /v1/config`: writes a config entry (resolver, splitter, defaults…). */
   async putConfigEntry(entry: ConfigEntry, opts?: RequestOptions): Promise<void> {
     await this.request({ method: "PUT", path: "/v1/config", body: entry, decode: decodeAny }, opts);
@@ -638,6 +657,18 @@ export class AgentClient {
     return this.watch(
       `intentions:${filter ?? ""}`,
       (p) => this.intentions({ ...p, filter }),
+      options,
+    );
+  }
+
+  /** Watches the intentions that apply to connections to `destination`. */
+  watchIntentionMatch(
+    destination: string,
+    options?: BlockingQueryOptions<Intention[]>,
+  ): BlockingQuery<Intention[]> {
+    return this.watch(
+      `intention-match:${destination}`,
+      (p) => this.intentionMatch("destination", destination, p),
       options,
     );
   }

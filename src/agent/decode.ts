@@ -246,6 +246,15 @@ export const decodeIntentions: Decoder<Intention[]> = (v) => {
   return v as Intention[];
 };
 
+/** Decodes `GET /v1/connect/intentions/match`: intentions by the names asked for. */
+export const decodeIntentionMatch: Decoder<Record<string, Intention[]>> = (v) => {
+  for (const [name, list] of Object.entries(obj(v, "$"))) {
+    expect(list, "array", `$.${name}`);
+    (list as unknown[]).forEach((i) => decodeIntention(i));
+  }
+  return v as Record<string, Intention[]>;
+};
+
 /** Decodes `GET /v1/agent/self`. */
 export const decodeAgentSelf: Decoder<AgentSelf> = (v) => {
   fields(obj(obj(v, "$").Config, "$.Config"), "$.Config", {

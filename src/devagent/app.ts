@@ -473,6 +473,30 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
       },
     },
     {
+      pattern: /^\/v1\/connect\/intentions\/match$/,
+      methods: {
+        GET: async (c) => {
+          const by = c.req.queries("by") ?? [];
+          if (by.length !== 1) throw new BadRequest("required query parameter 'by' not set", 500);
+          if (by[0] !== "source" && by[0] !== "destination") {
+            throw new BadRequest(`'by' parameter must be one of 'source' or 'destination'`, 500);
+          }
+          const names = c.req.queries("name") ?? [];
+          if (!names.length) throw new BadRequest("required query parameter 'name' not set", 500);
+          const index = await block(c, () => store.topicIndex(INTENTIONS_TOPIC));
+          meta(c, index);
+          const all = intentions.list();
+          const field = by[0] === "source" ? "SourceName" : "DestinationName";
+          return json(
+            c,
+            Object.fromEntries(
+              names.map((n) => [n, all.filter((i) => i[field] === "*" || i[field] === n)]),
+            ),
+          );
+        },
+      },
+    },
+    {
       pattern: /^\/v1\/connect\/intentions\/check$/,
       methods: {
         GET: (c) => {

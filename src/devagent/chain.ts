@@ -136,6 +136,11 @@ export class ConfigEntries {
 
   /** `DELETE /v1/config/:kind/:name`: idempotent. */
   delete(kind: string, name: string): void {
+    if (kind === "service-intentions") {
+      // Deleting the entry deletes every intention of that destination (as Consul does).
+      this.#onIntentions?.(name, []);
+      return;
+    }
     if (this.#entries.delete(`${kind}/${name}`)) {
       this.#store.bump(configTopic(name), configTopic("*"));
     }

@@ -3,6 +3,7 @@
  * by precedence, L7 means deny, and a default when nothing matches.
  * @module
  */
+import { decideByIntentions } from "../inbound/decide.ts";
 import type { AuthorizeResult, Intention } from "../agent/types.ts";
 import { parseSpiffeId, SpiffeIdError } from "../trust/spiffe.ts";
 import { BadRequest, type Schema, strictDecode } from "./strict.ts";
@@ -202,25 +203,8 @@ export class Intentions {
     if (id.partition !== "default") {
       throw new BadRequest(`Mismatched partitions: "${id.partition}" != "default"`);
     }
-    for (const ixn of this.list()) {
-      if (ixn.DestinationName !== "*" && ixn.DestinationName !== body.Target) continue;
-      if (ixn.SourceNS !== "*" && ixn.SourceNS !== id.namespace) continue;
-      if (ixn.SourceName !== "*" && ixn.SourceName !== id.service) continue;
-      const text =
-        `${ixn.SourceNS}/${ixn.SourceName} => ${ixn.DestinationNS}/${ixn.DestinationName}`;
-      if (ixn.Permissions?.length) {
-        return {
-          Authorized: false,
-          Reason:
-            `Matched L7 intention: ${text} (Precedence: ${ixn.Precedence}, Permissions: ${ixn.Permissions.length})`,
-        };
-      }
-      return {
-        Authorized: ixn.Action === "allow",
-        Reason:
-          `Matched L4 intention: ${text} (Precedence: ${ixn.Precedence}, Action: ${ixn.Action?.toUpperCase()})`,
-      };
-    }
+    const decision = decideByIntentions(this.list(), body.Target, id);
+    if (decision) return { Authorized: decision.authorized, Reason: decision.reason };
     return { Authorized: this.defaultAllow, Reason: "Default behavior configured by ACLs" };
   }
 }

@@ -227,6 +227,43 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         assert.equal(await missingSource.text(), "required query parameter 'source' not set");
       });
 
+      await t.step("intentions/match: evaluation order, blocking on change", async () => {
+        await client.putConfigEntry({
+          Kind: "service-intentions",
+          Name: "pay",
+          Sources: [
+            { Name: "web", Action: "allow" },
+            { Name: "billing", Action: "deny" },
+            { Name: "*", Action: "deny" },
+          ],
+        });
+        const first = await client.intentionMatch("destination", "pay");
+        assert.deepEqual(
+          first.value.map((i) => [i.SourceName, i.Action, i.Precedence]),
+          [["billing", "deny", 9], ["web", "allow", 9], ["*", "deny", 8]],
+        );
+        assert.ok(first.index! > 0n);
+        const waiting = client.intentionMatch("destination", "pay", {
+          index: first.index,
+          waitMs: 20_000,
+        });
+        await client.putConfigEntry({
+          Kind: "service-intentions",
+          Name: "pay",
+          Sources: [{ Name: "web", Action: "deny" }, { Name: "*", Action: "deny" }],
+        });
+        const changed = await waiting;
+        assert.ok(changed.index! > first.index!);
+        assert.deepEqual(changed.value.map((i) => [i.SourceName, i.Action]), [
+          ["web", "deny"],
+          ["*", "deny"],
+        ]);
+        const missingBy = await raw("/v1/connect/intentions/match?name=pay");
+        assert.equal(missingBy.status, 500);
+        assert.match(await missingBy.text(), /'by' not set/);
+        await client.deleteConfigEntry("service-intentions", "pay");
+      });
+
       await t.step("discovery chain: default, resolver, failover, redirect, splitter", async () => {
         const def = (await client.discoveryChain("db")).value;
         assert.equal(def.Default, true);
