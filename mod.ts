@@ -270,3 +270,10 @@ export {
 } from "./src/native/hono.ts";
 export { createDenoAgentClient } from "./src/transport/agent_client.ts";
 export { createNodeFetch, type NodeFetchOptions } from "./src/transport/node_fetch.ts";
+export { decideByIntentions, type IntentionDecision } from "./src/inbound/decide.ts";
+export {
+  reauthorize,
+  reauthorizeOnChange,
+  type ReauthorizeOptions,
+  type ReauthorizeRound,
+} from "./src/inbound/reauthorize.ts";

@@ -112,7 +112,7 @@ function sameSecret(a: string, b: string): boolean {
 }
 
 /** Lifecycle event types replayed to a new event-stream subscriber. */
-const REPLAYED = new Set(["leaf", "roots", "config", "endpoints", "phase", "refused"]);
+const REPLAYED = new Set(["leaf", "roots", "config", "endpoints", "phase", "refused", "revoked"]);
 
 /**
  * Creates the admin app of a proxy.

@@ -220,6 +220,12 @@ function follow() {
       loadState();
     });
   }
+  es.addEventListener("revoked", (m) => {
+    const e = JSON.parse(m.data);
+    logEvent($("denials"), "revoked (open connection closed) — " + e.peer + ": " + e.reason, "bad");
+    loadConnections();
+    loadState();
+  });
   es.addEventListener("refused", (m) => {
     const e = JSON.parse(m.data);
     const who = e.refusal.peer || e.refusal.remote || "unknown client";

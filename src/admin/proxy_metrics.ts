@@ -56,6 +56,10 @@ export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
     "meshgate_connections_refused_total",
     "Connections refused, by direction and reason (no_cert, bad_chain, bad_identity, denied, authorize_error, limit, timeout, handshake, app_unreachable, no_endpoint, upstream_unreachable).",
   );
+  const revoked = r.counter(
+    "meshgate_connections_revoked_total",
+    "Open inbound connections closed because an intention change denied their caller.",
+  );
   const active = r.gauge("meshgate_connections_active", "Open proxied connections per listener.");
   const bytesIn = r.counter(
     "meshgate_received_bytes_total",
@@ -153,6 +157,9 @@ export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
         closedBytes.set(key, b);
         break;
       }
+      case "revoked":
+        revoked.inc({ listener: e.listener });
+        break;
       case "dial_failed":
         dialFailures.inc({ upstream: e.listener.replace(/^upstream:/, ""), target: e.target });
         break;
@@ -170,6 +177,7 @@ export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
         break;
     }
   });
+  revoked.inc({}, 0);
   leafRenewals.inc({}, 0);
   rotations.inc({}, 0);
   configChanges.inc({}, 0);

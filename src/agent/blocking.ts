@@ -146,6 +146,8 @@ export class BlockingQuery<T> {
   #controller?: AbortController;
   #fatal?: unknown;
   #status: BlockingStatus = { running: false, failures: 0 };
+  #request?: AbortController;
+  #refreshing = false;
 
   /**
    * Creates a query; the loop starts with the first subscriber.
@@ -172,6 +174,15 @@ export class BlockingQuery<T> {
   /** The loop's health. */
   get status(): BlockingStatus {
     return { ...this.#status };
+  }
+
+  /**
+   * Asks again now, without blocking: the request in flight (if any) is abandoned and the next
+   * one carries no index. For answers that the caller knows are stale (an expired leaf).
+   */
+  refresh(): void {
+    this.#refreshing = true;
+    this.#request?.abort(new Error("refresh"));
   }
 
   /** Number of current subscribers. */
@@ -317,14 +328,22 @@ export class BlockingQuery<T> {
         }
         tokens -= 1;
       }
+      if (this.#refreshing) {
+        this.#refreshing = false;
+        index = 0n;
+        hash = undefined;
+      }
+      const request = new AbortController();
+      this.#request = request;
       try {
         const result = await this.#fetch({
           index: mode === "index" && index > 0n ? index : undefined,
           hash: mode === "hash" ? hash : undefined,
           waitMs,
-          signal,
+          signal: AbortSignal.any([signal, request.signal]),
         });
         if (signal.aborted) break;
+        if (request.signal.aborted) continue; // refresh() raced with the answer: ask again
         if (mode === "index") {
           const got = result.index ?? 0n;
           // Backwards (snapshot restore, deleted max item): reset so the next call does not
@@ -337,6 +356,7 @@ export class BlockingQuery<T> {
         this.#publish(result);
       } catch (err) {
         if (signal.aborted) break;
+        if (request.signal.aborted) continue; // refresh(): ask again at once, without an index
         if (o.isFatal?.(err)) {
           this.#fatal = err;
           this.#status = { ...this.#status, lastError: err };

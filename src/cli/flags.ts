@@ -155,6 +155,13 @@ export const FLAGS: FlagSpec[] = [
     default: "0",
   },
   {
+    name: "revoke-grace",
+    value: "ms",
+    help:
+      "when intentions change, close open connections of now-denied callers after this; -1: never",
+    default: "0",
+  },
+  {
     name: "drain-timeout",
     value: "ms",
     help: "how long shutdown waits for open connections",
@@ -285,6 +292,9 @@ export function parseFlags(
     idleTimeoutMs: intFlag("idle-timeout", one("idle-timeout") ?? "0"),
     maxInbound: intFlag("max-inbound", one("max-inbound") ?? "0"),
     maxOutbound: intFlag("max-outbound", one("max-outbound") ?? "0"),
+    revokeGraceMs: one("revoke-grace") === "-1"
+      ? -1
+      : intFlag("revoke-grace", one("revoke-grace") ?? "0"),
   };
   let logLevel: LogLevel;
   try {

@@ -69,6 +69,8 @@ export interface DevAgent {
   store: Store;
   /** Rotates the CA root now (as a CA configuration change would). */
   rotateCA(material?: RotationMaterial): Promise<void>;
+  /** Drops the inactive roots now (Consul does it 2 × the leaf TTL after a rotation). */
+  pruneRoots(): void;
   /** Stops timers and releases blocked requests. */
   close(): Promise<void>;
 }
@@ -157,6 +159,12 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
     string,
     { Name: string; Service: { Service: string; OnlyPassing: boolean } }
   >();
+
+  function pruneRoots() {
+    ca.pruneInactive();
+    const index = store.bump(ROOTS_TOPIC);
+    for (const r of ca.roots) r.ModifyIndex = index;
+  }
 
   async function rotateCA(material?: RotationMaterial) {
     const root = await ca.rotate(material);
@@ -752,6 +760,7 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
     faults,
     store,
     rotateCA,
+    pruneRoots,
     async close() {
       store.close();
       catalog.close();

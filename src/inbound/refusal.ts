@@ -62,6 +62,15 @@ export type ConnectionEvent =
     target?: string;
   }
   | {
+    /** An open connection closed because its caller is no longer authorized. */
+    type: "revoked";
+    direction: "inbound";
+    listener: string;
+    peer: string;
+    remote: string;
+    reason: string;
+  }
+  | {
     /** One endpoint of an upstream could not be dialled (the next one is tried). */
     type: "dial_failed";
     direction: "outbound";

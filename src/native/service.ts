@@ -12,6 +12,7 @@ import {
   type InboundGateway,
   startInbound,
 } from "../inbound/gateway.ts";
+import { reauthorizeOnChange } from "../inbound/reauthorize.ts";
 import type { ConnectionEvent } from "../inbound/refusal.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import { UpstreamConnector } from "../outbound/connector.ts";
@@ -91,6 +92,7 @@ export class ConnectService implements AsyncDisposable {
   readonly #connectors = new Map<string, UpstreamConnector>();
   readonly #last = new Map<ProxyEvent["type"], ProxyEvent>();
   #fetch?: MeshFetch;
+  #reauthorizing = false;
   #phase: ProxyPhase = "starting";
 
   /** Use {@linkcode connect}. */
@@ -190,6 +192,19 @@ export class ConnectService implements AsyncDisposable {
       onEvent: this.#emit,
     });
     this.#servers.add(gw);
+    if (!this.#reauthorizing) {
+      // Intentions bite on open connections here too (see reauthorize.ts).
+      this.#reauthorizing = true;
+      this.#spawn(reauthorizeOnChange({
+        agent: this.#agent,
+        service: this.service,
+        gateways: () => this.#servers,
+        authorizeTimeoutMs: this.#o.authorizeTimeoutMs,
+        signal: this.#controller.signal,
+        log: this.#log,
+        emit: this.#emit,
+      }));
+    }
     return gw;
   }
 

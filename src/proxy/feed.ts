@@ -67,30 +67,67 @@ export async function feedRoots(o: FeedOptions): Promise<void> {
   }
 }
 
-/** Watches the leaf certificate of `service` into `material` until `signal` aborts. */
-export async function feedLeaf(o: FeedOptions & { service: string }): Promise<void> {
+/** Longest timer we set (setTimeout overflows past 2^31 - 1 ms). */
+const MAX_TIMER_MS = 24 * 3600_000;
+
+/**
+ * Watches the leaf certificate of `service` into `material` until `signal` aborts, hardened
+ * against Consul's known leaf-endpoint behaviour:
+ * - the first request does not block, and each blocking request waits at most `leafWaitMs`
+ *   (a blocking leaf fetch right after an agent restart can stall for the whole wait,
+ *   hashicorp/consul#13302 and #12319);
+ * - an expired leaf is never installed, and is asked for again at once, then with backoff
+ *   (non-blocking reads can return a stale or expired certificate, #10871 and #9862);
+ * - if no renewal has arrived when 95 % of the leaf's lifetime is gone, it is asked for again.
+ */
+export async function feedLeaf(
+  o: FeedOptions & { service: string; leafWaitMs?: number },
+): Promise<void> {
   const { service } = o;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let retryMs = 1000;
+  const query = o.agent.watchLeaf(service, {
+    waitMs: o.leafWaitMs ?? 60_000,
+    onError: (err, info) => {
+      o.log.log("warn", "leaf watch failed; keeping current leaf", {
+        error: String(err),
+        retryInMs: info.retryInMs,
+      });
+      o.emit({
+        type: "watch_error",
+        watch: `leaf:${service}`,
+        error: String(err),
+        retryInMs: info.retryInMs,
+      });
+    },
+  });
+  // While the installed leaf is known to be stale (an expired answer was refused, or 95 % of its
+  // lifetime passed without a renewal), ask again with backoff until a new one is installed.
+  // (An unchanged answer is not delivered twice, so polling cannot rely on deliveries.)
+  let stale = false;
+  const poll = () => {
+    query.refresh();
+    if (!stale) return;
+    timer = setTimeout(poll, retryMs);
+    retryMs = Math.min(retryMs * 2, 30_000);
+  };
+  const refreshIn = (ms: number) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      stale = true;
+      poll();
+    }, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+  };
   try {
-    for await (
-      const { value } of o.agent.watchLeaf(service, {
-        waitMs: 10 * 60_000,
-        onError: (err, info) => {
-          o.log.log("warn", "leaf watch failed; keeping current leaf", {
-            error: String(err),
-            retryInMs: info.retryInMs,
-          });
-          o.emit({
-            type: "watch_error",
-            watch: `leaf:${service}`,
-            error: String(err),
-            retryInMs: info.retryInMs,
-          });
-        },
-      }).subscribe(o.signal)
-    ) {
+    for await (const { value } of query.subscribe(o.signal)) {
       try {
         const renewed = !!o.material.leaf;
-        await o.material.setLeaf(value);
+        const installed = await o.material.setLeaf(value);
+        stale = false;
+        retryMs = 1000;
+        const { notBefore, notAfter } = installed.info;
+        const lifetime = notAfter.getTime() - notBefore.getTime();
+        refreshIn(notAfter.getTime() - lifetime * 0.05 - Date.now());
         o.emit({
           type: "leaf",
           renewed,
@@ -104,12 +141,17 @@ export async function feedLeaf(o: FeedOptions & { service: string }): Promise<vo
           validBefore: value.ValidBefore,
         });
       } catch (err) {
-        o.log.log("error", "refusing unusable leaf; keeping current one", {
+        o.log.log("error", "refusing unusable leaf; keeping current one and asking again", {
           error: String(err),
+          retryInMs: retryMs,
         });
+        o.emit({ type: "watch_error", watch: `leaf:${service}`, error: String(err) });
+        if (!stale) refreshIn(retryMs);
       }
     }
   } catch (err) {
     if (!o.signal.aborted) o.log.log("error", "leaf watch stopped", { error: String(err) });
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -17,6 +17,7 @@ import { TlsMaterial } from "../trust/material.ts";
 import { configFromService, type ProxyConfig, ProxyConfigError, upstreamKey } from "./config.ts";
 import { EventHub, type LifecycleEvent, type ProxyEvent } from "./events.ts";
 import { feedLeaf, feedRoots } from "./feed.ts";
+import { reauthorizeOnChange } from "../inbound/reauthorize.ts";
 
 /** Limits and timeouts of the proxy. */
 export interface ProxyLimits {
@@ -32,6 +33,11 @@ export interface ProxyLimits {
   maxInbound?: number;
   /** Most concurrent connections per upstream; 0 = unlimited. @default {0} */
   maxOutbound?: number;
+  /**
+   * Re-check open inbound connections when intentions change, closing denied callers'
+   * connections after this grace period; -1 turns re-checking off. @default {0}
+   */
+  revokeGraceMs?: number;
 }
 
 /** Registering ourselves, as `consul connect proxy -register` does. */
@@ -64,7 +70,7 @@ export interface ProxyOptions {
   onEvent?: (event: ConnectionEvent) => void;
 }
 
-const CONNECTION_EVENTS = new Set(["accepted", "refused", "closed", "dial_failed"]);
+const CONNECTION_EVENTS = new Set(["accepted", "refused", "closed", "dial_failed", "revoked"]);
 
 /** The proxy's lifecycle state. */
 export type ProxyPhase = "starting" | "ready" | "draining" | "stopped";
@@ -109,6 +115,8 @@ export class Proxy implements AsyncDisposable {
   #config?: ProxyConfig;
   #leafService?: string;
   #leafStop?: AbortController;
+  #reauthService?: string;
+  #reauthStop?: AbortController;
   #phase: ProxyPhase = "starting";
   #applying: Promise<void> = Promise.resolve();
   readonly #ready = Promise.withResolvers<void>();
@@ -237,6 +245,26 @@ export class Proxy implements AsyncDisposable {
     this.#spawn(feedLeaf({ ...this.#feed(signal), service }));
   }
 
+  /** Re-authorizes open inbound connections when the intentions of `service` change. */
+  #watchIntentions(service: string): void {
+    const grace = this.#o.limits?.revokeGraceMs ?? 0;
+    if (grace < 0 || this.#reauthService === service) return;
+    this.#reauthStop?.abort();
+    const stop = new AbortController();
+    this.#reauthStop = stop;
+    this.#reauthService = service;
+    this.#spawn(reauthorizeOnChange({
+      agent: this.#o.agent,
+      service,
+      gateways: () => [...(this.#inbound ? [this.#inbound] : []), ...this.#retired],
+      graceMs: grace,
+      authorizeTimeoutMs: this.#o.limits?.authorizeTimeoutMs,
+      signal: AbortSignal.any([this.#controller.signal, stop.signal]),
+      log: this.#log,
+      emit: this.#emit,
+    }));
+  }
+
   async #watchService(id: string, first: AgentService): Promise<void> {
     const signal = this.#controller.signal;
     let last = JSON.stringify(first);
@@ -338,6 +366,7 @@ export class Proxy implements AsyncDisposable {
     const old = this.#inbound;
     this.#inbound = undefined;
     if (config.publicListener && config.app) {
+      this.#watchIntentions(config.service);
       await this.material.ready;
       if (this.#controller.signal.aborted) return;
       this.#inbound = await startInbound({

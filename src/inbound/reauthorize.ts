@@ -1,0 +1,159 @@
+/**
+ * Intentions that bite on open connections (hashicorp/consul#5277, #6454): watch the intentions
+ * that apply to our service and, on every change, re-check each distinct caller among the open
+ * inbound connections; close the connections of callers that are now denied.
+ *
+ * The decision comes from the fresh intention list itself when an intention matches (the agent's
+ * authorize answers from a cache that can lag behind a change by tens of seconds); when none
+ * matches, the agent's authorize decides (its default policy). An agent that cannot answer
+ * closes nothing: a control-plane outage must not cut healthy connections.
+ * @module
+ */
+import type { AgentClient } from "../agent/client.ts";
+import type { Intention } from "../agent/types.ts";
+import type { Logger } from "../net/log.ts";
+import { parseSpiffeId, type ServiceSpiffeId } from "../trust/spiffe.ts";
+import { decideByIntentions } from "./decide.ts";
+import type { InboundGateway } from "./gateway.ts";
+import type { ConnectionEvent } from "./refusal.ts";
+
+/** Options of {@linkcode reauthorizeOnChange}. */
+export interface ReauthorizeOptions {
+  /** The agent (intention watch, authorize). */
+  agent: AgentClient;
+  /** Our service: the destination whose intentions matter. */
+  service: string;
+  /** The listeners whose open connections are re-checked. */
+  gateways: () => Iterable<InboundGateway>;
+  /** Wait this long before closing a denied caller's connections. @default {0} */
+  graceMs?: number;
+  /** Authorize deadline per caller. @default {5000} */
+  authorizeTimeoutMs?: number;
+  /** Stops the watch. */
+  signal: AbortSignal;
+  /** Log sink. */
+  log: Logger;
+  /** `revoked` events. */
+  emit: (event: ConnectionEvent) => void;
+}
+
+/** One re-check: which callers were checked, which were denied. */
+export interface ReauthorizeRound {
+  /** Distinct callers (SPIFFE IDs) re-checked. */
+  checked: string[];
+  /** Those now denied, with the reason. */
+  denied: { peer: string; reason: string }[];
+}
+
+/**
+ * Re-checks the callers of open connections against `intentions` (highest precedence first)
+ * and closes the denied ones. Exported for tests and for callers with their own trigger.
+ */
+export async function reauthorize(
+  o: Omit<ReauthorizeOptions, "signal">,
+  intentions: readonly Intention[],
+): Promise<ReauthorizeRound> {
+  const peers = new Set<string>();
+  for (const gw of o.gateways()) for (const c of gw.connections) peers.add(c.peer);
+  const round: ReauthorizeRound = { checked: [...peers], denied: [] };
+  await Promise.all([...peers].map(async (peer) => {
+    let id: ServiceSpiffeId;
+    try {
+      const parsed = parseSpiffeId(peer);
+      if (parsed.kind !== "service") return;
+      id = parsed;
+    } catch {
+      return; // accepted connections always carry a service identity
+    }
+    const local = decideByIntentions(intentions, o.service, id);
+    let allowed = local?.authorized;
+    let reason = local?.reason ?? "";
+    if (!local) {
+      try {
+        const r = await o.agent.authorize(
+          { Target: o.service, ClientCertURI: peer },
+          { timeoutMs: o.authorizeTimeoutMs ?? 5000 },
+        );
+        allowed = r.Authorized;
+        reason = r.Reason;
+      } catch (err) {
+        o.log.log("warn", "re-authorization failed; keeping the caller's connections", {
+          peer,
+          error: String(err),
+        });
+        return;
+      }
+    }
+    if (!allowed) round.denied.push({ peer, reason });
+  }));
+  if (round.denied.length === 0) return round;
+  if (o.graceMs) await new Promise((r) => setTimeout(r, o.graceMs));
+  const denied = new Map(round.denied.map((d) => [d.peer, d.reason]));
+  for (const gw of o.gateways()) {
+    for (const c of [...gw.connections]) {
+      const why = denied.get(c.peer);
+      if (why === undefined) continue;
+      o.log.log("info", "closing a connection whose caller is no longer authorized", {
+        peer: c.peer,
+        remote: c.remote,
+        reason: why,
+      });
+      o.emit({
+        type: "revoked",
+        direction: "inbound",
+        listener: `inbound:${o.service}`,
+        peer: c.peer,
+        remote: c.remote,
+        reason: why,
+      });
+      c.pipe.destroy(new Error(`authorization revoked: ${why}`));
+    }
+  }
+  return round;
+}
+
+/**
+ * Watches the intentions of `service` until `signal` aborts and re-authorizes open connections
+ * on every change. Changes that arrive during a round are coalesced into one more round.
+ */
+export async function reauthorizeOnChange(o: ReauthorizeOptions): Promise<void> {
+  let latest: readonly Intention[] | undefined;
+  let running: Promise<void> | undefined;
+  let again = false;
+  const run = () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await reauthorize(o, latest ?? []);
+      } while (again && !o.signal.aborted);
+    })().finally(() => (running = undefined));
+  };
+  let first = true;
+  try {
+    for await (
+      const { value } of o.agent.watchIntentionMatch(o.service, {
+        onError: (err) =>
+          o.log.log("warn", "intentions watch failed; open connections are kept", {
+            error: String(err),
+          }),
+      }).subscribe(o.signal)
+    ) {
+      latest = value;
+      // The first answer is the state the open connections were authorized under.
+      if (first) {
+        first = false;
+        continue;
+      }
+      run();
+    }
+  } catch (err) {
+    if (!o.signal.aborted) {
+      o.log.log("error", "intentions watch stopped", { error: String(err) });
+    }
+  }
+  await running;
+}
