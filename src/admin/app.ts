@@ -11,6 +11,7 @@ import type { ProxyEvent } from "../proxy/events.ts";
 import { dashboardPage } from "./dashboard.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./prometheus.ts";
 import { createProxyMetrics, type ProxyMetrics } from "./proxy_metrics.ts";
+import { readinessProblems } from "./readiness.ts";
 import { openConnections, proxyState } from "./state.ts";
 
 /** Options of {@linkcode createAdminApp}. */
@@ -49,36 +50,6 @@ export interface AdminApp {
     init?: RequestInit,
     env?: unknown,
   ): Response | Promise<Response>;
-}
-
-/**
- * Why the proxy is not ready, or an empty list when it is.
- *
- * @example
- * ```ts ignore
- * import { readinessProblems } from "@meshgate/meshgate";
- * const problems = readinessProblems(proxy);
- * if (problems.length) console.log(`not ready: ${problems.join("; ")}`);
- * ```
- */
-export function readinessProblems(proxy: AdminSubject, now: number = Date.now()): string[] {
-  const problems: string[] = [];
-  if (proxy.phase !== "ready") problems.push(`phase is ${proxy.phase}`);
-  const leaf = proxy.material.leaf;
-  if (!leaf) problems.push("no leaf certificate yet");
-  else if (leaf.info.notAfter.getTime() <= now) problems.push("leaf certificate has expired");
-  if (!proxy.material.roots) problems.push("no CA roots yet");
-  const config = proxy.config;
-  if (!config) problems.push("no configuration yet");
-  else if (config.publicListener && config.app && !proxy.inbound) {
-    problems.push("public listener is not up");
-  }
-  if (config && proxy.upstreams.length < config.upstreams.length) {
-    problems.push(
-      `${config.upstreams.length - proxy.upstreams.length} upstream listener(s) not up`,
-    );
-  }
-  return problems;
 }
 
 function remoteHost(c: Context): string | undefined {

@@ -6,6 +6,7 @@
  */
 import { REFUSAL_REASONS } from "../inbound/refusal.ts";
 import type { AdminSubject } from "./subject.ts";
+import { readinessProblems } from "./readiness.ts";
 import { type Labels, Registry } from "./prometheus.ts";
 
 /** Latency buckets in seconds: 0.5 ms … 10 s. */
@@ -55,6 +56,10 @@ export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
   const refused = r.counter(
     "meshgate_connections_refused_total",
     "Connections refused, by direction and reason (no_cert, bad_chain, bad_identity, denied, authorize_error, limit, timeout, handshake, app_unreachable, no_endpoint, upstream_unreachable).",
+  );
+  const cachedAuthz = r.counter(
+    "meshgate_authorize_cache_used_total",
+    "Inbound connections authorized from the agent's recent answer because it could not answer.",
   );
   const revoked = r.counter(
     "meshgate_connections_revoked_total",
@@ -117,6 +122,10 @@ export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
     "Seconds since a watch last got an answer from the agent.",
   );
   const ready = r.gauge("meshgate_ready", "1 when the proxy is ready to serve, else 0.");
+  const leafTrusted = r.gauge(
+    "meshgate_leaf_chains_to_roots",
+    "1 when the leaf certificate chains to a current CA root, 0 when it does not (renewal due).",
+  );
   const reachable = r.gauge(
     "meshgate_agent_reachable",
     "1 when the agent answered the last request, 0 when the last request got no answer.",
@@ -143,6 +152,7 @@ export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
           );
         }
         if (e.authorizeMs !== undefined) authorize.observe({}, e.authorizeMs / 1000);
+        if (e.authorizeCached) cachedAuthz.inc();
         break;
       }
       case "refused":
@@ -178,6 +188,7 @@ export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
     }
   });
   revoked.inc({}, 0);
+  cachedAuthz.inc({}, 0);
   leafRenewals.inc({}, 0);
   rotations.inc({}, 0);
   configChanges.inc({}, 0);
@@ -231,7 +242,11 @@ export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
         watchAge.set({ watch: key }, (now - status.lastSuccessAt) / 1000);
       }
     }
-    ready.set({}, proxy.phase === "ready" ? 1 : 0);
+    ready.set({}, readinessProblems(proxy).length === 0 ? 1 : 0);
+    leafTrusted.reset();
+    if (proxy.material.leafTrusted !== undefined) {
+      leafTrusted.set({}, proxy.material.leafTrusted ? 1 : 0);
+    }
     const reach = proxy.agent.reachability;
     reachable.set({}, (reach.lastFailureAt ?? 0) > (reach.lastAnswerAt ?? 0) ? 0 : 1);
   });

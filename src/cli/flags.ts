@@ -155,6 +155,13 @@ export const FLAGS: FlagSpec[] = [
     default: "0",
   },
   {
+    name: "authorize-cache-ttl",
+    value: "ms",
+    help:
+      "when the agent cannot answer authorize, use its answer for the caller if this recent; 0: fail closed",
+    default: "0",
+  },
+  {
     name: "revoke-grace",
     value: "ms",
     help:
@@ -292,6 +299,7 @@ export function parseFlags(
     idleTimeoutMs: intFlag("idle-timeout", one("idle-timeout") ?? "0"),
     maxInbound: intFlag("max-inbound", one("max-inbound") ?? "0"),
     maxOutbound: intFlag("max-outbound", one("max-outbound") ?? "0"),
+    authorizeCacheTtlMs: intFlag("authorize-cache-ttl", one("authorize-cache-ttl") ?? "0"),
     revokeGraceMs: one("revoke-grace") === "-1"
       ? -1
       : intFlag("revoke-grace", one("revoke-grace") ?? "0"),

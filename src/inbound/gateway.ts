@@ -7,6 +7,7 @@
  */
 import type net from "node:net";
 import tls from "node:tls";
+import { AgentError } from "../agent/errors.ts";
 import type { AuthorizeRequest, AuthorizeResult } from "../agent/types.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import { holdSocket, type Pipe, pipeSockets, type PipeStats } from "../net/pipe.ts";
@@ -36,6 +37,12 @@ export interface InboundOptions {
   handshakeTimeoutMs?: number;
   /** Authorize deadline; past it the connection is refused. @default {5000} */
   authorizeTimeoutMs?: number;
+  /**
+   * When the agent cannot answer authorize (unreachable, timeout, 5xx), use its last answer for
+   * the same caller if it is at most this old; 0 = never (strictly fail closed). Answers are
+   * forgotten when intentions change (`forgetAuthorizations`). @default {0}
+   */
+  authorizeCacheTtlMs?: number;
   /** Local application connect deadline (`local_connect_timeout_ms`). @default {1000} */
   connectTimeoutMs?: number;
   /** Close connections idle this long; 0 = never. @default {0} */
@@ -88,6 +95,8 @@ export interface InboundGateway extends AsyncDisposable {
   readonly connections: ReadonlySet<InboundConnection>;
   /** The local application address new connections go to (none with `handoff`). */
   readonly app: SocketAddress | undefined;
+  /** Forgets cached authorize answers (intentions changed). */
+  forgetAuthorizations(): void;
   /** Points new connections at another local application address. */
   setApp(app: SocketAddress): void;
   /** Stops accepting, waits up to `drainMs` for open connections, then closes them. */
@@ -136,6 +145,8 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   const sockets = new Set<net.Socket>();
   const piped = new WeakSet<net.Socket>();
   const acceptedAt = new WeakMap<net.Socket, number>();
+  const cacheTtl = o.authorizeCacheTtlMs ?? 0;
+  const answers = new Map<string, { result: AuthorizeResult; at: number }>();
   await o.material.ready;
 
   const server = tls.createServer({
@@ -180,6 +191,14 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
         remote,
       });
     }
+    if (o.material.leafExpired) {
+      // Never serve an expired certificate: refuse until the renewal arrives.
+      return refuse(raw, {
+        reason: "leaf_expired",
+        detail: `our leaf certificate expired at ${o.material.leaf!.cert.ValidBefore}`,
+        remote,
+      });
+    }
     sockets.add(raw);
     acceptedAt.set(raw, Date.now());
     raw.once("close", () => sockets.delete(raw));
@@ -214,22 +233,39 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     const timer = setTimeout(() => ac.abort(new Error("authorize timed out")), authzTimeout);
     const authorizeStarted = Date.now();
     let result: AuthorizeResult;
+    let fromCache = false;
     try {
       result = await o.authorize({
         Target: o.service,
         ClientCertURI: verdict.uri,
         ClientCertSerial: verdict.serial,
       }, { signal: ac.signal });
+      if (cacheTtl > 0) answers.set(verdict.uri, { result, at: Date.now() });
     } catch (err) {
       const timedOut = ac.signal.aborted;
-      return refuse(socket, {
-        reason: timedOut ? "timeout" : "authorize_error",
-        detail: timedOut
-          ? `authorize: no answer within ${authzTimeout} ms`
-          : (err as Error).message,
-        peer: verdict.uri,
-        remote,
-      });
+      const cached = answers.get(verdict.uri);
+      const usable = cacheTtl > 0 && cached && Date.now() - cached.at <= cacheTtl &&
+        // A real answer (400, 403) is not an outage: only unreachable, timeout, 5xx and 429.
+        !(err instanceof AgentError && !err.retryable);
+      if (usable) {
+        result = cached.result;
+        fromCache = true;
+        log.log("warn", "agent did not answer authorize; using its recent answer", {
+          peer: verdict.uri,
+          ageMs: Date.now() - cached.at,
+          authorized: cached.result.Authorized,
+          error: String(err),
+        });
+      } else {
+        return refuse(socket, {
+          reason: timedOut ? "timeout" : "authorize_error",
+          detail: timedOut
+            ? `authorize: no answer within ${authzTimeout} ms`
+            : (err as Error).message,
+          peer: verdict.uri,
+          remote,
+        });
+      }
     } finally {
       clearTimeout(timer);
     }
@@ -246,6 +282,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
       remote,
       authorizeMs,
       handshakeMs,
+      ...(fromCache ? { authorizeCached: true } : {}),
     };
     if (o.handoff) {
       return handOff(socket, rawSocket, {
@@ -382,6 +419,9 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     connections: active,
     get app() {
       return app;
+    },
+    forgetAuthorizations() {
+      answers.clear();
     },
     setApp(next) {
       app = next;

@@ -54,7 +54,10 @@ export async function reauthorize(
   intentions: readonly Intention[],
 ): Promise<ReauthorizeRound> {
   const peers = new Set<string>();
-  for (const gw of o.gateways()) for (const c of gw.connections) peers.add(c.peer);
+  for (const gw of o.gateways()) {
+    gw.forgetAuthorizations(); // cached answers predate this change
+    for (const c of gw.connections) peers.add(c.peer);
+  }
   const round: ReauthorizeRound = { checked: [...peers], denied: [] };
   await Promise.all([...peers].map(async (peer) => {
     let id: ServiceSpiffeId;

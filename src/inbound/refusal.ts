@@ -16,7 +16,8 @@ export type RefusalReason =
   | "handshake"
   | "app_unreachable"
   | "no_endpoint"
-  | "upstream_unreachable";
+  | "upstream_unreachable"
+  | "leaf_expired";
 
 /** Every refusal reason, for metrics that list them all. */
 export const REFUSAL_REASONS: readonly RefusalReason[] = [
@@ -31,6 +32,7 @@ export const REFUSAL_REASONS: readonly RefusalReason[] = [
   "app_unreachable",
   "no_endpoint",
   "upstream_unreachable",
+  "leaf_expired",
 ];
 
 /** A refused connection. */
@@ -60,6 +62,8 @@ export type ConnectionEvent =
     handshakeMs?: number;
     /** Outbound: the chain target dialled. */
     target?: string;
+    /** Inbound: the agent did not answer and its recent answer was used. */
+    authorizeCached?: boolean;
   }
   | {
     /** An open connection closed because its caller is no longer authorized. */

@@ -39,16 +39,17 @@ export interface UpstreamTarget {
 export class UpstreamConnectError extends Error {
   /**
    * Creates the error.
-   * @param reason `no_endpoint` (nothing healthy to try) or `upstream_unreachable`
+   * @param reason `no_endpoint` (nothing healthy to try), `upstream_unreachable`, or
+   *   `leaf_expired` (our certificate expired; no dial until it is renewed)
    * @param detail what happened
    */
-  constructor(reason: "no_endpoint" | "upstream_unreachable", detail: string) {
+  constructor(reason: "no_endpoint" | "upstream_unreachable" | "leaf_expired", detail: string) {
     super(detail);
     this.name = "UpstreamConnectError";
     this.reason = reason;
   }
   /** Why. */
-  readonly reason: "no_endpoint" | "upstream_unreachable";
+  readonly reason: "no_endpoint" | "upstream_unreachable" | "leaf_expired";
 }
 
 /** A verified mesh connection to one endpoint. */
@@ -163,6 +164,12 @@ export class UpstreamConnector {
    */
   async connect(cancelled: () => boolean = () => false): Promise<UpstreamConnection> {
     const up = this.#o.upstream;
+    if (this.#o.material.leafExpired) {
+      throw new UpstreamConnectError(
+        "leaf_expired",
+        `our leaf certificate expired at ${this.#o.material.leaf!.cert.ValidBefore}`,
+      );
+    }
     let list;
     try {
       list = await this.candidates();

@@ -25,6 +25,8 @@ export interface ProxyLimits {
   handshakeTimeoutMs?: number;
   /** Authorize deadline; past it connections are refused. @default {5000} */
   authorizeTimeoutMs?: number;
+  /** Use the agent's last answer for a caller this long when it cannot answer; 0 = never. */
+  authorizeCacheTtlMs?: number;
   /** Local application connect deadline, unless the registration sets one. @default {1000} */
   localConnectTimeoutMs?: number;
   /** Idle timeout for proxied connections; 0 = none. @default {0} */
@@ -377,6 +379,7 @@ export class Proxy implements AsyncDisposable {
         app: config.app,
         handshakeTimeoutMs: config.handshakeTimeoutMs ?? limits.handshakeTimeoutMs,
         authorizeTimeoutMs: limits.authorizeTimeoutMs,
+        authorizeCacheTtlMs: limits.authorizeCacheTtlMs,
         connectTimeoutMs: config.localConnectTimeoutMs ?? limits.localConnectTimeoutMs,
         idleTimeoutMs: limits.idleTimeoutMs,
         maxConnections: limits.maxInbound,

@@ -80,6 +80,8 @@ export class TlsMaterial {
   readonly #listeners = new Set<(change: MaterialChange) => void>();
   readonly #options: TlsMaterialOptions;
   readonly #ready = Promise.withResolvers<void>();
+  #generation = 0;
+  #leafTrusted?: boolean;
 
   /** Creates empty material; it becomes ready once a leaf and roots are set. */
   constructor(options: TlsMaterialOptions = {}) {
@@ -150,6 +152,19 @@ export class TlsMaterial {
     return this.#leaf;
   }
 
+  /**
+   * Whether the leaf chains to the current roots, as last checked after a change (`undefined`
+   * until checked). False means peers holding these roots cannot trust us: a renewal is due.
+   */
+  get leafTrusted(): boolean | undefined {
+    return this.#leafTrusted;
+  }
+
+  /** Whether the installed leaf has expired (it must not be served; wait for a renewal). */
+  get leafExpired(): boolean {
+    return !!this.#leaf && this.#leaf.info.notAfter.getTime() <= Date.now();
+  }
+
   /** Installs new roots; clears the peer-verification cache. */
   async setRoots(roots: CARootList): Promise<RootsState> {
     const infos = await Promise.all(roots.Roots.map((r) => parseCertificate(r.RootCert)));
@@ -170,6 +185,10 @@ export class TlsMaterial {
     if (this.#leaf && this.#roots) {
       this.#context = tls.createSecureContext(this.serverOptions());
       this.#ready.resolve();
+      const generation = ++this.#generation;
+      void this.leafChainsToRoots().then((ok) => {
+        if (generation === this.#generation) this.#leafTrusted = ok;
+      });
     }
     for (const l of this.#listeners) l(change);
   }

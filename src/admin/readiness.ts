@@ -1,0 +1,48 @@
+/**
+ * When a proxy is ready to serve, and why not: for `GET /ready` and `meshgate_ready`.
+ * @module
+ */
+import type { AdminSubject } from "./subject.ts";
+
+/**
+ * Why the proxy is not ready, or an empty list when it is.
+ *
+ * @example
+ * ```ts ignore
+ * import { readinessProblems } from "@meshgate/meshgate";
+ * const problems = readinessProblems(proxy);
+ * if (problems.length) console.log(`not ready: ${problems.join("; ")}`);
+ * ```
+ */
+export function readinessProblems(proxy: AdminSubject, now: number = Date.now()): string[] {
+  const problems: string[] = [];
+  if (proxy.phase !== "ready") problems.push(`phase is ${proxy.phase}`);
+  const leaf = proxy.material.leaf;
+  if (!leaf) problems.push("no leaf certificate yet");
+  else if (leaf.info.notAfter.getTime() <= now) problems.push("leaf certificate has expired");
+  else {
+    // Not ready *before* expiry when no renewal came (agent down): 10 % of the lifetime, ≤ 1 h.
+    const lifetime = leaf.info.notAfter.getTime() - leaf.info.notBefore.getTime();
+    const left = leaf.info.notAfter.getTime() - now;
+    if (left <= Math.min(lifetime * 0.1, 3600_000)) {
+      problems.push(
+        `leaf certificate expires in ${Math.round(left / 1000)} s and has not been renewed`,
+      );
+    }
+  }
+  if (!proxy.material.roots) problems.push("no CA roots yet");
+  else if (proxy.material.leafTrusted === false) {
+    problems.push("leaf certificate does not chain to any current CA root (renewal due)");
+  }
+  const config = proxy.config;
+  if (!config) problems.push("no configuration yet");
+  else if (config.publicListener && config.app && !proxy.inbound) {
+    problems.push("public listener is not up");
+  }
+  if (config && proxy.upstreams.length < config.upstreams.length) {
+    problems.push(
+      `${config.upstreams.length - proxy.upstreams.length} upstream listener(s) not up`,
+    );
+  }
+  return problems;
+}
