@@ -230,7 +230,7 @@ export {
   createAdminApp,
   isLoopback,
 } from "./src/admin/app.ts";
-export { readinessProblems } from "./src/admin/readiness.ts";
+export { type ReadinessOptions, readinessProblems } from "./src/admin/readiness.ts";
 export { type AdminServer, type AdminServerOptions, startAdmin } from "./src/admin/server.ts";
 export { createProxyMetrics, type ProxyMetrics } from "./src/admin/proxy_metrics.ts";
 export type { AdminSubject } from "./src/admin/subject.ts";

@@ -35,6 +35,8 @@ export interface AdminAppOptions {
   tickMs?: number;
   /** Ends open event streams when aborted (the server is shutting down). */
   signal?: AbortSignal;
+  /** Not ready when the leaf expires within this (default: 10 % of its lifetime, ≤ 1 h). */
+  leafExpiryMarginMs?: number;
 }
 
 /**
@@ -99,14 +101,15 @@ const REPLAYED = new Set(["leaf", "roots", "config", "endpoints", "phase", "refu
  */
 export function createAdminApp(options: AdminAppOptions): AdminApp {
   const { proxy } = options;
-  const metrics = options.metrics ?? createProxyMetrics(proxy);
+  const readiness = { leafExpiryMarginMs: options.leafExpiryMarginMs };
+  const metrics = options.metrics ?? createProxyMetrics(proxy, readiness);
   const tickMs = options.tickMs ?? 1000;
   const app = new Hono();
 
   app.get("/", (c) => c.html(dashboardPage()));
   app.get("/healthz", (c) => c.text("ok"));
   app.get("/ready", (c) => {
-    const problems = readinessProblems(proxy);
+    const problems = readinessProblems(proxy, Date.now(), readiness);
     return problems.length
       ? c.json({ ready: false, problems }, 503)
       : c.json({ ready: true, problems: [] });

@@ -6,7 +6,7 @@
  */
 import { REFUSAL_REASONS } from "../inbound/refusal.ts";
 import type { AdminSubject } from "./subject.ts";
-import { readinessProblems } from "./readiness.ts";
+import { type ReadinessOptions, readinessProblems } from "./readiness.ts";
 import { type Labels, Registry } from "./prometheus.ts";
 
 /** Latency buckets in seconds: 0.5 ms … 10 s. */
@@ -47,7 +47,10 @@ export interface ProxyMetrics {
  * console.log(metrics.registry.render()); // Prometheus text format
  * ```
  */
-export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
+export function createProxyMetrics(
+  proxy: AdminSubject,
+  readiness: ReadinessOptions = {},
+): ProxyMetrics {
   const r = new Registry();
   const accepted = r.counter(
     "meshgate_connections_accepted_total",
@@ -116,6 +119,10 @@ export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
   const watchBackoff = r.gauge(
     "meshgate_watch_backoff",
     "1 while a watch waits to retry after errors, else 0.",
+  );
+  const watchResets = r.counter(
+    "meshgate_watch_index_resets_total",
+    "Times the agent's X-Consul-Index went backwards for a watch (the watch re-read).",
   );
   const watchAge = r.gauge(
     "meshgate_watch_last_success_age_seconds",
@@ -236,13 +243,15 @@ export function createProxyMetrics(proxy: AdminSubject): ProxyMetrics {
     if (leaf) leafExpiry.set({}, Math.floor(leaf.info.notAfter.getTime() / 1000));
     watchBackoff.reset();
     watchAge.reset();
+    watchResets.reset();
     for (const { key, status } of proxy.agent.watches) {
       watchBackoff.set({ watch: key }, status.backoffUntil && status.backoffUntil > now ? 1 : 0);
+      watchResets.set({ watch: key }, status.indexResets ?? 0);
       if (status.lastSuccessAt) {
         watchAge.set({ watch: key }, (now - status.lastSuccessAt) / 1000);
       }
     }
-    ready.set({}, readinessProblems(proxy).length === 0 ? 1 : 0);
+    ready.set({}, readinessProblems(proxy, now, readiness).length === 0 ? 1 : 0);
     leafTrusted.reset();
     if (proxy.material.leafTrusted !== undefined) {
       leafTrusted.set({}, proxy.material.leafTrusted ? 1 : 0);

@@ -4,6 +4,15 @@
  */
 import type { AdminSubject } from "./subject.ts";
 
+/** Readiness tuning. */
+export interface ReadinessOptions {
+  /**
+   * Not ready when the leaf expires within this and no renewal came.
+   * @default {10 % of the leaf's lifetime, at most 1 hour}
+   */
+  leafExpiryMarginMs?: number;
+}
+
 /**
  * Why the proxy is not ready, or an empty list when it is.
  *
@@ -14,7 +23,11 @@ import type { AdminSubject } from "./subject.ts";
  * if (problems.length) console.log(`not ready: ${problems.join("; ")}`);
  * ```
  */
-export function readinessProblems(proxy: AdminSubject, now: number = Date.now()): string[] {
+export function readinessProblems(
+  proxy: AdminSubject,
+  now: number = Date.now(),
+  options: ReadinessOptions = {},
+): string[] {
   const problems: string[] = [];
   if (proxy.phase !== "ready") problems.push(`phase is ${proxy.phase}`);
   const leaf = proxy.material.leaf;
@@ -24,7 +37,7 @@ export function readinessProblems(proxy: AdminSubject, now: number = Date.now())
     // Not ready *before* expiry when no renewal came (agent down): 10 % of the lifetime, ≤ 1 h.
     const lifetime = leaf.info.notAfter.getTime() - leaf.info.notBefore.getTime();
     const left = leaf.info.notAfter.getTime() - now;
-    if (left <= Math.min(lifetime * 0.1, 3600_000)) {
+    if (left <= (options.leafExpiryMarginMs ?? Math.min(lifetime * 0.1, 3600_000))) {
       problems.push(
         `leaf certificate expires in ${Math.round(left / 1000)} s and has not been renewed`,
       );

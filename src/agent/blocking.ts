@@ -55,6 +55,8 @@ export interface BlockingStatus {
   lastSuccessAt?: number;
   /** `Date.now()` until which the loop backs off, when it does. */
   backoffUntil?: number;
+  /** How many times the agent's index went backwards (and the loop reset it). */
+  indexResets?: number;
 }
 
 /** Options of a {@linkcode BlockingQuery}. */
@@ -99,6 +101,8 @@ export interface BlockingQueryOptions<T> {
   isFatal?: (err: unknown) => boolean;
   /** Called for each failed request before the backoff sleep. */
   onError?: (err: unknown, info: { failures: number; retryInMs: number }) => void;
+  /** Called when the agent's index went backwards and the loop reset it. */
+  onIndexReset?: (info: { from: bigint; to: bigint }) => void;
   /** Source of randomness for jitter (tests pin it). */
   random?: () => number;
 }
@@ -148,6 +152,7 @@ export class BlockingQuery<T> {
   #status: BlockingStatus = { running: false, failures: 0 };
   #request?: AbortController;
   #refreshing = false;
+  #resets = 0;
 
   /**
    * Creates a query; the loop starts with the first subscriber.
@@ -348,11 +353,20 @@ export class BlockingQuery<T> {
           const got = result.index ?? 0n;
           // Backwards (snapshot restore, deleted max item): reset so the next call does not
           // block; 0 or missing: use 1 so we never busy-loop on index=0.
+          if (got < index) {
+            this.#resets++;
+            o.onIndexReset?.({ from: index, to: got });
+          }
           index = got < index ? 0n : got < 1n ? 1n : got;
         } else {
           hash = result.hash;
         }
-        this.#status = { running: true, failures: 0, lastSuccessAt: Date.now() };
+        this.#status = {
+          running: true,
+          failures: 0,
+          lastSuccessAt: Date.now(),
+          indexResets: this.#resets,
+        };
         this.#publish(result);
       } catch (err) {
         if (signal.aborted) break;

@@ -274,6 +274,8 @@ export class ConnectCA {
     const uri = formatSpiffeId(
       serviceSpiffeId({ trustDomain: this.trustDomain, datacenter: this.datacenter, service }),
     );
+    // Like Consul (checked by the contract suite): NotBefore a minute back, NotAfter = NotBefore
+    // + TTL, so a TTL under a minute issues an expired leaf (Consul's minimum TTL is 1 h).
     const notBefore = seconds(options.notBefore ?? new Date(Date.now() - MINUTE));
     const notAfter = seconds(new Date(notBefore.getTime() + (options.ttlMs ?? this.leafTtlMs)));
     const serial = this.#nextSerial();

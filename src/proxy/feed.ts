@@ -28,6 +28,11 @@ export async function feedRoots(o: FeedOptions): Promise<void> {
   try {
     for await (
       const { value } of o.agent.watchRoots({
+        onIndexReset: ({ from, to }) =>
+          o.log.log("warn", "agent's roots index went backwards; re-reading", {
+            from: String(from),
+            to: String(to),
+          }),
         onError: (err, info) => {
           o.log.log("warn", "roots watch failed; keeping current roots", {
             error: String(err),
@@ -45,6 +50,11 @@ export async function feedRoots(o: FeedOptions): Promise<void> {
       const before = o.material.roots?.roots.ActiveRootID;
       try {
         await o.material.setRoots(value);
+        if (o.material.leaf && !(await o.material.leafChainsToRoots())) {
+          o.log.log("warn", "our leaf does not chain to the new roots; waiting for its renewal", {
+            active: value.ActiveRootID,
+          });
+        }
         const rotated = !!before && before !== value.ActiveRootID;
         o.emit({
           type: "roots",
