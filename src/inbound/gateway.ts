@@ -166,6 +166,8 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
 
   const refuse = (socket: net.Socket, refusal: Refusal) => {
     socket.destroy();
+    // Deno's node:tls does not always close the TCP connection under a failed handshake.
+    (socket as { _parent?: net.Socket })._parent?.destroy();
     // Consul's TCP health checks connect and close without a handshake, every 10 s; Deno's
     // node:tls only notices at the handshake timeout. Keep those out of the warnings.
     const quiet = refusal.reason === "timeout" && refusal.detail === "TLS handshake timeout";

@@ -1,0 +1,209 @@
+// Faults of the data plane: silent clients, garbage, old TLS, an application that refuses or
+// resets, a peer that stops reading. `deno task soak` runs the same tests at full size.
+import assert from "node:assert/strict";
+import net from "node:net";
+import { createAdminApp, startProxy } from "../../mod.ts";
+import { parseExposition } from "../admin/_prometheus.ts";
+import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { echoServer, roundTrip, tcpClient, tlsClient } from "../e2e/_net.ts";
+
+const SOAK = Deno.env.get("MESHGATE_SOAK") === "1";
+
+/** db behind a meshgate sidecar (short handshake timeout), with a client identity. */
+async function inbound(opts: { app?: number } = {}) {
+  const dev = await devAgent();
+  const agent = clientFor(dev);
+  const app = opts.app === undefined ? await echoServer() : undefined;
+  const port = freePort();
+  await agent.register({
+    ID: "db-1",
+    Name: "db",
+    Port: opts.app ?? app!.port,
+    Connect: { SidecarService: { Port: port } },
+  });
+  const proxy = await startProxy({
+    agent,
+    sidecarFor: "db-1",
+    limits: { handshakeTimeoutMs: 500, localConnectTimeoutMs: 500 },
+  });
+  await proxy.ready;
+  const web = (await agent.leaf("web")).value;
+  const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
+  const admin = createAdminApp({ proxy });
+  const refused = async (reason: string) =>
+    parseExposition(await (await admin.request("/metrics")).text()).value(
+      "meshgate_connections_refused_total",
+      { direction: "inbound", reason },
+    );
+  const connect = () => tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
+  return {
+    dev,
+    agent,
+    app,
+    port,
+    proxy,
+    refused,
+    connect,
+    async [Symbol.asyncDispose]() {
+      await proxy.close();
+      await app?.close();
+      await agent.close();
+      await dev.close();
+    },
+  };
+}
+
+/** Resolves when the socket closes (or after `ms`, with false). */
+function closed(s: net.Socket, ms = 5000): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (s.destroyed) return resolve(true);
+    const t = setTimeout(() => resolve(false), ms);
+    // Half-open sockets see the proxy's close as 'end' first.
+    const done = () => {
+      clearTimeout(t);
+      resolve(true);
+    };
+    s.once("end", done);
+    s.once("close", done);
+    s.resume(); // 'end' comes only once what was sent (a TLS alert) has been read
+  });
+}
+
+Deno.test("data plane: silent clients (slowloris) are closed by the handshake timeout; others get through", async () => {
+  await using s = await inbound();
+  const n = SOAK ? 1000 : 200;
+  const silent: net.Socket[] = [];
+  for (let i = 0; i < n; i++) {
+    const c = await tcpClient(s.port);
+    c.on("error", () => {});
+    silent.push(c);
+  }
+  // A legitimate client is served meanwhile.
+  const ok = await s.connect();
+  assert.equal(new TextDecoder().decode(await roundTrip(ok, "real")), "real");
+  const all = await Promise.all(silent.map((c) => closed(c, 10_000)));
+  assert.ok(all.every(Boolean), "every silent socket was closed");
+  await eventually(async () => (await s.refused("timeout")) >= n, 10_000);
+  console.log(`held: ${n} silent sockets closed by the 500 ms handshake timeout; 1 client served`);
+});
+
+Deno.test("data plane: garbage, truncated handshakes and TLS 1.0/1.1 are refused with a counted reason", async () => {
+  await using s = await inbound();
+  // Garbage instead of a ClientHello.
+  const g = await tcpClient(s.port);
+  g.on("error", () => {});
+  g.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  assert.ok(await closed(g));
+  // A truncated ClientHello: a record header that promises more than arrives.
+  const t = await tcpClient(s.port);
+  t.on("error", () => {});
+  t.write(new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]));
+  assert.ok(await closed(t, 5000), "closed by the handshake timeout");
+  // TLS 1.0 and 1.1 clients (our minimum is 1.2).
+  for (const v of ["TLSv1", "TLSv1.1"] as const) {
+    const web = (await s.agent.leaf("web")).value;
+    const roots = (await s.agent.roots()).value.Roots.map((r) => r.RootCert);
+    const r = await tlsClient(s.port, {
+      cert: web.CertPEM,
+      key: web.PrivateKeyPEM,
+      ca: roots,
+      minVersion: v,
+      maxVersion: v,
+    }).then((c) => {
+      c.destroy();
+      return "connected";
+    }, (e) => String(e));
+    assert.notEqual(r, "connected", `${v} must not connect`);
+  }
+  await eventually(
+    async () => (await s.refused("handshake")) + (await s.refused("timeout")) >= 4,
+    5000,
+  );
+  assert.equal(s.app!.connections(), 0, "nothing reached the application");
+});
+
+Deno.test("data plane: an application that refuses closes the mesh connection cleanly (app_unreachable)", async () => {
+  const dead = freePort(); // nothing listens here
+  await using s = await inbound({ app: dead });
+  const c = await s.connect();
+  c.on("error", () => {});
+  c.write("hello?");
+  assert.ok(await closed(c));
+  assert.equal(await s.refused("app_unreachable"), 1);
+});
+
+Deno.test("data plane: an application that resets mid-stream closes the mesh side too", async () => {
+  const app = net.createServer((sock) => {
+    sock.once("data", () => sock.resetAndDestroy());
+  });
+  await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+  await using s = await inbound({ app: (app.address() as net.AddressInfo).port });
+  const c = await s.connect();
+  c.on("error", () => {});
+  c.write("boom");
+  assert.ok(await closed(c), "the mesh connection closed after the reset");
+  await eventually(() => s.proxy.inbound!.connections.size === 0);
+  await new Promise<void>((r) => app.close(() => r()));
+});
+
+Deno.test("data plane: a reader that stops keeps memory bounded while a writer offers gigabytes", async () => {
+  // The application accepts and never reads.
+  const stalled = new Set<net.Socket>();
+  const app = net.createServer((sock) => {
+    sock.pause();
+    stalled.add(sock);
+  });
+  await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+  await using s = await inbound({ app: (app.address() as net.AddressInfo).port });
+  const web = (await s.agent.leaf("web")).value;
+  const roots = (await s.agent.roots()).value.Roots.map((r) => r.RootCert);
+  const offered = SOAK ? 1024 : 256; // MiB
+  const rssBefore = Deno.memoryUsage().rss;
+  // The writer is its own process: only the proxy's (and the app's) memory is measured here.
+  const writer = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./_writer.ts", import.meta.url).pathname],
+    env: {
+      PORT: String(s.port),
+      CERT: web.CertPEM,
+      KEY: web.PrivateKeyPEM,
+      CA: roots.join("\n"),
+      MIB: String(offered),
+    },
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  let out = "";
+  const reading = (async () => {
+    for await (const t of writer.stdout.pipeThrough(new TextDecoderStream())) out += t;
+  })();
+  // Let it push for a while: the proxy must stop reading once its bound is reached.
+  await eventually(() => s.proxy.inbound!.connections.size === 1, 10_000);
+  const conn = [...s.proxy.inbound!.connections][0];
+  let last = -1;
+  await eventually(
+    async () => {
+      const now = conn.pipe.stats.aToB;
+      const still = now === last;
+      last = now;
+      await new Promise((r) => setTimeout(r, 500));
+      return still;
+    },
+    30_000,
+    "the proxy to stop reading",
+  );
+  const grownMiB = (Deno.memoryUsage().rss - rssBefore) / 1024 / 1024;
+  const readMiB = conn.pipe.stats.aToB / 1024 / 1024;
+  writer.kill("SIGKILL");
+  await writer.status;
+  await reading;
+  console.log(
+    `held: ${offered} MiB offered; the proxy read ${readMiB.toFixed(0)} MiB and stopped ` +
+      `(writer: "${out.trim().split("\n").at(-1)}"); proxy process grew ${grownMiB.toFixed(0)} MiB`,
+  );
+  assert.ok(!out.includes("done"), "the writer was held back");
+  // Bound: the pipe's 64 MiB pause threshold for TLS sources plus TLS and kernel buffers.
+  assert.ok(readMiB < 100, `read ${readMiB} MiB`);
+  assert.ok(grownMiB < 250, `memory grew ${grownMiB} MiB`);
+  for (const sock of stalled) sock.destroy();
+  await new Promise<void>((r) => app.close(() => r()));
+});
