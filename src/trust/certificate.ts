@@ -83,7 +83,13 @@ function minimalSerial(hex: string): string {
 export async function parseCertificate(input: string | Uint8Array): Promise<CertificateInfo> {
   let der: Uint8Array<ArrayBuffer>;
   if (typeof input === "string") {
-    const block = decodePem(input).find((b) => b.label === "CERTIFICATE");
+    let blocks;
+    try {
+      blocks = decodePem(input);
+    } catch (err) {
+      throw new CertificateError(`bad PEM (${(err as Error).message})`, { cause: err });
+    }
+    const block = blocks.find((b) => b.label === "CERTIFICATE");
     if (!block) throw new CertificateError("no CERTIFICATE block in PEM");
     der = block.der;
   } else {
@@ -95,6 +101,21 @@ export async function parseCertificate(input: string | Uint8Array): Promise<Cert
   } catch (err) {
     throw new CertificateError(`unparseable DER (${(err as Error).message})`, { cause: err });
   }
+  // Extensions and the key decode lazily: a damaged one fails here, still as a typed error.
+  try {
+    return await describe(cert, der);
+  } catch (err) {
+    if (err instanceof CertificateError) throw err;
+    throw new CertificateError(`unparseable certificate (${(err as Error).message})`, {
+      cause: err,
+    });
+  }
+}
+
+async function describe(
+  cert: x509.X509Certificate,
+  der: Uint8Array<ArrayBuffer>,
+): Promise<CertificateInfo> {
   const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
   const names = san?.names.items ?? [];
   const ski = cert.getExtension(x509.SubjectKeyIdentifierExtension);
