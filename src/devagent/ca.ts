@@ -327,10 +327,26 @@ export class ConnectCA {
    */
   async signIdentity(
     uri: string,
-    options: { notBefore?: Date; notAfter?: Date } = {},
+    options: {
+      notBefore?: Date;
+      notAfter?: Date;
+      /** Deliberately weak cryptography, for tests of refusals. */
+      weak?: "rsa-1024" | "sha-1";
+    } = {},
   ): Promise<{ certPem: string; keyPem: string }> {
     const signer = this.#active;
-    const keys = await crypto.subtle.generateKey(EC, true, ["sign", "verify"]) as CryptoKeyPair;
+    const keys = options.weak === "rsa-1024"
+      ? await crypto.subtle.generateKey(
+        {
+          name: "RSASSA-PKCS1-v1_5",
+          modulusLength: 1024,
+          publicExponent: new Uint8Array([1, 0, 1]),
+          hash: "SHA-256",
+        },
+        true,
+        ["sign", "verify"],
+      ) as CryptoKeyPair
+      : await crypto.subtle.generateKey(EC, true, ["sign", "verify"]) as CryptoKeyPair;
     const notBefore = options.notBefore ?? new Date(Date.now() - MINUTE);
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: serialHex(this.#nextSerial()),
@@ -338,7 +354,7 @@ export class ConnectCA {
       issuer: signer.cert.subjectName,
       notBefore,
       notAfter: options.notAfter ?? new Date(notBefore.getTime() + this.leafTtlMs),
-      signingAlgorithm: SIGN,
+      signingAlgorithm: options.weak === "sha-1" ? { ...SIGN, hash: "SHA-1" } : SIGN,
       publicKey: keys.publicKey,
       signingKey: signer.key,
       extensions: [
@@ -355,7 +371,12 @@ export class ConnectCA {
     return {
       certPem: cert.toString("pem").replaceAll("\r\n", "\n").trimEnd() + "\n" +
         (signer.root.IntermediateCerts ?? []).join(""),
-      keyPem: await exportSec1Pem(keys.privateKey),
+      keyPem: options.weak === "rsa-1024"
+        ? x509.PemConverter.encode(
+          await crypto.subtle.exportKey("pkcs8", keys.privateKey),
+          "PRIVATE KEY",
+        )
+        : await exportSec1Pem(keys.privateKey),
     };
   }
 }

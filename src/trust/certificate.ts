@@ -33,6 +33,8 @@ export interface CertificateInfo {
   keyType: string;
   /** Key size in bits (curve size for EC). */
   keyBits: number;
+  /** The issuer's signature algorithm, e.g. `ECDSA-SHA-256` or `RSASSA-PKCS1-v1_5-SHA-1`. */
+  signatureAlgorithm: string;
   /** Extended key usages (OIDs). */
   extendedKeyUsages: string[];
   /** The DER bytes. */
@@ -136,6 +138,9 @@ async function describe(
     keyType = "rsa";
     keyBits = alg.modulusLength ?? 0;
   }
+  const sig = cert.signatureAlgorithm as { name?: string; hash?: { name?: string } | string };
+  const sigHash = typeof sig.hash === "string" ? sig.hash : sig.hash?.name;
+  const signatureAlgorithm = `${sig.name ?? "unknown"}${sigHash ? `-${sigHash}` : ""}`;
   const sha1 = new Uint8Array(await crypto.subtle.digest("SHA-1", der));
   const info: CertificateInfo = {
     serial: minimalSerial(cert.serialNumber),
@@ -151,6 +156,7 @@ async function describe(
     isCA: bc?.ca ?? false,
     keyType,
     keyBits,
+    signatureAlgorithm,
     extendedKeyUsages: (eku?.usages ?? []).map(String),
     der,
   };

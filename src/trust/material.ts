@@ -29,6 +29,20 @@ export type PeerVerdict =
   }
   | { ok: false; reason: IdentityFailure; detail: string };
 
+/**
+ * Why a peer certificate's cryptography is too weak to accept, or `undefined`: RSA keys under
+ * 2048 bits, SHA-1 or MD5 signatures (Consul's CA never issues them).
+ */
+export function weakness(cert: CertificateInfo): string | undefined {
+  if (cert.keyType === "rsa" && cert.keyBits < 2048) {
+    return `weak key: RSA ${cert.keyBits} bits (at least 2048 required)`;
+  }
+  if (/SHA-1$|MD5/i.test(cert.signatureAlgorithm)) {
+    return `weak signature: ${cert.signatureAlgorithm}`;
+  }
+  return undefined;
+}
+
 /** The current leaf, parsed. */
 export interface LeafState {
   /** The agent's answer. */
@@ -247,6 +261,8 @@ export class TlsMaterial {
       leaf = await parseCertificate(der);
       const presented = await Promise.all(chain.map((c) => parseCertificate(c)));
       await verifyChain(leaf, [...presented, ...roots.intermediates], roots.infos);
+      const weak = weakness(leaf);
+      if (weak) return { ok: false, reason: "bad_chain", detail: weak };
     } catch (err) {
       return { ok: false, reason: "bad_chain", detail: (err as Error).message };
     }

@@ -2,7 +2,7 @@
 // resets, a peer that stops reading. `deno task soak` runs the same tests at full size.
 import assert from "node:assert/strict";
 import net from "node:net";
-import { createAdminApp, startProxy } from "../../mod.ts";
+import { createAdminApp, decodePem, startProxy } from "../../mod.ts";
 import { parseExposition } from "../admin/_prometheus.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, roundTrip, tcpClient, tlsClient } from "../e2e/_net.ts";
@@ -206,4 +206,32 @@ Deno.test("data plane: a reader that stops keeps memory bounded while a writer o
   assert.ok(grownMiB < 250, `memory grew ${grownMiB} MiB`);
   for (const sock of stalled) sock.destroy();
   await new Promise<void>((r) => app.close(() => r()));
+});
+
+Deno.test("data plane: a client certificate with an RSA-1024 key or a SHA-1 signature is refused", async () => {
+  await using s = await inbound();
+  const roots = (await s.agent.roots()).value.Roots.map((r) => r.RootCert);
+  const uri = `spiffe://${s.dev.ca.trustDomain}/ns/default/dc/dc1/svc/web`;
+  // Our own check, whatever the TLS library lets through.
+  for (
+    const [weak, why] of [["rsa-1024", /weak key: RSA 1024/], ["sha-1", /weak signature/]] as const
+  ) {
+    const { certPem } = await s.dev.ca.signIdentity(uri, { weak });
+    const der = decodePem(certPem)[0].der;
+    const verdict = await s.proxy.material.verifyPeer(der);
+    assert.ok(!verdict.ok && verdict.reason === "bad_chain" && why.test(verdict.detail), weak);
+  }
+  // End to end: the SHA-1 client completes the handshake and is refused; an RSA-1024 key is
+  // refused by the client's own TLS library ("key too small") before it can even try.
+  const { certPem, keyPem } = await s.dev.ca.signIdentity(uri, { weak: "sha-1" });
+  const c = await tlsClient(s.port, { cert: certPem, key: keyPem, ca: roots }).catch((e) => e);
+  if (!(c instanceof Error)) {
+    c.on("error", () => {});
+    c.write("let me in");
+    assert.ok(await closed(c), "closed");
+  }
+  await eventually(async () =>
+    (await s.refused("bad_chain")) + (await s.refused("handshake")) >= 1
+  );
+  assert.equal(s.app!.connections(), 0);
 });
