@@ -95,7 +95,8 @@ Deno.test("resilience: agent down — open connections flow, new ones fail close
   // Blocking watches notice on their next request: wake the roots watch.
   await p.dev.rotateCA();
   await eventually(async () => (await p.metrics()).value("meshgate_watch_backoff") >= 1, 10_000);
-  // The open connection keeps flowing.
+  // The soak keeps the agent down for two minutes; the open connection keeps flowing.
+  if (Deno.env.get("MESHGATE_SOAK") === "1") await new Promise((r) => setTimeout(r, 120_000));
   for (let i = 0; i < 20; i++) open.write(`${i};`);
   await eventually(() => echoed.endsWith("19;"), 5000, "the open connection to keep flowing");
   await eventually(async () =>

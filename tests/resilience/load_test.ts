@@ -101,12 +101,17 @@ Deno.test("load: many concurrent connections with data flowing, then torn down â
     30_000,
     "every connection to be torn down",
   );
+  await new Promise((r) => setTimeout(r, 500));
+  const rssAfter = Deno.memoryUsage().rss;
   const perConn = (rssOpen - rssBefore) / n / 1024;
   console.log(
     `held: ${n} concurrent connections echoed and torn down; resident memory ` +
       `+${((rssOpen - rssBefore) / 1048576).toFixed(0)} MiB while open ` +
-      `(${perConn.toFixed(0)} KiB per connection, both proxies, app and clients in one process)`,
+      `(${perConn.toFixed(0)} KiB per connection, both proxies, app and clients in one process), ` +
+      `+${((rssAfter - rssBefore) / 1048576).toFixed(0)} MiB after teardown`,
   );
+  // Memory comes back: what stays after teardown is at most what the connections took.
+  assert.ok(rssAfter - rssBefore <= Math.max(rssOpen - rssBefore, 0) + 32 * 1048576);
 });
 
 Deno.test("load: connection churn with an authorize call each â€” zero failed", async () => {
