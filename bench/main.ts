@@ -1,0 +1,314 @@
+// `deno task bench`: meshgate against direct, stunnel and haproxy, all measured in one run so
+// that the ratios mean something on a noisy machine. `--smoke` is the 10-second CI variant (that
+// it runs, not how fast). Installs the Debian tools it needs when they are missing, and says so.
+import {
+  direct,
+  freePort,
+  haproxyPair,
+  listening,
+  meshgatePair,
+  spawn,
+  stunnelPair,
+  type Tunnel,
+} from "./tunnels.ts";
+
+const smoke = Deno.args.includes("--smoke");
+const reps = smoke ? 1 : Number(flag("--reps") ?? 3);
+const seconds = smoke ? 1 : Number(flag("--seconds") ?? 5);
+const idleConns = smoke ? 50 : 2000;
+
+function flag(name: string): string | undefined {
+  const i = Deno.args.indexOf(name);
+  return i >= 0 ? Deno.args[i + 1] : undefined;
+}
+
+const TOOLS: [string, string][] = [
+  ["stunnel4", "stunnel4"],
+  ["haproxy", "haproxy"],
+  ["iperf3", "iperf3"],
+  ["wrk", "wrk"],
+  ["nginx", "nginx-light"],
+];
+
+async function have(cmd: string): Promise<boolean> {
+  const r = await new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null" })
+    .output();
+  return r.success;
+}
+
+async function ensureTools(): Promise<void> {
+  const missing: string[] = [];
+  for (const [cmd, pkg] of TOOLS) if (!await have(cmd)) missing.push(pkg);
+  if (!missing.length) return;
+  console.log(`bench: installing ${missing.join(", ")} from Debian (apt-get)…`);
+  const r = await new Deno.Command("apt-get", {
+    args: ["install", "-y", "--no-install-recommends", ...missing],
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch((e) => ({ success: false, stderr: new TextEncoder().encode(String(e)) }));
+  if (!r.success) {
+    throw new Error(
+      `bench: could not install ${missing.join(", ")} (apt-get: ` +
+        `${new TextDecoder().decode(r.stderr).trim().split("\n").at(-1)}); install them and rerun`,
+    );
+  }
+}
+
+async function run(cmd: string, args: string[]): Promise<string> {
+  const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  const out = new TextDecoder().decode(r.stdout);
+  if (!r.success) {
+    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(r.stderr) || out}`);
+  }
+  return out;
+}
+
+/** MB/s through `port` with iperf3 (`parallel` streams). */
+async function throughput(port: number, parallel: number): Promise<number> {
+  const out = await run("iperf3", [
+    "-c",
+    "127.0.0.1",
+    "-p",
+    String(port),
+    "-t",
+    String(seconds),
+    "-P",
+    String(parallel),
+    "-J",
+  ]);
+  const j = JSON.parse(out);
+  return j.end.sum_received.bits_per_second / 8 / 1e6;
+}
+
+/** Requests/s, p50 and p99 (ms) with wrk: 50 connections, keep-alive or a new one per request. */
+async function http(port: number, close: boolean) {
+  const out = await run("wrk", [
+    "-t2",
+    "-c50",
+    `-d${seconds}s`,
+    "--latency",
+    ...(close ? ["-H", "Connection: close"] : []),
+    `http://127.0.0.1:${port}/1k`,
+  ]);
+  const ms = (label: string) => {
+    const m = new RegExp(`^\\s*${label}\\s+([\\d.]+)(us|ms|s)`, "m").exec(out);
+    if (!m) return NaN;
+    return Number(m[1]) * (m[2] === "us" ? 0.001 : m[2] === "s" ? 1000 : 1);
+  };
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const errors = /Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)/.exec(out)?.[0];
+  return { rps, p50: ms("50%"), p99: ms("99%"), errors };
+}
+
+function rssKiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+}
+
+/** KiB of resident memory per idle connection held through the tunnel, per proxy process. */
+async function idleMemory(t: Tunnel): Promise<number> {
+  if (!t.pids.length) return NaN;
+  const before = t.pids.map(rssKiB);
+  const conns: Deno.Conn[] = [];
+  for (let i = 0; i < idleConns; i++) {
+    conns.push(await Deno.connect({ hostname: "127.0.0.1", port: t.port }));
+    if (i % 100 === 99) await new Promise((r) => setTimeout(r, 50));
+  }
+  await new Promise((r) => setTimeout(r, 2000));
+  const after = t.pids.map(rssKiB);
+  for (const c of conns) c.close();
+  await new Promise((r) => setTimeout(r, 1000));
+  const perProxy = after.map((a, i) => (a - before[i]) / idleConns);
+  return perProxy.reduce((x, y) => x + y, 0) / perProxy.length;
+}
+
+/** Mean authorize call and handshake time on meshgate's server side (from its /metrics). */
+async function authorizeShare(t: Tunnel) {
+  if (!t.adminUrl) return undefined;
+  const text = await (await fetch(`${t.adminUrl}metrics`)).text();
+  const v = (name: string) => Number(new RegExp(`^${name} ([\\d.e+-]+)$`, "m").exec(text)?.[1]);
+  return {
+    authorizeMs: v("meshgate_authorize_seconds_sum") / v("meshgate_authorize_seconds_count") *
+      1000,
+    handshakeMs: v("meshgate_tls_handshake_seconds_sum") /
+      v("meshgate_tls_handshake_seconds_count") * 1000,
+    calls: v("meshgate_authorize_seconds_count"),
+  };
+}
+
+const median = (xs: number[]) => {
+  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)] : NaN;
+};
+
+interface Figures {
+  mbps1: number[];
+  mbps4: number[];
+  ka: { rps: number; p50: number; p99: number }[];
+  nc: { rps: number; p50: number; p99: number }[];
+  idle: number[];
+}
+
+async function main() {
+  await ensureTools();
+  const dir = await Deno.makeTempDir({ prefix: "meshgate-bench-" });
+  // Backends: nginx serving 1 KiB, and an iperf3 server.
+  const httpPort = freePort();
+  await Deno.mkdir(`${dir}/www`);
+  await Deno.writeTextFile(`${dir}/www/1k`, "x".repeat(1024));
+  await Deno.writeTextFile(
+    `${dir}/nginx.conf`,
+    `worker_processes 1;\npid ${dir}/nginx.pid;\nerror_log stderr;\n` +
+      `events { worker_connections 8192; }\nhttp {\n  access_log off;\n` +
+      `  client_body_temp_path ${dir}/tmp;\n  proxy_temp_path ${dir}/tmp;\n` +
+      `  fastcgi_temp_path ${dir}/tmp;\n  uwsgi_temp_path ${dir}/tmp;\n  scgi_temp_path ${dir}/tmp;\n` +
+      `  keepalive_requests 1000000;\n` +
+      `  server { listen 127.0.0.1:${httpPort}; root ${dir}/www; }\n}\n`,
+  );
+  await Deno.mkdir(`${dir}/tmp`);
+  const nginx = spawn("nginx", ["-c", `${dir}/nginx.conf`, "-p", dir, "-g", "daemon off;"]);
+  const iperfPort = freePort();
+  const iperf = spawn("iperf3", ["-s", "-p", String(iperfPort)]);
+  await listening(httpPort, "nginx");
+  await listening(iperfPort, "iperf3");
+
+  const kinds: [string, (backend: number, tag: string) => Promise<Tunnel>][] = [
+    ["direct", (b) => Promise.resolve(direct(b))],
+    ["meshgate", (b, tag) => meshgatePair(b, `bench-${tag}`)],
+    ["haproxy", async (b, tag) => haproxyPair(await sub(dir, `haproxy-${tag}`), b)],
+    ["stunnel", async (b, tag) => stunnelPair(await sub(dir, `stunnel-${tag}`), b)],
+  ];
+  const results = new Map<
+    string,
+    Figures & { authz?: Awaited<ReturnType<typeof authorizeShare>> }
+  >();
+  try {
+    for (const [name, start] of kinds) {
+      console.log(`bench: ${name}…`);
+      const figures: Figures = { mbps1: [], mbps4: [], ka: [], nc: [], idle: [] };
+      const forHttp = await start(httpPort, "http");
+      const forIperf = await start(iperfPort, "iperf");
+      try {
+        for (let r = 0; r < reps; r++) {
+          figures.mbps1.push(await throughput(forIperf.port, 1));
+          figures.mbps4.push(await throughput(forIperf.port, 4));
+          figures.ka.push(await http(forHttp.port, false));
+          figures.nc.push(await http(forHttp.port, true));
+        }
+        figures.idle.push(await idleMemory(forHttp));
+        results.set(name, { ...figures, authz: await authorizeShare(forHttp) });
+      } finally {
+        await forHttp.close();
+        await forIperf.close();
+      }
+    }
+  } finally {
+    await nginx.stop();
+    await iperf.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  report(results);
+}
+
+async function sub(dir: string, name: string): Promise<string> {
+  await Deno.mkdir(`${dir}/${name}`);
+  return `${dir}/${name}`;
+}
+
+function report(
+  results: Map<
+    string,
+    Figures & { authz?: { authorizeMs: number; handshakeMs: number; calls: number } }
+  >,
+) {
+  const row = (name: string) => {
+    const f = results.get(name)!;
+    return {
+      mbps1: median(f.mbps1),
+      mbps4: median(f.mbps4),
+      ka: median(f.ka.map((x) => x.rps)),
+      kaP50: median(f.ka.map((x) => x.p50)),
+      kaP99: median(f.ka.map((x) => x.p99)),
+      nc: median(f.nc.map((x) => x.rps)),
+      ncP50: median(f.nc.map((x) => x.p50)),
+      ncP99: median(f.nc.map((x) => x.p99)),
+      idle: median(f.idle),
+    };
+  };
+  const names = [...results.keys()];
+  const rows = new Map(names.map((n) => [n, row(n)]));
+  const d = rows.get("direct")!;
+  const h = rows.get("haproxy");
+  const fmt = (x: number, digits = 0) => Number.isNaN(x) ? "–" : x.toFixed(digits);
+  const ratio = (x: number, base: number | undefined, higherIsBetter = true) =>
+    base === undefined || Number.isNaN(x) || Number.isNaN(base) || base === 0
+      ? "–"
+      : `${(higherIsBetter ? x / base : base / x).toFixed(2)}×`;
+  const lines = [
+    `# meshgate benchmark (${new Date().toISOString().slice(0, 10)}, ${reps} repetition(s), ` +
+    `${seconds} s each, medians; ${Deno.build.os}/${Deno.build.arch}, ` +
+    `${navigator.hardwareConcurrency} cores)`,
+    "",
+    "| tunnel | 1 stream MB/s | 4 streams MB/s | keep-alive req/s | p50 ms | p99 ms | new conn req/s | p50 ms | p99 ms | idle KiB/conn/proxy |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ...names.map((n) => {
+      const r = rows.get(n)!;
+      return `| ${n} | ${fmt(r.mbps1)} | ${fmt(r.mbps4)} | ${fmt(r.ka)} | ${fmt(r.kaP50, 2)} | ` +
+        `${fmt(r.kaP99, 2)} | ${fmt(r.nc)} | ${fmt(r.ncP50, 2)} | ${fmt(r.ncP99, 2)} | ` +
+        `${fmt(r.idle, 1)} |`;
+    }),
+    "",
+    "Ratios of meshgate (higher is better; for latency, base ÷ meshgate):",
+    "",
+    "| figure | vs direct | vs haproxy |",
+    "| --- | --- | --- |",
+  ];
+  const m = rows.get("meshgate");
+  if (m) {
+    const fig: [string, number, number, number | undefined, boolean][] = [
+      ["1 stream MB/s", m.mbps1, d.mbps1, h?.mbps1, true],
+      ["4 streams MB/s", m.mbps4, d.mbps4, h?.mbps4, true],
+      ["keep-alive req/s", m.ka, d.ka, h?.ka, true],
+      ["keep-alive p99", m.kaP99, d.kaP99, h?.kaP99, false],
+      ["new connections/s", m.nc, d.nc, h?.nc, true],
+      ["new connection p99", m.ncP99, d.ncP99, h?.ncP99, false],
+      ["idle KiB per connection", m.idle, NaN, h?.idle, false],
+    ];
+    for (const [label, x, base, hbase, up] of fig) {
+      lines.push(`| ${label} | ${ratio(x, base, up)} | ${ratio(x, hbase, up)} |`);
+    }
+    const a = results.get("meshgate")!.authz;
+    if (a) {
+      lines.push(
+        "",
+        `Authorize overhead (meshgate server side, ${a.calls} calls during the runs): ` +
+          `${fmt(a.authorizeMs, 2)} ms per authorize call, ${fmt(a.handshakeMs, 2)} ms per ` +
+          `TLS handshake (means).`,
+      );
+    }
+  }
+  const text = lines.join("\n") + "\n";
+  console.log("\n" + text);
+  if (m) {
+    for (
+      const [label, x, hbase] of [
+        ["throughput 1 stream", m.mbps1, h?.mbps1],
+        ["throughput 4 streams", m.mbps4, h?.mbps4],
+        ["keep-alive req/s", m.ka, h?.ka],
+        ["new connections/s", m.nc, h?.nc],
+      ] as const
+    ) {
+      console.log(
+        `summary: ${label}: meshgate ${fmt(x)} vs haproxy ${fmt(hbase ?? NaN)} ` +
+          `(${ratio(x, hbase)})`,
+      );
+    }
+  }
+  if (!smoke) {
+    Deno.mkdirSync(new URL("./results", import.meta.url), { recursive: true });
+    Deno.writeTextFileSync(new URL("./results/latest.md", import.meta.url), text);
+    console.log("bench: wrote bench/results/latest.md");
+  }
+}
+
+if (import.meta.main) await main();

@@ -1,0 +1,251 @@
+// The four ways from a client to a backend that the benchmark compares, all on 127.0.0.1:
+// direct, a meshgate pair (two proxy processes, the test double as agent), a stunnel pair and
+// a haproxy pair — the TLS ones with ECDSA P-256 certificates and client-certificate checks.
+import { x509 } from "../src/trust/_x509.ts";
+
+/** A running tunnel: connect to `port` to reach the backend it was started for. */
+export interface Tunnel {
+  name: string;
+  port: number;
+  /** PIDs of the proxy processes (for resident-memory figures). */
+  pids: number[];
+  /** The meshgate server side's admin URL (authorize latency), when meshgate. */
+  adminUrl?: string;
+  close(): Promise<void>;
+}
+
+/** A free TCP port on loopback. */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Starts a child process, keeping its output for errors; `stop()` kills it. */
+export function spawn(cmd: string, args: string[], env: Record<string, string> = {}) {
+  const child = new Deno.Command(cmd, { args, env, stdout: "piped", stderr: "piped" }).spawn();
+  let out = "";
+  const drain = async (s: ReadableStream<Uint8Array>) => {
+    for await (const t of s.pipeThrough(new TextDecoderStream())) out = (out + t).slice(-20_000);
+  };
+  const done = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  return {
+    child,
+    output: () => out,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      const t = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 5000);
+      await child.status;
+      clearTimeout(t);
+      await done;
+    },
+  };
+}
+
+/** Waits until something accepts TCP connections on `port`. */
+export async function listening(
+  port: number,
+  what: string,
+  ms = 20_000,
+  output?: () => string,
+): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(
+    `${what} did not listen on ${port} within ${ms} ms${output ? `:\n${output()}` : ""}`,
+  );
+}
+
+/** A CA plus server and client certificates (ECDSA P-256) for the stunnel and haproxy pairs. */
+export async function pki(dir: string) {
+  const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
+  const pem = async (k: CryptoKey) =>
+    x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", k), "PRIVATE KEY");
+  const caKeys = await crypto.subtle.generateKey(alg, true, ["sign", "verify"]) as CryptoKeyPair;
+  const now = Date.now();
+  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: "01",
+    name: "CN=bench CA",
+    keys: caKeys,
+    signingAlgorithm: alg,
+    notBefore: new Date(now - 60_000),
+    notAfter: new Date(now + 86_400_000),
+    extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+  });
+  const issue = async (cn: string, serial: string) => {
+    const keys = await crypto.subtle.generateKey(alg, true, ["sign", "verify"]) as CryptoKeyPair;
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: serial,
+      subject: `CN=${cn}`,
+      issuer: ca.subject,
+      publicKey: keys.publicKey,
+      signingKey: caKeys.privateKey,
+      signingAlgorithm: alg,
+      notBefore: new Date(now - 60_000),
+      notAfter: new Date(now + 86_400_000),
+      extensions: [new x509.SubjectAlternativeNameExtension([{ type: "dns", value: cn }])],
+    });
+    const both = `${cert.toString("pem")}\n${await pem(keys.privateKey)}\n`;
+    await Deno.writeTextFile(`${dir}/${cn}.pem`, both);
+    return `${dir}/${cn}.pem`;
+  };
+  await Deno.writeTextFile(`${dir}/ca.pem`, ca.toString("pem") + "\n");
+  return {
+    ca: `${dir}/ca.pem`,
+    server: await issue("server", "02"),
+    client: await issue("client", "03"),
+  };
+}
+
+/** The stunnel pair. */
+export async function stunnelPair(dir: string, backend: number): Promise<Tunnel> {
+  const p = await pki(dir);
+  const [mid, front] = [freePort(), freePort()];
+  const common = "foreground = yes\npid =\nsyslog = no\ndebug = 3\n";
+  await Deno.writeTextFile(
+    `${dir}/stunnel-server.conf`,
+    `${common}[srv]\naccept = 127.0.0.1:${mid}\nconnect = 127.0.0.1:${backend}\n` +
+      `cert = ${p.server}\nCAfile = ${p.ca}\nverifyChain = yes\nrequireCert = yes\n`,
+  );
+  await Deno.writeTextFile(
+    `${dir}/stunnel-client.conf`,
+    `${common}[cli]\nclient = yes\naccept = 127.0.0.1:${front}\nconnect = 127.0.0.1:${mid}\n` +
+      `cert = ${p.client}\nCAfile = ${p.ca}\nverifyChain = yes\ncheckHost = server\n`,
+  );
+  const server = spawn("stunnel4", [`${dir}/stunnel-server.conf`]);
+  const client = spawn("stunnel4", [`${dir}/stunnel-client.conf`]);
+  await listening(mid, "stunnel (server)", 20_000, server.output);
+  await listening(front, "stunnel (client)", 20_000, client.output);
+  return {
+    name: "stunnel",
+    port: front,
+    pids: [server.child.pid, client.child.pid],
+    close: async () => void await Promise.all([server.stop(), client.stop()]),
+  };
+}
+
+/** The haproxy pair (TCP mode, TLS with client certificates both ways). */
+export async function haproxyPair(dir: string, backend: number): Promise<Tunnel> {
+  const p = await pki(dir);
+  const [mid, front] = [freePort(), freePort()];
+  const global = "global\n  maxconn 8000\n  nbthread 1\ndefaults\n  mode tcp\n" +
+    "  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n";
+  await Deno.writeTextFile(
+    `${dir}/haproxy-server.cfg`,
+    `${global}frontend fe\n  bind 127.0.0.1:${mid} ssl crt ${p.server} ca-file ${p.ca} ` +
+      `verify required\n  default_backend be\nbackend be\n  server app 127.0.0.1:${backend}\n`,
+  );
+  await Deno.writeTextFile(
+    `${dir}/haproxy-client.cfg`,
+    `${global}frontend fe\n  bind 127.0.0.1:${front}\n  default_backend be\nbackend be\n` +
+      `  server mesh 127.0.0.1:${mid} ssl crt ${p.client} ca-file ${p.ca} verify required ` +
+      `verifyhost server\n`,
+  );
+  const server = spawn("haproxy", ["-f", `${dir}/haproxy-server.cfg`, "-db"]);
+  const client = spawn("haproxy", ["-f", `${dir}/haproxy-client.cfg`, "-db"]);
+  await listening(mid, "haproxy (server)", 20_000, server.output);
+  await listening(front, "haproxy (client)", 20_000, client.output);
+  return {
+    name: "haproxy",
+    port: front,
+    pids: [server.child.pid, client.child.pid],
+    close: async () => void await Promise.all([server.stop(), client.stop()]),
+  };
+}
+
+/**
+ * The meshgate pair as in production: the test double as agent (its own process), the backend
+ * registered with a sidecar served by one meshgate process, and a client-side meshgate process
+ * with an upstream to it.
+ */
+export async function meshgatePair(backend: number, name: string): Promise<Tunnel> {
+  const root = new URL("..", import.meta.url).pathname;
+  const agentPort = freePort();
+  const agent = spawn(Deno.execPath(), [
+    "run",
+    "-A",
+    `${root}src/devagent/main.ts`,
+    "-port",
+    String(agentPort),
+  ]);
+  await listening(agentPort, "the test double");
+  const http = `127.0.0.1:${agentPort}`;
+  const [publicPort, front, adminPort] = [freePort(), freePort(), freePort()];
+  const register = await fetch(`http://${http}/v1/agent/service/register`, {
+    method: "PUT",
+    body: JSON.stringify({
+      ID: `${name}-1`,
+      Name: name,
+      Port: backend,
+      Connect: { SidecarService: { Port: publicPort } },
+    }),
+  });
+  await register.body?.cancel();
+  const cli = `${root}src/cli/main.ts`;
+  const server = spawn(Deno.execPath(), [
+    "run",
+    "-A",
+    cli,
+    "-sidecar-for",
+    `${name}-1`,
+    "-http-addr",
+    http,
+    "-admin-bind",
+    `127.0.0.1:${adminPort}`,
+    "-log-level",
+    "warn",
+  ]);
+  const client = spawn(Deno.execPath(), [
+    "run",
+    "-A",
+    cli,
+    "-service",
+    "bench-client",
+    "-upstream",
+    `${name}:${front}`,
+    "-http-addr",
+    http,
+    "-admin-bind",
+    "",
+    "-log-level",
+    "warn",
+  ]);
+  await listening(publicPort, "meshgate (server side)");
+  await listening(front, "meshgate (client side)");
+  // Wait for the sidecar's health check to pass, so the client side has an endpoint.
+  const until = Date.now() + 30_000;
+  while (Date.now() < until) {
+    const res = await fetch(`http://${http}/v1/health/connect/${name}?passing=1`);
+    if ((await res.json()).length) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    name: "meshgate",
+    port: front,
+    pids: [server.child.pid, client.child.pid],
+    adminUrl: `http://127.0.0.1:${adminPort}/`,
+    close: async () => {
+      await Promise.all([server.stop(), client.stop()]);
+      await agent.stop();
+    },
+  };
+}
+
+/** No tunnel. */
+export function direct(backend: number): Tunnel {
+  return { name: "direct", port: backend, pids: [], close: () => Promise.resolve() };
+}
