@@ -77,7 +77,22 @@ async function throughput(port: number, parallel: number): Promise<number> {
     "-J",
   ]);
   const j = JSON.parse(out);
-  return j.end.sum_received.bits_per_second / 8 / 1e6;
+  const bps = j.end?.sum_received?.bits_per_second;
+  if (typeof bps !== "number") throw new Error(`iperf3: ${j.error ?? "no result"}`);
+  return bps / 8 / 1e6;
+}
+
+/** Runs a measurement, retrying twice (a tunnel may still be warming up); NaN if it fails. */
+async function measure<T>(what: string, fn: () => Promise<T>, fallback: T): Promise<T> {
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      console.log(`bench: ${what} failed (attempt ${attempt}): ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  return fallback;
 }
 
 /** Requests/s, p50 and p99 (ms) with wrk: 50 connections, keep-alive or a new one per request. */
@@ -178,6 +193,12 @@ async function main() {
     ["haproxy", async (b, tag) => haproxyPair(await sub(dir, `haproxy-${tag}`), b)],
     ["stunnel", async (b, tag) => stunnelPair(await sub(dir, `stunnel-${tag}`), b)],
   ];
+  const only = flag("--only")?.split(",");
+  if (only) {
+    for (let i = kinds.length - 1; i >= 0; i--) {
+      if (kinds[i][0] !== "direct" && !only.includes(kinds[i][0])) kinds.splice(i, 1);
+    }
+  }
   const results = new Map<
     string,
     Figures & { authz?: Awaited<ReturnType<typeof authorizeShare>> }
@@ -190,10 +211,19 @@ async function main() {
       const forIperf = await start(iperfPort, "iperf");
       try {
         for (let r = 0; r < reps; r++) {
-          figures.mbps1.push(await throughput(forIperf.port, 1));
-          figures.mbps4.push(await throughput(forIperf.port, 4));
-          figures.ka.push(await http(forHttp.port, false));
-          figures.nc.push(await http(forHttp.port, true));
+          const none = { rps: NaN, p50: NaN, p99: NaN };
+          figures.mbps1.push(
+            await measure(`${name} 1 stream`, () => throughput(forIperf.port, 1), NaN),
+          );
+          figures.mbps4.push(
+            await measure(`${name} 4 streams`, () => throughput(forIperf.port, 4), NaN),
+          );
+          figures.ka.push(
+            await measure(`${name} keep-alive`, () => http(forHttp.port, false), none),
+          );
+          figures.nc.push(
+            await measure(`${name} new connections`, () => http(forHttp.port, true), none),
+          );
         }
         figures.idle.push(await idleMemory(forHttp));
         results.set(name, { ...figures, authz: await authorizeShare(forHttp) });

@@ -26,8 +26,13 @@ Deno.test({
     const out = new TextDecoder().decode(r.stdout);
     assert.equal(r.code, 0, out + new TextDecoder().decode(r.stderr));
     for (const tunnel of ["direct", "meshgate", "haproxy", "stunnel"]) {
-      assert.match(out, new RegExp(`^\\| ${tunnel} \\| \\d+ \\| \\d+ \\| \\d+ \\|`, "m"), out);
+      // A figure may be "–" when the machine is too busy for it; the row must be there.
+      assert.match(
+        out,
+        new RegExp(`^\\| ${tunnel} \\| [\\d–]+ \\| [\\d–]+ \\| [\\d–]+ \\|`, "m"),
+        out,
+      );
     }
-    assert.match(out, /^summary: new connections\/s: meshgate \d+ vs haproxy \d+/m);
+    assert.match(out, /^summary: new connections\/s: meshgate [\d–]+ vs haproxy [\d–]+/m);
   },
 });

@@ -173,6 +173,10 @@ export function pipeSockets(
     from.on("data", (chunk: Uint8Array) => {
       stats[key] += chunk.length;
       touch();
+      if (!to.writableCorked) {
+        to.cork();
+        queueMicrotask(() => to.uncork());
+      }
       if (!to.write(chunk) && to.writableLength > pauseAt && !from.isPaused()) {
         stopReading(from);
         to.once("drain", () => startReading(from));
