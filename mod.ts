@@ -277,3 +277,8 @@ export {
   type ReauthorizeOptions,
   type ReauthorizeRound,
 } from "./src/inbound/reauthorize.ts";
+export {
+  type AccessLogOptions,
+  type AccessLogRecord,
+  startAccessLog,
+} from "./src/proxy/access_log.ts";

@@ -31,6 +31,10 @@ export interface CliOptions {
   admin?: { hostname: string; port: number };
   /** `-admin-token` (or `MESHGATE_ADMIN_TOKEN`): bearer token for `POST /v1/drain`. */
   adminToken?: string;
+  /** `-access-log`: a file path, or `-` for stdout; absent when off. */
+  accessLog?: string;
+  /** `-access-log-sample`: fraction of connections logged. */
+  accessLogSample: number;
   /** `-log-level`. */
   logLevel: LogLevel;
   /** `-log-json`. */
@@ -185,6 +189,17 @@ export const FLAGS: FlagSpec[] = [
     value: "token",
     help: "bearer token for POST /v1/drain (env MESHGATE_ADMIN_TOKEN)",
   },
+  {
+    name: "access-log",
+    value: "path",
+    help: "one JSON line per connection at close (or refusal) to this file, - for stdout",
+  },
+  {
+    name: "access-log-sample",
+    value: "fraction",
+    help: "log this fraction of connections (0-1)",
+    default: "1",
+  },
   { name: "log-level", value: "level", help: "trace, debug, info, warn, error", default: "info" },
   { name: "log-json", help: "log one JSON object per line" },
   { name: "help", help: "show this help" },
@@ -249,6 +264,14 @@ export function parseUpstreamFlag(text: string): UpstreamConfig {
   }
   const bind = hostPort("-upstream", text.slice(i + 1), "127.0.0.1");
   return { type, name, bind };
+}
+
+function fraction(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n < 0 || n > 1) {
+    throw new FlagError(`-${flag}`, `"${text}" must be a number from 0 to 1`);
+  }
+  return n;
 }
 
 function intFlag(flag: string, text: string): number {
@@ -324,6 +347,8 @@ export function parseFlags(
     limits,
     drainMs: intFlag("drain-timeout", one("drain-timeout") ?? "10000"),
     adminToken: one("admin-token") || env.MESHGATE_ADMIN_TOKEN || undefined,
+    accessLog: one("access-log") || undefined,
+    accessLogSample: fraction("access-log-sample", one("access-log-sample") ?? "1"),
     logLevel,
     logJson: flag("log-json"),
   };

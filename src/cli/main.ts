@@ -6,6 +6,7 @@
  */
 import { startAdmin } from "../admin/server.ts";
 import { createLogger } from "../net/log.ts";
+import { startAccessLog } from "../proxy/access_log.ts";
 import { startProxy } from "../proxy/proxy.ts";
 import { createDenoAgentClient } from "../transport/agent_client.ts";
 import { FlagError, helpText, parseFlags } from "./flags.ts";
@@ -60,6 +61,31 @@ export async function runCli(args: string[]): Promise<number> {
     await agent.close();
     return 1;
   }
+  let stopAccessLog: (() => void) | undefined;
+  let accessFile: Deno.FsFile | undefined;
+  if (opts.accessLog) {
+    try {
+      const encoder = new TextEncoder();
+      accessFile = opts.accessLog === "-"
+        ? undefined
+        : await Deno.open(opts.accessLog, { append: true, create: true });
+      const file = accessFile;
+      stopAccessLog = startAccessLog(proxy.events, {
+        sample: opts.accessLogSample,
+        write: file
+          ? (line) => void file.writeSync(encoder.encode(line + "\n"))
+          : (line) => console.log(line),
+      });
+    } catch (err) {
+      log.log("error", "cannot open the access log", {
+        path: opts.accessLog,
+        error: (err as Error).message,
+      });
+      await proxy.close();
+      await agent.close();
+      return 1;
+    }
+  }
   const { promise: stopped, resolve } = Promise.withResolvers<void>();
   const stop = () => resolve();
   let admin;
@@ -94,6 +120,8 @@ export async function runCli(args: string[]): Promise<number> {
   Deno.removeSignalListener("SIGTERM", stop);
   log.log("info", "shutting down", { drainMs: opts.drainMs });
   await proxy.close(opts.drainMs);
+  stopAccessLog?.();
+  accessFile?.close();
   await admin?.close();
   await agent.close();
   return 0;

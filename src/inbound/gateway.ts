@@ -329,6 +329,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
       direction: "inbound",
       listener: listenerName,
       peer: conn.peer,
+      remote: conn.remote,
       bytesIn: stats.aToB,
       bytesOut: stats.bToA,
       durationMs: Date.now() - conn.since,

@@ -89,6 +89,8 @@ export type ConnectionEvent =
     direction: "inbound" | "outbound";
     listener: string;
     peer: string;
+    /** The remote address of the accepted socket. */
+    remote?: string;
     bytesIn: number;
     bytesOut: number;
     durationMs: number;

@@ -171,6 +171,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
       direction: "outbound",
       listener: name,
       peer,
+      remote,
       bytesIn: stats.bToA,
       bytesOut: stats.aToB,
       durationMs: Date.now() - conn.since,
