@@ -268,7 +268,7 @@ export {
   type MeshContext,
   type MeshMiddleware,
 } from "./src/native/hono.ts";
-export { createDenoAgentClient } from "./src/transport/agent_client.ts";
+export { createDenoAgentClient, namedEnv, PROXY_ENV_VARS } from "./src/transport/agent_client.ts";
 export { createNodeFetch, type NodeFetchOptions } from "./src/transport/node_fetch.ts";
 export { decideByIntentions, type IntentionDecision } from "./src/inbound/decide.ts";
 export {

@@ -3,7 +3,7 @@
  * verified and authorized by the agent, and `POST /orders` is only for `web`.
  *
  *     deno task dev-agent &                      # or a real Consul agent
- *     deno run -A examples/native_api.ts         # CONSUL_HTTP_ADDR picks the agent
+ *     deno run --allow-net --allow-env=CONSUL_HTTP_ADDR,PORT examples/native_api.ts         # CONSUL_HTTP_ADDR picks the agent
  *
  * Then call it with examples/native_client.ts.
  * @module

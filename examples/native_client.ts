@@ -2,9 +2,9 @@
  * A Connect-native client: `web` places an order with the `api` service through `svc.fetch`,
  * over verified mTLS to a healthy instance, then lists the orders.
  *
- *     deno run -A examples/native_client.ts                # as web: 201, then the list
- *     deno run -A examples/native_client.ts --as billing   # another identity: POST is 403
- *     deno run -A examples/native_client.ts --get http://legacy.service.consul/
+ *     deno run --allow-net --allow-env=CONSUL_HTTP_ADDR examples/native_client.ts                # as web: 201, then the list
+ *     deno run --allow-net --allow-env=CONSUL_HTTP_ADDR examples/native_client.ts --as billing   # another identity: POST is 403
+ *     deno run --allow-net --allow-env=CONSUL_HTTP_ADDR examples/native_client.ts --get http://legacy.service.consul/
  * @module
  */
 import { connect } from "../mod.ts";

@@ -4,8 +4,8 @@
  * before any byte reaches the app. (In production the sidecar is its own process:
  * `deno task proxy -sidecar-for legacy-1`; here both run in one process for a one-line demo.)
  *
- *     deno run -A examples/sidecar_app.ts
- *     deno run -A examples/native_client.ts --get http://legacy.service.consul/
+ *     deno run --allow-net --allow-env=CONSUL_HTTP_ADDR,SIDECAR_PORT examples/sidecar_app.ts
+ *     deno run --allow-net --allow-env=CONSUL_HTTP_ADDR examples/native_client.ts --get http://legacy.service.consul/
  * @module
  */
 import { createDenoAgentClient, startProxy } from "../mod.ts";

@@ -7,7 +7,14 @@ const example = (name: string) => new URL(`../examples/${name}`, import.meta.url
 /** Runs an example with the agent's address; collects its output. */
 function run(name: string, agentAddress: string, args: string[] = []) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", example(name), ...args],
+    // The README's permissions for the examples: network and named variables only.
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-env=CONSUL_HTTP_ADDR,PORT,SIDECAR_PORT",
+      example(name),
+      ...args,
+    ],
     env: { CONSUL_HTTP_ADDR: agentAddress },
     stdout: "piped",
     stderr: "piped",

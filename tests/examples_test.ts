@@ -6,7 +6,13 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("../examples/demo.ts", import.meta.url).pathname],
+      // The demo task's own permissions (least privilege).
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-env=DEMO_PAUSE_MS",
+        new URL("../examples/demo.ts", import.meta.url).pathname,
+      ],
       stdout: "piped",
       stderr: "null",
       env: { DEMO_PAUSE_MS: "0" },

@@ -8,7 +8,7 @@ import { startAdmin } from "../admin/server.ts";
 import { createLogger } from "../net/log.ts";
 import { startAccessLog } from "../proxy/access_log.ts";
 import { startProxy } from "../proxy/proxy.ts";
-import { createDenoAgentClient } from "../transport/agent_client.ts";
+import { createDenoAgentClient, namedEnv, PROXY_ENV_VARS } from "../transport/agent_client.ts";
 import { FlagError, helpText, parseFlags } from "./flags.ts";
 
 /**
@@ -25,7 +25,7 @@ export async function runCli(args: string[]): Promise<number> {
   if (args[0] === "proxy") args = args.slice(1);
   let opts;
   try {
-    opts = parseFlags(args, Deno.env.toObject());
+    opts = parseFlags(args, namedEnv(PROXY_ENV_VARS));
   } catch (err) {
     if (err instanceof FlagError) {
       console.error(`meshgate: ${err.message}\n\n${helpText()}`);

@@ -170,7 +170,9 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     (socket as { _parent?: net.Socket })._parent?.destroy();
     // Consul's TCP health checks connect and close without a handshake, every 10 s; Deno's
     // node:tls only notices at the handshake timeout. Keep those out of the warnings.
-    const quiet = refusal.reason === "timeout" && refusal.detail === "TLS handshake timeout";
+    const quiet = (refusal.reason === "timeout" && refusal.detail === "TLS handshake timeout") ||
+      // A connect-and-close without a handshake (a TCP health check, a port scan).
+      (refusal.reason === "handshake" && refusal.detail === "socket hang up");
     log.log(
       quiet ? "debug" : refusal.reason === "denied" ? "info" : "warn",
       "inbound connection refused",

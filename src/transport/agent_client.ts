@@ -5,7 +5,7 @@
  * @module
  */
 import { AgentClient, type AgentClientOptions } from "../agent/client.ts";
-import { resolveAgentConfig } from "../agent/config.ts";
+import { AGENT_ENV_VARS, resolveAgentConfig } from "../agent/config.ts";
 import { AgentConfigError } from "../agent/errors.ts";
 import { createNodeFetch } from "./node_fetch.ts";
 
@@ -15,6 +15,40 @@ async function read(setting: string, path: string): Promise<string> {
   } catch (err) {
     throw new AgentConfigError(setting, `cannot read ${path}: ${(err as Error).message}`);
   }
+}
+
+/** Every environment variable meshgate reads: the Consul CLI's, and its own. */
+export const PROXY_ENV_VARS: readonly string[] = [
+  ...AGENT_ENV_VARS,
+  "CONNECT_PROXY_ID",
+  "CONNECT_SIDECAR_FOR",
+  "MESHGATE_ADMIN_TOKEN",
+];
+
+/**
+ * Reads only the named environment variables, so that `--allow-env=<those names>` is enough
+ * (least privilege: `Deno.env.toObject()` would need access to the whole environment).
+ *
+ * @example
+ * ```ts ignore
+ * import { namedEnv, PROXY_ENV_VARS } from "@meshgate/meshgate";
+ * const env = namedEnv(PROXY_ENV_VARS);
+ * ```
+ */
+export function namedEnv(names: readonly string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of names) {
+    try {
+      const v = Deno.env.get(name);
+      if (v !== undefined) env[name] = v;
+    } catch (err) {
+      // Not in --allow-env: treated as unset, so a narrower list works too.
+      if (!(err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied)) {
+        throw err;
+      }
+    }
+  }
+  return env;
 }
 
 /**
@@ -32,7 +66,7 @@ async function read(setting: string, path: string): Promise<string> {
 export async function createDenoAgentClient(
   options: AgentClientOptions = {},
 ): Promise<AgentClient> {
-  const env = options.env ?? Deno.env.toObject();
+  const env = options.env ?? namedEnv(AGENT_ENV_VARS);
   const { config, token } = resolveAgentConfig(options, env);
   let resolvedToken = token;
   if (!resolvedToken && config.tokenFile) {

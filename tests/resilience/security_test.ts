@@ -11,6 +11,7 @@ import {
   parseCertificate,
   parseGoDuration,
   parseSpiffeId,
+  PROXY_ENV_VARS,
   REFUSAL_REASONS,
   SpiffeIdError,
   startAdmin,
@@ -95,7 +96,7 @@ Deno.test("security: the admin app binds loopback by default; every refusal reas
   await agent.close();
 });
 
-Deno.test("security: the proxy runs without write permission (keys never touch the disk)", async () => {
+Deno.test("security: the proxy runs with the narrow permission set (no disk, named env vars)", async () => {
   await using dev = await devAgent();
   const agent = clientFor(dev);
   const app = await echoServer();
@@ -109,9 +110,9 @@ Deno.test("security: the proxy runs without write permission (keys never touch t
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      // The README's narrow permission set: no read (no files given by flags), no write.
       "--allow-net",
-      "--allow-env",
-      "--allow-read",
+      `--allow-env=${PROXY_ENV_VARS.join(",")}`,
       new URL("../../src/cli/main.ts", import.meta.url).pathname,
       "-sidecar-for",
       "db-1",
