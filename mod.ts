@@ -195,6 +195,8 @@ export {
   UpstreamResolver,
 } from "./src/outbound/resolver.ts";
 export {
+  type EndpointHealth,
+  type LoadBalancingPolicy,
   UpstreamConnectError,
   type UpstreamConnection,
   UpstreamConnector,

@@ -106,7 +106,8 @@ function renderState() {
       for (const e of target.endpoints) {
         const r = el("tr");
         const health = el("td");
-        const p = el("span", e.lastError ? "failing" : "healthy", "pill " + (e.lastError ? "bad" : "ok"));
+        const state = e.ejectedUntil ? "ejected" : e.lastError ? "failing" : "healthy";
+        const p = el("span", state + (e.weight !== 1 ? " · w" + e.weight : "") + (e.connections ? " · " + e.connections + " open" : ""), "pill " + (state === "healthy" ? "ok" : state === "ejected" ? "bad" : "warn"));
         if (e.lastError) p.title = e.lastError;
         health.append(p);
         r.append(el("td", target.id), el("td", e.address), health);

@@ -96,6 +96,10 @@ export function createProxyMetrics(
     "meshgate_upstream_connect_failures_total",
     "Failed dials to an upstream endpoint, per upstream and discovery-chain target.",
   );
+  const ejected = r.gauge(
+    "meshgate_upstream_endpoints_ejected",
+    "Endpoints left out after consecutive failed dials (passive outlier ejection), per upstream.",
+  );
   const leafExpiry = r.gauge(
     "meshgate_leaf_expiry_timestamp_seconds",
     "Unix time at which the current leaf certificate expires.",
@@ -237,6 +241,12 @@ export function createProxyMetrics(
       bytesIn.set(b.labels, b.rx);
       bytesOut.set(b.labels, b.tx);
       active.set(b.labels, b.open);
+    }
+    ejected.reset();
+    for (const u of proxy.upstreams) {
+      let n = 0;
+      for (const h of u.endpointHealth.values()) if ((h.ejectedUntil ?? 0) > now) n++;
+      ejected.set({ upstream: u.upstream.name }, n);
     }
     const leaf = proxy.material.leaf;
     leafExpiry.reset();

@@ -17,6 +17,12 @@ export interface EndpointState {
   lastError?: string;
   /** When that dial failed (ISO 8601). */
   lastErrorAt?: string;
+  /** Consul's weight for it. */
+  weight: number;
+  /** Open connections through it. */
+  connections: number;
+  /** Until when it is ejected after consecutive failures (ISO 8601). */
+  ejectedUntil?: string;
 }
 
 /** One upstream listener. */
@@ -124,12 +130,17 @@ export function proxyState(proxy: AdminSubject, now: number = Date.now()): Proxy
           service: t.service,
           datacenter: t.datacenter,
           connectTimeoutMs: t.connectTimeoutMs,
-          endpoints: t.endpoints.map((e) => {
-            const failure = u.endpointFailures.get(e.id);
+          endpoints: t.endpoints.map((e): EndpointState => {
+            const h = u.endpointHealth.get(e.id);
             return {
               id: e.id,
               address: `${e.address}:${e.port}`,
-              ...(failure ? { lastError: failure.error, lastErrorAt: iso(failure.at) } : {}),
+              weight: e.weight ?? 1,
+              connections: h?.active ?? 0,
+              ...(h?.lastError ? { lastError: h.lastError, lastErrorAt: iso(h.lastErrorAt) } : {}),
+              ...(h?.ejectedUntil && h.ejectedUntil > now
+                ? { ejectedUntil: iso(h.ejectedUntil) }
+                : {}),
             };
           }),
         }];

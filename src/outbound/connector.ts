@@ -64,6 +64,25 @@ export interface UpstreamConnection {
   connectMs: number;
 }
 
+/** How an upstream picks among the healthy endpoints of a target. */
+export type LoadBalancingPolicy = "round_robin" | "least_connections";
+
+/** What the connector knows of one endpoint's recent dials. */
+export interface EndpointHealth {
+  /** Consecutive failed dials (0 after a success). */
+  consecutiveFailures: number;
+  /** How many times it has been ejected (reset by a success). */
+  ejections: number;
+  /** `Date.now()` until which it is left out, while ejected. */
+  ejectedUntil?: number;
+  /** The last dial error and when, while the last dial failed. */
+  lastError?: string;
+  /** `Date.now()` of that error. */
+  lastErrorAt?: number;
+  /** Open connections through this connector. */
+  active: number;
+}
+
 /** Options of {@linkcode UpstreamConnector}. */
 export interface UpstreamConnectorOptions {
   /** The agent, for chain, health and prepared-query reads. */
@@ -76,6 +95,16 @@ export interface UpstreamConnectorOptions {
   listener?: string;
   /** How long a failed endpoint goes to the back of the line. @default {10000} */
   failureCooldownMs?: number;
+  /** `round_robin` (weighted by Consul's `Weights`) or `least_connections`. @default {"round_robin"} */
+  policy?: LoadBalancingPolicy;
+  /**
+   * Passive outlier ejection: after this many consecutive failed dials an endpoint is left
+   * out for `ejectionBaseMs`, doubling each time it is ejected again (at most 5 minutes); 0 = off.
+   * @default {3}
+   */
+  ejectAfterFailures?: number;
+  /** First ejection period. @default {10000} */
+  ejectionBaseMs?: number;
   /** Log sink. */
   log?: Logger;
   /** `dial_failed` events. */
@@ -99,8 +128,9 @@ export class UpstreamConnector {
   /** The chain and endpoints (service upstreams). */
   readonly resolver?: UpstreamResolver;
   readonly #o: UpstreamConnectorOptions;
-  readonly #failures = new Map<string, { at: number; error: string }>();
-  readonly #cursor = new Map<string, number>();
+  readonly #health = new Map<string, EndpointHealth>();
+  /** Smooth weighted round robin state, per endpoint. */
+  readonly #current = new Map<string, number>();
   readonly #log: Logger;
 
   /** Starts watching the upstream's chain and endpoints (service upstreams). */
@@ -124,7 +154,56 @@ export class UpstreamConnector {
 
   /** Endpoints whose last dial failed (cleared by a success), by endpoint ID. */
   get endpointFailures(): ReadonlyMap<string, { at: number; error: string }> {
-    return this.#failures;
+    const out = new Map<string, { at: number; error: string }>();
+    for (const [id, h] of this.#health) {
+      if (h.lastError !== undefined) out.set(id, { at: h.lastErrorAt!, error: h.lastError });
+    }
+    return out;
+  }
+
+  /** Dial health of every endpoint tried so far, by endpoint ID. */
+  get endpointHealth(): ReadonlyMap<string, Readonly<EndpointHealth>> {
+    return this.#health;
+  }
+
+  #healthOf(id: string): EndpointHealth {
+    let h = this.#health.get(id);
+    if (!h) this.#health.set(id, h = { consecutiveFailures: 0, ejections: 0, active: 0 });
+    return h;
+  }
+
+  /**
+   * Orders one target's endpoints: ejected ones left out (unless all are — then they are all
+   * tried, as Envoy's panic threshold does), then by policy: least connections, or smooth
+   * weighted round robin (nginx's algorithm) over Consul's weights; recently failed ones last.
+   */
+  #order(endpoints: readonly MeshEndpoint[]): MeshEndpoint[] {
+    const now = Date.now();
+    const cooldown = this.#o.failureCooldownMs ?? 10_000;
+    const live = endpoints.filter((e) => (this.#health.get(e.id)?.ejectedUntil ?? 0) <= now);
+    const pool = live.length ? live : [...endpoints];
+    let ordered: MeshEndpoint[];
+    if (this.#o.policy === "least_connections") {
+      ordered = [...pool].sort((a, b) =>
+        (this.#health.get(a.id)?.active ?? 0) / (a.weight || 1) -
+        (this.#health.get(b.id)?.active ?? 0) / (b.weight || 1)
+      );
+    } else {
+      // Smooth weighted round robin: each pick adds every weight to its counter, the largest
+      // counter wins and gives back the total. Weight 0 is never picked first.
+      const total = pool.reduce((a, e) => a + (e.weight ?? 1), 0);
+      let best: MeshEndpoint | undefined;
+      for (const e of pool) {
+        const c = (this.#current.get(e.id) ?? 0) + (e.weight ?? 1);
+        this.#current.set(e.id, c);
+        if (!best || c > this.#current.get(best.id)!) best = e;
+      }
+      if (best) this.#current.set(best.id, this.#current.get(best.id)! - total);
+      ordered = best ? [best, ...pool.filter((e) => e !== best)] : [];
+    }
+    const recent = (e: MeshEndpoint) =>
+      now - (this.#health.get(e.id)?.lastErrorAt ?? 0) <= cooldown;
+    return [...ordered.filter((e) => !recent(e)), ...ordered.filter(recent)];
   }
 
   /** Candidates in the order to try them: per target, round robin, recently failed last. */
@@ -132,25 +211,19 @@ export class UpstreamConnector {
     const up = this.#o.upstream;
     if (!this.resolver) {
       const result = await this.#o.agent.preparedQuery(up.name, { dc: up.datacenter });
-      return endpointsOf(result.Nodes).map((endpoint) => ({
-        endpoint: { ...endpoint, target: up.name },
+      const endpoints = endpointsOf(result.Nodes).map((e) => ({ ...e, target: up.name }));
+      return this.#order(endpoints).map((endpoint) => ({
+        endpoint,
         timeoutMs: up.connectTimeoutMs ?? 5000,
       }));
     }
     await this.resolver.ready;
     const route = this.resolver.pickRoute();
-    const cooldown = this.#o.failureCooldownMs ?? 10_000;
     const out: { endpoint: MeshEndpoint; timeoutMs: number }[] = [];
     for (const id of route?.targets ?? []) {
       const target = this.resolver.targets.get(id);
       if (!target || target.endpoints.length === 0) continue;
-      const start = (this.#cursor.get(id) ?? 0) % target.endpoints.length;
-      this.#cursor.set(id, start + 1);
-      const ordered = [...target.endpoints.slice(start), ...target.endpoints.slice(0, start)];
-      const now = Date.now();
-      const healthy = ordered.filter((e) => now - (this.#failures.get(e.id)?.at ?? 0) > cooldown);
-      const cooling = ordered.filter((e) => !healthy.includes(e));
-      for (const endpoint of [...healthy, ...cooling]) {
+      for (const endpoint of this.#order(target.endpoints)) {
         out.push({ endpoint, timeoutMs: up.connectTimeoutMs ?? target.connectTimeoutMs });
       }
     }
@@ -185,11 +258,33 @@ export class UpstreamConnector {
       const started = Date.now();
       try {
         const { socket, held } = await dialMesh(this.#o.material, endpoint, timeoutMs);
-        this.#failures.delete(endpoint.id);
+        const h = this.#healthOf(endpoint.id);
+        h.consecutiveFailures = 0;
+        h.ejections = 0;
+        h.ejectedUntil = undefined;
+        h.lastError = undefined;
+        h.lastErrorAt = undefined;
+        h.active++;
+        socket.once("close", () => h.active--);
         return { socket, held, endpoint, connectMs: Date.now() - started };
       } catch (err) {
         lastError = err instanceof DialError ? `${err.reason}: ${err.message}` : String(err);
-        this.#failures.set(endpoint.id, { at: Date.now(), error: lastError });
+        const h = this.#healthOf(endpoint.id);
+        h.consecutiveFailures++;
+        h.lastError = lastError;
+        h.lastErrorAt = Date.now();
+        const threshold = this.#o.ejectAfterFailures ?? 3;
+        if (threshold > 0 && h.consecutiveFailures >= threshold) {
+          const ms = Math.min((this.#o.ejectionBaseMs ?? 10_000) * 2 ** h.ejections, 300_000);
+          h.ejections++;
+          h.consecutiveFailures = 0;
+          h.ejectedUntil = Date.now() + ms;
+          this.#log.log("warn", "endpoint ejected after consecutive failures", {
+            endpoint: endpoint.id,
+            forMs: ms,
+            ejections: h.ejections,
+          });
+        }
         this.#log.log("warn", "upstream endpoint failed", {
           endpoint: endpoint.id,
           error: lastError,

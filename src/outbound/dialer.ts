@@ -24,6 +24,8 @@ export interface MeshEndpoint {
   id: string;
   /** The discovery-chain target it belongs to, for metrics. */
   target?: string;
+  /** Relative share of new connections (Consul's `Weights`; 1 when unknown). */
+  weight?: number;
 }
 
 /**

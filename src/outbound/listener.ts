@@ -11,6 +11,8 @@ import { type Pipe, pipeSockets } from "../net/pipe.ts";
 import { formatAddress, type SocketAddress } from "../net/sockets.ts";
 import type { TlsMaterial } from "../trust/material.ts";
 import {
+  type EndpointHealth,
+  type LoadBalancingPolicy,
   type UpstreamConnectError,
   type UpstreamConnection,
   UpstreamConnector,
@@ -31,6 +33,8 @@ export interface UpstreamConfig {
   connectTimeoutMs?: number;
   /** File mode of a unix-socket listener (`LocalBindSocketMode`, e.g. `0o700`). */
   socketMode?: number;
+  /** Upstream `Config.lb_policy`: `round_robin` (weighted) or `least_connections`. */
+  policy?: LoadBalancingPolicy;
 }
 
 /** An open outbound connection. */
@@ -81,6 +85,8 @@ export interface UpstreamListener extends AsyncDisposable {
   readonly connections: ReadonlySet<OutboundConnection>;
   /** Endpoints whose last dial failed (cleared by a success), by endpoint ID. */
   readonly endpointFailures: ReadonlyMap<string, { at: number; error: string }>;
+  /** Dial health (consecutive failures, ejection, open connections) by endpoint ID. */
+  readonly endpointHealth: ReadonlyMap<string, Readonly<EndpointHealth>>;
   /** Stops accepting, waits up to `drainMs` for open connections, then closes them. */
   close(drainMs?: number): Promise<void>;
 }
@@ -107,6 +113,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
     upstream: up,
     listener: name,
     failureCooldownMs: o.failureCooldownMs,
+    policy: up.policy,
     log,
     onEvent: emit,
     onEndpoints: o.onEndpoints,
@@ -226,7 +233,10 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
     address,
     resolver: connector.resolver,
     connections: active,
-    endpointFailures: connector.endpointFailures,
+    get endpointFailures() {
+      return connector.endpointFailures;
+    },
+    endpointHealth: connector.endpointHealth,
     close,
     [Symbol.asyncDispose]: () => close(),
   };

@@ -41,6 +41,13 @@ export function endpointsOf(entries: ServiceEntry[]): MeshEndpoint[] {
       : e.Service.Service,
     datacenter: e.Node.Datacenter,
     id: `${e.Node.Node}/${e.Service.ID}`,
+    // Consul's weights: Warning applies to instances with a warning check, Passing otherwise.
+    weight: Math.max(
+      0,
+      (e.Checks?.some((c) => c.Status === "warning")
+        ? e.Service.Weights?.Warning
+        : e.Service.Weights?.Passing) ?? 1,
+    ),
   }));
 }
 

@@ -5,6 +5,7 @@
  */
 import type { AgentService } from "../agent/types.ts";
 import type { SocketAddress } from "../net/sockets.ts";
+import type { LoadBalancingPolicy } from "../outbound/connector.ts";
 import type { UpstreamConfig } from "../outbound/listener.ts";
 
 /** What the proxy runs. */
@@ -107,6 +108,13 @@ export function configFromService(svc: AgentService): ProxyConfig {
       }
       socketMode = parseInt(u.LocalBindSocketMode, 8);
     }
+    const lb = u.Config?.lb_policy;
+    if (lb !== undefined && lb !== "round_robin" && lb !== "least_connections") {
+      throw new ProxyConfigError(
+        `${field}.Config.lb_policy`,
+        `must be "round_robin" or "least_connections", got ${JSON.stringify(lb)}`,
+      );
+    }
     upstreams.push({
       type,
       name: u.DestinationName,
@@ -114,6 +122,7 @@ export function configFromService(svc: AgentService): ProxyConfig {
       bind,
       connectTimeoutMs: positiveMs(u.Config, "connect_timeout_ms"),
       ...(socketMode !== undefined ? { socketMode } : {}),
+      ...(lb ? { policy: lb as LoadBalancingPolicy } : {}),
     });
   }
   let app: SocketAddress | undefined;
@@ -141,5 +150,6 @@ export function upstreamKey(u: UpstreamConfig): string {
     u.bind,
     u.connectTimeoutMs ?? 0,
     u.socketMode ?? 0,
+    u.policy ?? "",
   ]);
 }

@@ -18,9 +18,10 @@ const built = await new Deno.Command(Deno.execPath(), {
   ],
   stdout: "null",
   stderr: "piped",
+  env: { NO_COLOR: "1" },
 }).output();
 if (!built.success) {
-  const why = new TextDecoder().decode(built.stderr).replace(/\x1b\[[0-9;]*m/g, "").split("\n")
+  const why = new TextDecoder().decode(built.stderr).split("\n")
     .filter((l) => /error|dns|Download/i.test(l)).slice(0, 3).map((l) => l.trim()).join(" / ");
   console.warn(`\n*** compile_test.ts: SKIPPED — deno compile failed here: ${why} ***\n`);
   await Deno.remove(out, { recursive: true });

@@ -36,6 +36,10 @@ export async function mesh() {
   await eventually(async () =>
     (await agent.healthConnect("db", { passing: true })).value.length === 1
   );
+  // …and web's upstream has seen it (its first endpoint list may predate the passing check).
+  await eventually(() =>
+    webProxy.upstreams[0]?.resolver?.targets.get("db.default.default.dc1")?.endpoints.length === 1
+  );
   return {
     dev,
     agent,

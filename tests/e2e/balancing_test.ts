@@ -1,0 +1,139 @@
+// Load balancing like Envoy: Consul's Weights, least connections, passive outlier ejection.
+import assert from "node:assert/strict";
+import type net from "node:net";
+import { type Proxy, startProxy, startUpstream } from "../../mod.ts";
+import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { echoServer, roundTrip, tcpClient } from "./_net.ts";
+
+/** Two db instances (each an echo app behind a meshgate sidecar) and web with an upstream. */
+async function twoInstances(opts: { weights?: [number, number]; lbPolicy?: string } = {}) {
+  const dev = await devAgent();
+  const agent = clientFor(dev);
+  const apps = [await echoServer(), await echoServer()];
+  const proxies: Proxy[] = [];
+  for (const [i, app] of apps.entries()) {
+    await agent.register({
+      ID: `db-${i + 1}`,
+      Name: "db",
+      Port: app.port,
+      Connect: {
+        SidecarService: {
+          Port: freePort(),
+          Weights: { Passing: opts.weights?.[i] ?? 1, Warning: 1 },
+        },
+      },
+    });
+    const p = await startProxy({ agent, sidecarFor: `db-${i + 1}` });
+    await p.ready;
+    proxies.push(p);
+  }
+  const upstreamPort = freePort();
+  await agent.register({
+    ID: "web-1",
+    Name: "web",
+    Port: 1,
+    Connect: {
+      SidecarService: {
+        Port: freePort(),
+        Proxy: {
+          Upstreams: [{
+            DestinationName: "db",
+            LocalBindPort: upstreamPort,
+            ...(opts.lbPolicy ? { Config: { lb_policy: opts.lbPolicy } } : {}),
+          }],
+        },
+      },
+    },
+  });
+  const web = await startProxy({ agent, sidecarFor: "web-1" });
+  await web.ready;
+  await eventually(async () =>
+    (await agent.healthConnect("db", { passing: true })).value.length === 2
+  );
+  await eventually(() =>
+    web.upstreams[0].resolver!.targets.get("db.default.default.dc1")!.endpoints.length === 2
+  );
+  return {
+    dev,
+    agent,
+    apps,
+    proxies,
+    web,
+    upstreamPort,
+    async [Symbol.asyncDispose]() {
+      await web.close();
+      for (const p of proxies) await p.close();
+      for (const a of apps) await a.close();
+      await agent.close();
+      await dev.close();
+    },
+  };
+}
+
+Deno.test("balancing: Consul's Weights share new connections (3:1)", async () => {
+  await using t = await twoInstances({ weights: [3, 1] });
+  for (let i = 0; i < 40; i++) await roundTrip(await tcpClient(t.upstreamPort), "w");
+  const [a, b] = t.apps.map((x) => x.connections());
+  console.log(`held: 40 connections split ${a}:${b} for weights 3:1`);
+  assert.equal(a + b, 40);
+  assert.equal(a, 30, "smooth weighted round robin is exact over a full cycle");
+});
+
+Deno.test("balancing: least_connections sends new connections where fewest are open", async () => {
+  await using t = await twoInstances({ lbPolicy: "least_connections" });
+  const open: net.Socket[] = [];
+  for (let i = 0; i < 4; i++) {
+    const s = await tcpClient(t.upstreamPort);
+    s.on("data", () => {});
+    s.write("x");
+    open.push(s);
+    await eventually(() => t.apps[0].connections() + t.apps[1].connections() === i + 1);
+  }
+  assert.deepEqual(t.apps.map((x) => x.connections()), [2, 2]);
+  // Close the two that went to the first instance: the next two go there.
+  const health = t.web.upstreams[0].endpointHealth;
+  assert.deepEqual([...health.values()].map((h) => h.active), [2, 2]);
+  const [firstId] = [...health.keys()];
+  const toFirst = open.filter((_, i) => i % 2 === 0); // 0 and 2 went to the first (ties: order)
+  for (const s of toFirst) s.destroy();
+  await eventually(() => health.get(firstId)!.active === 0, 5000, "the first instance idle");
+  const before = t.apps.map((x) => x.connections());
+  for (let i = 0; i < 2; i++) {
+    const s = await tcpClient(t.upstreamPort);
+    s.on("data", () => {});
+    s.write("y");
+    open.push(s);
+  }
+  await eventually(() => t.apps[0].connections() + t.apps[1].connections() === 6);
+  const after = t.apps.map((x, i) => x.connections() - before[i]);
+  assert.ok(after.includes(2), `both new connections went to the idle instance: ${after}`);
+  for (const s of open) s.destroy();
+});
+
+Deno.test("balancing: an endpoint that keeps failing is ejected (passive outlier ejection)", async () => {
+  await using t = await twoInstances();
+  await t.proxies[1].close(); // db-2's sidecar is gone; its registration stays a while
+  const failed: string[] = [];
+  // No cooldown, so plain round robin keeps offering the dead endpoint its turn.
+  await using up = await startUpstream({
+    agent: t.agent,
+    material: t.web.material,
+    upstream: { type: "service", name: "db", bind: { hostname: "127.0.0.1", port: freePort() } },
+    failureCooldownMs: 0,
+    onEvent: (e) => {
+      if (e.type === "dial_failed") failed.push(e.endpoint);
+    },
+  });
+  const port = (up.address as { port: number }).port;
+  let served = 0;
+  for (let i = 0; i < 12; i++) {
+    const got = await roundTrip(await tcpClient(port), "e").catch(() => undefined);
+    if (got?.length) served++;
+  }
+  assert.equal(served, 12, "every connection was served (retried on the healthy endpoint)");
+  assert.equal(failed.length, 3, `the dead endpoint was dialled until ejected: ${failed}`);
+  const dead = up.endpointHealth.get(failed[0])!;
+  assert.ok(dead.ejectedUntil! > Date.now(), "ejected");
+  assert.equal(dead.ejections, 1);
+  console.log(`held: 12 connections served; the dead endpoint failed 3 dials, then was ejected`);
+});
