@@ -230,6 +230,8 @@ export {
   type AdminApp,
   type AdminAppOptions,
   createAdminApp,
+  explain,
+  type Explanation,
   isLoopback,
 } from "./src/admin/app.ts";
 export { type ReadinessOptions, readinessProblems } from "./src/admin/readiness.ts";

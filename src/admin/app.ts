@@ -11,6 +11,8 @@ import type { ProxyEvent } from "../proxy/events.ts";
 import { dashboardPage } from "./dashboard.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./prometheus.ts";
 import { createProxyMetrics, type ProxyMetrics } from "./proxy_metrics.ts";
+import { decideByIntentions } from "../inbound/decide.ts";
+import { formatSpiffeId, parseSpiffeId } from "../trust/spiffe.ts";
 import { readinessProblems } from "./readiness.ts";
 import { openConnections, proxyState } from "./state.ts";
 
@@ -181,6 +183,11 @@ export function createAdminApp(options: AdminAppOptions): AdminApp {
         options.signal?.removeEventListener("abort", end);
       }
     }));
+  app.get("/v1/explain", async (c) => {
+    const source = c.req.query("source");
+    if (!source) return c.json({ error: "source is required: /v1/explain?source=<service>" }, 400);
+    return c.json(await explain(proxy, source));
+  });
   app.post("/v1/drain", (c) => {
     if (!isLoopback(remoteHost(c))) {
       return c.json({ error: "drain is only accepted from loopback" }, 403);
@@ -204,4 +211,76 @@ export function createAdminApp(options: AdminAppOptions): AdminApp {
     return c.json({ draining: true, drainMs }, 202);
   });
   return app;
+}
+
+/** The answer of `GET /v1/explain?source=<service>`. */
+export interface Explanation {
+  /** The calling service asked about. */
+  source: string;
+  /** Our service (the authorize target). */
+  destination?: string;
+  /** The SPIFFE ID a caller of that service presents. */
+  sourceSpiffeId?: string;
+  /** What the agent's authorize answers now, with Consul's reason (or why it could not). */
+  authorize?: { authorized: boolean; reason: string } | { error: string };
+  /** The intention that matches, from the intentions themselves (fresher than authorize). */
+  intention?: { authorized: boolean; reason: string } | null;
+  /** Where a connection of ours to each upstream would go now: eligible endpoints per target. */
+  upstreams: {
+    name: string;
+    targets: { id: string; endpoints: string[]; ejected: string[] }[];
+  }[];
+}
+
+/** Explains what would happen to a connection from `source` now, and where ours would go. */
+export async function explain(proxy: AdminSubject, source: string): Promise<Explanation> {
+  const destination = proxy.config?.service;
+  const our = proxy.material.leaf?.info.uris[0];
+  let sourceSpiffeId: string | undefined;
+  let authorize: Explanation["authorize"];
+  let intention: Explanation["intention"];
+  if (our && destination) {
+    const id = parseSpiffeId(our);
+    if (id.kind === "service") {
+      sourceSpiffeId = formatSpiffeId({ ...id, service: source });
+      try {
+        const r = await proxy.agent.authorize(
+          { Target: destination, ClientCertURI: sourceSpiffeId },
+          { timeoutMs: 5000 },
+        );
+        authorize = { authorized: r.Authorized, reason: r.Reason };
+      } catch (err) {
+        authorize = { error: String(err) };
+      }
+      try {
+        const list = (await proxy.agent.intentionMatch("destination", destination)).value;
+        const d = decideByIntentions(list, destination, { ...id, service: source });
+        intention = d ? { authorized: d.authorized, reason: d.reason } : null;
+      } catch (err) {
+        intention = undefined;
+        authorize ??= { error: String(err) };
+      }
+    }
+  }
+  const now = Date.now();
+  const upstreams = proxy.upstreams.map((u) => {
+    const r = u.resolver;
+    const ids = r ? [...new Set(r.routes.flatMap((route) => route.targets))] : [];
+    return {
+      name: u.upstream.name,
+      targets: ids.flatMap((tid) => {
+        const t = r!.targets.get(tid);
+        if (!t) return [];
+        const isEjected = (eid: string) => (u.endpointHealth.get(eid)?.ejectedUntil ?? 0) > now;
+        return [{
+          id: tid,
+          endpoints: t.endpoints.filter((e) => !isEjected(e.id)).map((e) =>
+            `${e.address}:${e.port}`
+          ),
+          ejected: t.endpoints.filter((e) => isEjected(e.id)).map((e) => `${e.address}:${e.port}`),
+        }];
+      }),
+    };
+  });
+  return { source, destination, sourceSpiffeId, authorize, intention, upstreams };
 }

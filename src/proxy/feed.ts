@@ -118,6 +118,13 @@ export async function feedLeaf(
   const poll = () => {
     query.refresh();
     if (!stale) return;
+    const leaf = o.material.leaf;
+    o.log.log("warn", "no renewed leaf from the agent yet; asking again", {
+      service,
+      serial: leaf?.cert.SerialNumber,
+      expiresInMs: leaf ? leaf.info.notAfter.getTime() - Date.now() : undefined,
+      retryInMs: retryMs,
+    });
     timer = setTimeout(poll, retryMs);
     retryMs = Math.min(retryMs * 2, 30_000);
   };

@@ -218,3 +218,25 @@ Deno.test("admin: /v1/events streams lifecycle and connection events as SSE", as
   // The stream ends when the server shuts down.
   while (!(await reader.read()).done) { /* drain */ }
 });
+
+Deno.test("admin: /v1/explain says what would happen to a caller now, and where we would go", async () => {
+  await using m = await mesh();
+  const db = createAdminApp({ proxy: m.dbProxy });
+  const before = await (await db.request("/v1/explain?source=web")).json();
+  assert.equal(before.destination, "db");
+  assert.match(before.sourceSpiffeId, /\/ns\/default\/dc\/dc1\/svc\/web$/);
+  assert.equal(before.authorize.authorized, true);
+  assert.equal(before.intention, null, "no intention matches yet (default policy)");
+  await m.agent.upsertIntention("web", "db", { Action: "deny" });
+  const after = await (await db.request("/v1/explain?source=web")).json();
+  assert.deepEqual(after.intention, {
+    authorized: false,
+    reason: "Matched L4 intention: default/web => default/db (Precedence: 9, Action: DENY)",
+  });
+  assert.equal((await db.request("/v1/explain")).status, 400);
+  const web = createAdminApp({ proxy: m.webProxy });
+  const ours = await (await web.request("/v1/explain?source=web")).json();
+  assert.equal(ours.upstreams[0].name, "db");
+  assert.equal(ours.upstreams[0].targets[0].id, "db.default.default.dc1");
+  assert.equal(ours.upstreams[0].targets[0].endpoints.length, 1);
+});
