@@ -140,6 +140,10 @@ async function loadState() {
   try {
     state = await (await fetch(base + "v1/state")).json();
     renderState();
+    const ready = await (await fetch(base + "ready")).json();
+    const banner = $("problems");
+    banner.textContent = ready.problems.length ? "Not ready: " + ready.problems.join("; ") : "";
+    banner.style.display = ready.problems.length ? "block" : "none";
   } catch (err) {
     $("phase").textContent = "admin unreachable";
     $("phase").className = "pill bad";
@@ -256,6 +260,7 @@ export function dashboardPage(): string {
   <span class="sub">agent <span id="agent" class="pill warn">?</span> <code id="agent-addr"></code></span>
   <span class="sub">events <span id="live" class="pill warn">connecting</span></span>
 </header>
+<div id="problems" data-testid="problems" style="display:none;background:#cf222e;color:#fff;padding:8px 20px;font-weight:600"></div>
 <main>
   <section>
     <h2>Identity</h2>
