@@ -1,11 +1,19 @@
 // A two-sidecar mesh on the test double: web (upstream "db" on a local port) → db (echo app).
-import { type ConnectionEvent, startProxy } from "../../mod.ts";
+import { type ConnectionEvent, type ProxyLimits, startProxy } from "../../mod.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer } from "./_net.ts";
 
+/** Options of {@linkcode mesh}. */
+export interface MeshOptions {
+  /** Leaf lifetime of the double (leaves are backdated a minute, as Consul's). */
+  leafTtlMs?: number;
+  /** Limits of db's sidecar. */
+  dbLimits?: ProxyLimits;
+}
+
 /** Starts the double, db's echo app, and both sidecars; disposes of all of it. */
-export async function mesh() {
-  const dev = await devAgent();
+export async function mesh(opts: MeshOptions = {}) {
+  const dev = await devAgent({ leafTtlMs: opts.leafTtlMs });
   const agent = clientFor(dev);
   const db = await echoServer();
   const dbPublic = freePort();
@@ -17,19 +25,28 @@ export async function mesh() {
     Port: db.port,
     Connect: { SidecarService: { Port: dbPublic } },
   });
-  await agent.register({
+  /** web's registration, optionally with more upstreams (a live config change). */
+  const webRegistration = (extra: { DestinationName: string; LocalBindPort: number }[] = []) => ({
     ID: "web-1",
     Name: "web",
     Port: 1,
     Connect: {
       SidecarService: {
         Port: webPublic,
-        Proxy: { Upstreams: [{ DestinationName: "db", LocalBindPort: upstreamPort }] },
+        Proxy: {
+          Upstreams: [{ DestinationName: "db", LocalBindPort: upstreamPort }, ...extra],
+        },
       },
     },
   });
+  await agent.register(webRegistration());
   const events: ConnectionEvent[] = [];
-  const dbProxy = await startProxy({ agent, sidecarFor: "db-1", onEvent: (e) => events.push(e) });
+  const dbProxy = await startProxy({
+    agent,
+    sidecarFor: "db-1",
+    limits: opts.dbLimits,
+    onEvent: (e) => events.push(e),
+  });
   const webProxy = await startProxy({ agent, sidecarFor: "web-1", onEvent: (e) => events.push(e) });
   await Promise.all([dbProxy.ready, webProxy.ready]);
   // The db sidecar is a healthy endpoint once its TCP check passes.
@@ -48,6 +65,7 @@ export async function mesh() {
     webProxy,
     upstreamPort,
     events,
+    webRegistration,
     async [Symbol.asyncDispose]() {
       await webProxy.close();
       await dbProxy.close();

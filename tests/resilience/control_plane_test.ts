@@ -3,76 +3,43 @@
 // within the configured TTL), watches recover by themselves, and /ready and /metrics tell the
 // truth throughout. Each test prints the figures it held.
 import assert from "node:assert/strict";
-import { AgentClient, createAdminApp, type ProxyEvent, startProxy } from "../../mod.ts";
+import { AgentClient, createAdminApp, type ProxyEvent } from "../../mod.ts";
 import { parseExposition } from "../admin/_prometheus.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
-import { echoServer, outcome, roundTrip, tcpClient } from "../e2e/_net.ts";
+import { mesh } from "../e2e/_mesh.ts";
+import { outcome, roundTrip, tcpClient } from "../e2e/_net.ts";
 
-/** web → db through two sidecars; db's sidecar optionally caches authorize answers. */
+/** web → db through two sidecars (tests/e2e/_mesh.ts); db's may cache authorize answers. */
 async function pair(
   opts: { authorizeCacheTtlMs?: number; leafTtlMs?: number; leafExpiryMarginMs?: number } = {},
 ) {
-  const dev = await devAgent({ leafTtlMs: opts.leafTtlMs });
-  const agent = clientFor(dev);
-  const app = await echoServer();
-  const upstreamPort = freePort();
-  await agent.register({
-    ID: "db-1",
-    Name: "db",
-    Port: app.port,
-    Connect: { SidecarService: { Port: freePort() } },
-  });
-  await agent.register({
-    ID: "web-1",
-    Name: "web",
-    Port: 1,
-    Connect: {
-      SidecarService: {
-        Port: freePort(),
-        Proxy: { Upstreams: [{ DestinationName: "db", LocalBindPort: upstreamPort }] },
-      },
-    },
+  const m = await mesh({
+    leafTtlMs: opts.leafTtlMs,
+    dbLimits: { authorizeCacheTtlMs: opts.authorizeCacheTtlMs, authorizeTimeoutMs: 1000 },
   });
   const events: ProxyEvent[] = [];
-  const db = await startProxy({
-    agent,
-    sidecarFor: "db-1",
-    limits: { authorizeCacheTtlMs: opts.authorizeCacheTtlMs, authorizeTimeoutMs: 1000 },
+  m.dbProxy.events.subscribe((e) => events.push(e));
+  const admin = createAdminApp({
+    proxy: m.dbProxy,
+    leafExpiryMarginMs: opts.leafExpiryMarginMs,
   });
-  db.events.subscribe((e) => events.push(e));
-  const web = await startProxy({ agent, sidecarFor: "web-1" });
-  await Promise.all([db.ready, web.ready]);
-  await eventually(async () =>
-    (await agent.healthConnect("db", { passing: true })).value.length === 1
-  );
-  const admin = createAdminApp({ proxy: db, leafExpiryMarginMs: opts.leafExpiryMarginMs });
   const metrics = async () => parseExposition(await (await admin.request("/metrics")).text());
   const call = async (text: string) => {
     try {
-      return new TextDecoder().decode(await roundTrip(await tcpClient(upstreamPort), text));
+      return new TextDecoder().decode(await roundTrip(await tcpClient(m.upstreamPort), text));
     } catch {
       return "";
     }
   };
-  return {
-    dev,
-    agent,
-    app,
-    db,
-    web,
+  return Object.assign(m, {
+    app: m.db,
+    db: m.dbProxy,
+    web: m.webProxy,
     admin,
     metrics,
-    events,
     call,
-    upstreamPort,
-    async [Symbol.asyncDispose]() {
-      await web.close();
-      await db.close();
-      await app.close();
-      await agent.close();
-      await dev.close();
-    },
-  };
+    events,
+  });
 }
 
 /** Makes every agent endpoint unreachable (the connection breaks), as a dead agent would. */

@@ -4,60 +4,16 @@
 // form runs in `deno task test`; `deno task soak` runs the full figures.
 import assert from "node:assert/strict";
 import type net from "node:net";
-import { startProxy } from "../../mod.ts";
-import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
-import { echoServer, roundTrip, tcpClient } from "../e2e/_net.ts";
+import { eventually, freePort } from "../_helpers.ts";
+import { mesh } from "../e2e/_mesh.ts";
+import { roundTrip, tcpClient } from "../e2e/_net.ts";
 
 const SOAK = Deno.env.get("MESHGATE_SOAK") === "1";
 
+/** web → db through two sidecars (see tests/e2e/_mesh.ts), named as this suite uses them. */
 async function pair() {
-  const dev = await devAgent();
-  const agent = clientFor(dev);
-  const app = await echoServer();
-  const upstreamPort = freePort();
-  await agent.register({
-    ID: "db-1",
-    Name: "db",
-    Port: app.port,
-    Connect: { SidecarService: { Port: freePort() } },
-  });
-  const webRegistration = (extra: { DestinationName: string; LocalBindPort: number }[] = []) => ({
-    ID: "web-1",
-    Name: "web",
-    Port: 1,
-    Connect: {
-      SidecarService: {
-        Port: webPublic,
-        Proxy: {
-          Upstreams: [{ DestinationName: "db", LocalBindPort: upstreamPort }, ...extra],
-        },
-      },
-    },
-  });
-  const webPublic = freePort();
-  await agent.register(webRegistration());
-  const db = await startProxy({ agent, sidecarFor: "db-1" });
-  const web = await startProxy({ agent, sidecarFor: "web-1" });
-  await Promise.all([db.ready, web.ready]);
-  await eventually(async () =>
-    (await agent.healthConnect("db", { passing: true })).value.length === 1
-  );
-  return {
-    dev,
-    agent,
-    app,
-    db,
-    web,
-    upstreamPort,
-    webRegistration,
-    async [Symbol.asyncDispose]() {
-      await web.close();
-      await db.close();
-      await app.close();
-      await agent.close();
-      await dev.close();
-    },
-  };
+  const m = await mesh();
+  return Object.assign(m, { app: m.db, db: m.dbProxy, web: m.webProxy });
 }
 
 /** Runs `fn` for 0..n-1 with at most `width` at a time. */
