@@ -190,6 +190,12 @@ async function main() {
   const kinds: [string, (backend: number, tag: string) => Promise<Tunnel>][] = [
     ["direct", (b) => Promise.resolve(direct(b))],
     ["meshgate", (b, tag) => meshgatePair(b, `bench-${tag}`)],
+    // The same pair reusing authorize answers for 60 s (forgotten on intention changes).
+    [
+      "meshgate-fresh",
+      (b, tag) =>
+        meshgatePair(b, `bench-${tag}-f`, ["-authorize-fresh", "60000"], "meshgate-fresh"),
+    ],
     ["haproxy", async (b, tag) => haproxyPair(await sub(dir, `haproxy-${tag}`), b)],
     ["stunnel", async (b, tag) => stunnelPair(await sub(dir, `stunnel-${tag}`), b)],
   ];
@@ -304,6 +310,13 @@ function report(
       ["new connection p99", m.ncP99, d.ncP99, h?.ncP99, false],
       ["idle KiB per connection", m.idle, NaN, h?.idle, false],
     ];
+    const f = rows.get("meshgate-fresh");
+    if (f) {
+      fig.push(
+        ["new connections/s, -authorize-fresh", f.nc, d.nc, h?.nc, true],
+        ["new connection p99, -authorize-fresh", f.ncP99, d.ncP99, h?.ncP99, false],
+      );
+    }
     for (const [label, x, base, hbase, up] of fig) {
       lines.push(`| ${label} | ${ratio(x, base, up)} | ${ratio(x, hbase, up)} |`);
     }

@@ -172,7 +172,12 @@ export async function haproxyPair(dir: string, backend: number): Promise<Tunnel>
  * registered with a sidecar served by one meshgate process, and a client-side meshgate process
  * with an upstream to it.
  */
-export async function meshgatePair(backend: number, name: string): Promise<Tunnel> {
+export async function meshgatePair(
+  backend: number,
+  name: string,
+  serverArgs: string[] = [],
+  label = "meshgate",
+): Promise<Tunnel> {
   const root = new URL("..", import.meta.url).pathname;
   const agentPort = freePort();
   const agent = spawn(Deno.execPath(), [
@@ -208,6 +213,7 @@ export async function meshgatePair(backend: number, name: string): Promise<Tunne
     `127.0.0.1:${adminPort}`,
     "-log-level",
     "warn",
+    ...serverArgs,
   ]);
   const client = spawn(Deno.execPath(), [
     "run",
@@ -234,7 +240,7 @@ export async function meshgatePair(backend: number, name: string): Promise<Tunne
     await new Promise((r) => setTimeout(r, 200));
   }
   return {
-    name: "meshgate",
+    name: label,
     port: front,
     pids: [server.child.pid, client.child.pid],
     adminUrl: `http://127.0.0.1:${adminPort}/`,

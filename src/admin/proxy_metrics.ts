@@ -62,7 +62,7 @@ export function createProxyMetrics(
   );
   const cachedAuthz = r.counter(
     "meshgate_authorize_cache_used_total",
-    "Inbound connections authorized from the agent's recent answer because it could not answer.",
+    "Inbound connections authorized from the agent's recent answer: why=fresh (within -authorize-fresh, not asked) or why=outage (the agent could not answer).",
   );
   const revoked = r.counter(
     "meshgate_connections_revoked_total",
@@ -163,7 +163,7 @@ export function createProxyMetrics(
           );
         }
         if (e.authorizeMs !== undefined) authorize.observe({}, e.authorizeMs / 1000);
-        if (e.authorizeCached) cachedAuthz.inc();
+        if (e.authorizeCached) cachedAuthz.inc({ why: e.authorizeCached });
         break;
       }
       case "refused":
@@ -199,7 +199,8 @@ export function createProxyMetrics(
     }
   });
   revoked.inc({}, 0);
-  cachedAuthz.inc({}, 0);
+  cachedAuthz.inc({ why: "fresh" }, 0);
+  cachedAuthz.inc({ why: "outage" }, 0);
   leafRenewals.inc({}, 0);
   rotations.inc({}, 0);
   configChanges.inc({}, 0);

@@ -166,6 +166,13 @@ export const FLAGS: FlagSpec[] = [
     default: "0",
   },
   {
+    name: "authorize-fresh",
+    value: "ms",
+    help:
+      "reuse the agent's authorize answer for a caller this long without asking (forgotten on intention or roots changes); 0: ask every time",
+    default: "0",
+  },
+  {
     name: "revoke-grace",
     value: "ms",
     help:
@@ -323,6 +330,7 @@ export function parseFlags(
     maxInbound: intFlag("max-inbound", one("max-inbound") ?? "0"),
     maxOutbound: intFlag("max-outbound", one("max-outbound") ?? "0"),
     authorizeCacheTtlMs: intFlag("authorize-cache-ttl", one("authorize-cache-ttl") ?? "0"),
+    authorizeFreshMs: intFlag("authorize-fresh", one("authorize-fresh") ?? "0"),
     revokeGraceMs: one("revoke-grace") === "-1"
       ? -1
       : intFlag("revoke-grace", one("revoke-grace") ?? "0"),

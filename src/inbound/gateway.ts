@@ -43,6 +43,13 @@ export interface InboundOptions {
    * forgotten when intentions change (`forgetAuthorizations`). @default {0}
    */
   authorizeCacheTtlMs?: number;
+  /**
+   * Answer authorize from the agent's last answer for the same caller when it is at most this
+   * old, without asking (the agent round trip leaves the connection path). Answers are
+   * forgotten when intentions change (the proxy's intentions watch calls
+   * `forgetAuthorizations`) and when the roots change. 0 = always ask. @default {0}
+   */
+  authorizeFreshMs?: number;
   /** Local application connect deadline (`local_connect_timeout_ms`). @default {1000} */
   connectTimeoutMs?: number;
   /** Close connections idle this long; 0 = never. @default {0} */
@@ -145,7 +152,8 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   const sockets = new Set<net.Socket>();
   const piped = new WeakSet<net.Socket>();
   const acceptedAt = new WeakMap<net.Socket, number>();
-  const cacheTtl = o.authorizeCacheTtlMs ?? 0;
+  const freshMs = o.authorizeFreshMs ?? 0;
+  const cacheTtl = Math.max(o.authorizeCacheTtlMs ?? 0, freshMs);
   const answers = new Map<string, { result: AuthorizeResult; at: number }>();
   await o.material.ready;
 
@@ -159,9 +167,10 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     allowHalfOpen: true,
     handshakeTimeout: o.handshakeTimeoutMs ?? 10_000,
   });
-  const unsubscribe = o.material.onChange(() => {
+  const unsubscribe = o.material.onChange((change) => {
     // New connections use the new leaf and roots at once; established ones keep theirs.
     server.setSecureContext(o.material.serverOptions());
+    if (change === "roots") answers.clear();
   });
 
   const refuse = (socket: net.Socket, refusal: Refusal) => {
@@ -237,14 +246,20 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     const timer = setTimeout(() => ac.abort(new Error("authorize timed out")), authzTimeout);
     const authorizeStarted = Date.now();
     let result: AuthorizeResult;
-    let fromCache = false;
+    let fromCache: "fresh" | "outage" | undefined;
+    const fresh = freshMs > 0 ? answers.get(verdict.uri) : undefined;
     try {
-      result = await o.authorize({
-        Target: o.service,
-        ClientCertURI: verdict.uri,
-        ClientCertSerial: verdict.serial,
-      }, { signal: ac.signal });
-      if (cacheTtl > 0) answers.set(verdict.uri, { result, at: Date.now() });
+      if (fresh && Date.now() - fresh.at <= freshMs) {
+        result = fresh.result;
+        fromCache = "fresh";
+      } else {
+        result = await o.authorize({
+          Target: o.service,
+          ClientCertURI: verdict.uri,
+          ClientCertSerial: verdict.serial,
+        }, { signal: ac.signal });
+        if (cacheTtl > 0) answers.set(verdict.uri, { result, at: Date.now() });
+      }
     } catch (err) {
       const timedOut = ac.signal.aborted;
       const cached = answers.get(verdict.uri);
@@ -253,7 +268,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
         !(err instanceof AgentError && !err.retryable);
       if (usable) {
         result = cached.result;
-        fromCache = true;
+        fromCache = "outage";
         log.log("warn", "agent did not answer authorize; using its recent answer", {
           peer: verdict.uri,
           ageMs: Date.now() - cached.at,
@@ -286,7 +301,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
       remote,
       authorizeMs,
       handshakeMs,
-      ...(fromCache ? { authorizeCached: true } : {}),
+      ...(fromCache ? { authorizeCached: fromCache } : {}),
     };
     if (o.handoff) {
       return handOff(socket, rawSocket, {

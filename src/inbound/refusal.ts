@@ -62,8 +62,11 @@ export type ConnectionEvent =
     handshakeMs?: number;
     /** Outbound: the chain target dialled. */
     target?: string;
-    /** Inbound: the agent did not answer and its recent answer was used. */
-    authorizeCached?: boolean;
+    /**
+     * Inbound: a recent answer of the agent was used — `fresh` (within `authorizeFreshMs`, not
+     * asked) or `outage` (the agent could not answer).
+     */
+    authorizeCached?: "fresh" | "outage";
   }
   | {
     /** An open connection closed because its caller is no longer authorized. */

@@ -27,6 +27,12 @@ export interface ProxyLimits {
   authorizeTimeoutMs?: number;
   /** Use the agent's last answer for a caller this long when it cannot answer; 0 = never. */
   authorizeCacheTtlMs?: number;
+  /**
+   * Use the agent's last answer for a caller this long without asking again (forgotten on any
+   * intention or roots change; needs the intentions watch, i.e. `revokeGraceMs` ≥ 0); 0 = always
+   * ask. @default {0}
+   */
+  authorizeFreshMs?: number;
   /** Local application connect deadline, unless the registration sets one. @default {1000} */
   localConnectTimeoutMs?: number;
   /** Idle timeout for proxied connections; 0 = none. @default {0} */
@@ -380,6 +386,8 @@ export class Proxy implements AsyncDisposable {
         handshakeTimeoutMs: config.handshakeTimeoutMs ?? limits.handshakeTimeoutMs,
         authorizeTimeoutMs: limits.authorizeTimeoutMs,
         authorizeCacheTtlMs: limits.authorizeCacheTtlMs,
+        // Without the intentions watch nothing would forget a fresh answer: only with it.
+        authorizeFreshMs: (limits.revokeGraceMs ?? 0) < 0 ? 0 : limits.authorizeFreshMs,
         connectTimeoutMs: config.localConnectTimeoutMs ?? limits.localConnectTimeoutMs,
         idleTimeoutMs: limits.idleTimeoutMs,
         maxConnections: limits.maxInbound,

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import type tls from "node:tls";
 import { AgentClient, type ConnectionEvent, startProxy } from "../../mod.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
-import { echoServer, tlsClient } from "./_net.ts";
+import { echoServer, outcome, tlsClient } from "./_net.ts";
 
 /** db behind a meshgate sidecar, and a way to open TLS connections as any service. */
 async function setup(opts: { revokeGraceMs?: number } = {}) {
@@ -167,4 +167,45 @@ Deno.test("reauthorize: flapping intentions are coalesced, not a storm of agent 
   await app.close();
   await agent.close();
   await admin.close();
+});
+
+Deno.test("authorize-fresh: a recent answer is reused without asking, and forgotten on an intention change", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  const app = await echoServer();
+  const port = freePort();
+  await agent.register({
+    ID: "db-1",
+    Name: "db",
+    Port: app.port,
+    Connect: { SidecarService: { Port: port } },
+  });
+  const events: ConnectionEvent[] = [];
+  await using proxy = await startProxy({
+    agent,
+    sidecarFor: "db-1",
+    limits: { authorizeFreshMs: 60_000 },
+    onEvent: (e) => events.push(e),
+  });
+  await proxy.ready;
+  dev.faults.add({ path: "/v1/agent/connect/authorize" }); // no effect: counts the calls
+  const asked = () => dev.faults.hits.get("/v1/agent/connect/authorize") ?? 0;
+  const web = (await agent.leaf("web")).value;
+  const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
+  const call = async () => {
+    const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
+    return await outcome(c, "hi");
+  };
+  for (let i = 0; i < 5; i++) assert.equal(await call(), "hi");
+  assert.equal(asked(), 1, "one authorize call for five connections");
+  assert.equal(
+    events.filter((e) => e.type === "accepted" && e.authorizeCached === "fresh").length,
+    4,
+  );
+  // A deny: the intentions watch forgets the answer; the next connection asks and is refused.
+  await agent.upsertIntention("web", "db", { Action: "deny" });
+  await eventually(async () => (await call()) === "closed", 5000, "the deny to apply");
+  assert.ok(asked() >= 2);
+  await app.close();
+  await agent.close();
 });
