@@ -68,3 +68,38 @@ export function freePort(): number {
   l.close();
   return port;
 }
+
+/** A child process whose stderr is collected (for log assertions) and stdout discarded. */
+export function spawnLogged(command: string, args: string[], env?: Record<string, string>) {
+  const child = new Deno.Command(command, { args, env, stdout: "piped", stderr: "piped" }).spawn();
+  let logs = "";
+  const reading = (async () => {
+    for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) logs += c;
+  })();
+  const discarding = child.stdout.cancel();
+  return {
+    child,
+    /** Everything written to stderr so far. */
+    logs: () => logs,
+    /** Resolves with the exit code once the process and its pipes are done. */
+    async exited(): Promise<number> {
+      const { code } = await child.status;
+      await Promise.all([reading, discarding]);
+      return code;
+    },
+  };
+}
+
+/** Registers `db-1` (an echo app on loopback) with a sidecar on a free public port. */
+export async function registerEchoDb(agent: AgentClient) {
+  const { echoServer } = await import("./e2e/_net.ts");
+  const app = await echoServer();
+  const port = freePort();
+  await agent.register({
+    ID: "db-1",
+    Name: "db",
+    Port: app.port,
+    Connect: { SidecarService: { Port: port } },
+  });
+  return { app, port };
+}

@@ -2,8 +2,8 @@
 // deno compile needs Deno's denort runtime from dl.deno.land: where it cannot be fetched, the
 // test says so loudly and skips.
 import assert from "node:assert/strict";
-import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
-import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
+import { clientFor, devAgent, eventually, registerEchoDb, spawnLogged } from "../_helpers.ts";
+import { roundTrip, tlsClient } from "../e2e/_net.ts";
 
 const out = await Deno.makeTempDir({ prefix: "meshgate-compile-" });
 const binary = `${out}/meshgate`;
@@ -34,31 +34,22 @@ Deno.test({
   async fn() {
     await using dev = await devAgent();
     const agent = clientFor(dev);
-    const app = await echoServer();
-    const port = freePort();
-    await agent.register({
-      ID: "db-1",
-      Name: "db",
-      Port: app.port,
-      Connect: { SidecarService: { Port: port } },
-    });
-    const child = new Deno.Command(binary, {
-      args: ["-sidecar-for", "db-1", "-http-addr", dev.address, "-admin-bind", ""],
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    let logs = "";
-    const reading = (async () => {
-      for await (const t of child.stderr.pipeThrough(new TextDecoderStream())) logs += t;
-    })();
-    await eventually(() => logs.includes("proxy ready"), 20_000);
+    const { app, port } = await registerEchoDb(agent);
+    const p = spawnLogged(binary, [
+      "-sidecar-for",
+      "db-1",
+      "-http-addr",
+      dev.address,
+      "-admin-bind",
+      "",
+    ]);
+    await eventually(() => p.logs().includes("proxy ready"), 20_000);
     const web = (await agent.leaf("web")).value;
     const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
     const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
     assert.equal(new TextDecoder().decode(await roundTrip(c, "one binary")), "one binary");
-    child.kill("SIGTERM");
-    assert.equal((await child.status).code, 0);
-    await reading;
+    p.child.kill("SIGTERM");
+    assert.equal(await p.exited(), 0);
     await app.close();
     await agent.close();
     await Deno.remove(out, { recursive: true });

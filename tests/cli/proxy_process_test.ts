@@ -1,23 +1,11 @@
 // The `proxy` command as an operator runs it: a separate process, stopped with SIGTERM.
 import assert from "node:assert/strict";
-import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, freePort, spawnLogged } from "../_helpers.ts";
 import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
 
 const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 
-function spawnProxy(args: string[]) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const logs: string[] = [];
-  const drain = (async () => {
-    for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) logs.push(c);
-  })();
-  const out = child.stdout.cancel();
-  return { child, logs, done: Promise.all([drain, out]) };
-}
+const spawnProxy = (args: string[]) => spawnLogged(Deno.execPath(), ["run", "-A", MAIN, ...args]);
 
 Deno.test({
   name: "cli: `proxy -sidecar-for` serves mTLS, logs one line per event, exits 0 on SIGTERM",
@@ -43,7 +31,7 @@ Deno.test({
       "",
     ]);
     await eventually(
-      () => p.logs.join("").includes('"proxy ready"'),
+      () => p.logs().includes('"proxy ready"'),
       20_000,
       "the proxy to be ready",
     );
@@ -52,14 +40,13 @@ Deno.test({
     const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
     assert.equal(new TextDecoder().decode(await roundTrip(c, "cli")), "cli");
     p.child.kill("SIGTERM");
-    const status = await p.child.status;
-    await p.done;
-    assert.equal(status.code, 0);
-    const lines = p.logs.join("").trim().split("\n").map((l) => JSON.parse(l));
+    const code = await p.exited();
+    assert.equal(code, 0);
+    const lines = p.logs().trim().split("\n").map((l) => JSON.parse(l));
     assert.ok(lines.some((l) => l["@message"] === "leaf certificate loaded"));
     assert.ok(lines.some((l) => l["@message"] === "proxy stopped"));
     assert.ok(!lines.some((l) => l["@message"] === "admin listening"), "-admin-bind '' disables");
-    assert.ok(!p.logs.join("").includes("PRIVATE KEY"), "never a key in the logs");
+    assert.ok(!p.logs().includes("PRIVATE KEY"), "never a key in the logs");
     await app.close();
     await agent.close();
   },
@@ -97,8 +84,8 @@ Deno.test({
     assert.equal(svc.Proxy?.DestinationServiceName, "db");
     assert.equal(dev.catalog.checksOf("db-proxy-t1")[0].CheckID, "db-proxy-t1-ttl");
     assert.equal(dev.catalog.checksOf("db-proxy-t1")[0].Status, "passing");
-    await eventually(() => p.logs.join("").includes("admin listening"), 20_000);
-    const url = p.logs.join("").split("\n").filter((l) => l.includes("admin listening"))
+    await eventually(() => p.logs().includes("admin listening"), 20_000);
+    const url = p.logs().split("\n").filter((l) => l.includes("admin listening"))
       .map((l) => JSON.parse(l).url)[0] as string;
     await eventually(
       async () =>
@@ -114,8 +101,7 @@ Deno.test({
     const drain = await fetch(`${url}v1/drain`, { method: "POST" });
     assert.equal(drain.status, 202);
     await drain.body?.cancel();
-    assert.equal((await p.child.status).code, 0, "exits 0 after the drain");
-    await p.done;
+    assert.equal(await p.exited(), 0, "exits 0 after the drain");
     assert.equal(dev.catalog.get("db-proxy-t1"), undefined, "deregistered on shutdown");
     await app.close();
     await agent.close();

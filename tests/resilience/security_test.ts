@@ -19,7 +19,14 @@ import {
 } from "../../mod.ts";
 import * as decode from "../../src/agent/decode.ts";
 import { FlagError, parseFlags } from "../../src/cli/flags.ts";
-import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import {
+  clientFor,
+  devAgent,
+  eventually,
+  freePort,
+  registerEchoDb,
+  spawnLogged,
+} from "../_helpers.ts";
 import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
 
 const SOAK = Deno.env.get("MESHGATE_SOAK") === "1";
@@ -99,44 +106,28 @@ Deno.test("security: the admin app binds loopback by default; every refusal reas
 Deno.test("security: the proxy runs with the narrow permission set (no disk, named env vars)", async () => {
   await using dev = await devAgent();
   const agent = clientFor(dev);
-  const app = await echoServer();
-  const port = freePort();
-  await agent.register({
-    ID: "db-1",
-    Name: "db",
-    Port: app.port,
-    Connect: { SidecarService: { Port: port } },
-  });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      // The README's narrow permission set: no read (no files given by flags), no write.
-      "--allow-net",
-      `--allow-env=${PROXY_ENV_VARS.join(",")}`,
-      new URL("../../src/cli/main.ts", import.meta.url).pathname,
-      "-sidecar-for",
-      "db-1",
-      "-http-addr",
-      dev.address,
-      "-admin-bind",
-      "",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let logs = "";
-  const reading = (async () => {
-    for await (const t of child.stderr.pipeThrough(new TextDecoderStream())) logs += t;
-  })();
-  await eventually(() => logs.includes("proxy ready"), 20_000, "the proxy to be ready");
+  const { app, port } = await registerEchoDb(agent);
+  const p = spawnLogged(Deno.execPath(), [
+    "run",
+    // The README's narrow permission set: no read (no files given by flags), no write.
+    "--allow-net",
+    `--allow-env=${PROXY_ENV_VARS.join(",")}`,
+    new URL("../../src/cli/main.ts", import.meta.url).pathname,
+    "-sidecar-for",
+    "db-1",
+    "-http-addr",
+    dev.address,
+    "-admin-bind",
+    "",
+  ]);
+  await eventually(() => p.logs().includes("proxy ready"), 20_000, "the proxy to be ready");
   const web = (await agent.leaf("web")).value;
   const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
   const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
   assert.equal(new TextDecoder().decode(await roundTrip(c, "no disk")), "no disk");
-  child.kill("SIGTERM");
-  assert.equal((await child.status).code, 0, logs);
-  await reading;
-  assert.ok(!/NotCapable|PermissionDenied|Requires write access/.test(logs), logs);
+  p.child.kill("SIGTERM");
+  assert.equal(await p.exited(), 0, p.logs());
+  assert.ok(!/NotCapable|PermissionDenied|Requires write access/.test(p.logs()), p.logs());
   await app.close();
   await agent.close();
 });
