@@ -251,6 +251,7 @@ export class ConfigEntries {
           Target: id,
           ...(failoverTargets.length ? { Failover: { Targets: failoverTargets } } : {}),
         },
+        ...(resolver?.LoadBalancer ? { LoadBalancer: resolver.LoadBalancer } : {}),
       };
       return key;
     };

@@ -183,7 +183,8 @@ export class UpstreamConnector {
     const live = endpoints.filter((e) => (this.#health.get(e.id)?.ejectedUntil ?? 0) <= now);
     const pool = live.length ? live : [...endpoints];
     let ordered: MeshEndpoint[];
-    if (this.#o.policy === "least_connections") {
+    // The upstream's own Config.lb_policy wins over the service-resolver's LoadBalancer.
+    if ((this.#o.policy ?? this.resolver?.policy) === "least_connections") {
       ordered = [...pool].sort((a, b) =>
         (this.#health.get(a.id)?.active ?? 0) / (a.weight || 1) -
         (this.#health.get(b.id)?.active ?? 0) / (b.weight || 1)

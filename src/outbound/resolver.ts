@@ -134,8 +134,23 @@ export class UpstreamResolver {
     }
   }
 
+  /**
+   * The service-resolver's `LoadBalancer.Policy` as a policy of ours: `least_request` →
+   * least connections; round robin otherwise (`ring_hash` and `maglev` need L7 hashing).
+   */
+  policy?: "round_robin" | "least_connections";
+
   #applyChain(chain: CompiledDiscoveryChain): void {
     this.#routes = routesOf(chain);
+    const lb = (chain.Nodes[chain.StartNode]?.LoadBalancer as { Policy?: string } | undefined)
+      ?.Policy;
+    this.policy = lb === "least_request" ? "least_connections" : lb ? "round_robin" : undefined;
+    if (lb && lb !== "least_request" && lb !== "round_robin" && lb !== "random") {
+      this.#log.log("warn", "load-balancer policy not supported for L4; using round robin", {
+        upstream: this.#service,
+        policy: lb,
+      });
+    }
     const wanted = new Set(this.#routes.flatMap((r) => r.targets));
     for (const [id, t] of this.#targets) {
       if (!wanted.has(id)) {

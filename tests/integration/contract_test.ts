@@ -292,6 +292,19 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         });
         const redirected = (await client.discoveryChain("old-db")).value;
         assert.equal(redirected.StartNode, "resolver:db.default.default.dc1");
+        // A resolver's load-balancer policy travels in the compiled chain's resolver node.
+        await client.putConfigEntry({
+          Kind: "service-resolver",
+          Name: "lb",
+          LoadBalancer: { Policy: "least_request" },
+        });
+        const lb = (await client.discoveryChain("lb")).value;
+        assert.equal(
+          (lb.Nodes["resolver:lb.default.default.dc1"].LoadBalancer as { Policy?: string })
+            ?.Policy,
+          "least_request",
+        );
+        assert.equal(def.Nodes[def.StartNode].LoadBalancer, undefined);
         // Every service a splitter names must speak the same L7 protocol.
         await client.putConfigEntry({ Kind: "service-defaults", Name: "api", Protocol: "http" });
         const inconsistent = await client.putConfigEntry({
