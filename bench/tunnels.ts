@@ -201,9 +201,16 @@ export async function meshgatePair(
   });
   await register.body?.cancel();
   const cli = `${root}src/cli/main.ts`;
+  // MESHGATE_BENCH_CPU_PROF=<dir> writes a V8 CPU profile of each proxy process there on exit.
+  const profDir = Deno.env.get("MESHGATE_BENCH_CPU_PROF");
+  const prof = (side: string) =>
+    profDir
+      ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${side}-${name}.cpuprofile`]
+      : [];
   const server = spawn(Deno.execPath(), [
     "run",
     "-A",
+    ...prof("server"),
     cli,
     "-sidecar-for",
     `${name}-1`,
@@ -218,6 +225,7 @@ export async function meshgatePair(
   const client = spawn(Deno.execPath(), [
     "run",
     "-A",
+    ...prof("client"),
     cli,
     "-service",
     "bench-client",

@@ -165,6 +165,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     // (verifyPeer), fail-closed, so each refusal gets a precise reason (no_cert, bad_chain…).
     rejectUnauthorized: false,
     allowHalfOpen: true,
+    noDelay: true,
     handshakeTimeout: o.handshakeTimeoutMs ?? 10_000,
   });
   const unsubscribe = o.material.onChange((change) => {

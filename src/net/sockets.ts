@@ -27,6 +27,7 @@ export function connectPlain(address: SocketAddress, timeoutMs: number): Promise
         ? { path: address.path }
         : { host: address.hostname, port: address.port }),
       allowHalfOpen: true,
+      noDelay: true,
     });
     const timer = setTimeout(() => {
       socket.destroy();
@@ -45,8 +46,26 @@ export function connectPlain(address: SocketAddress, timeoutMs: number): Promise
   });
 }
 
-/** The DER of a TLS peer's certificate and of the chain it presented (leaf first). */
+/**
+ * The DER of a TLS peer's certificate and of the chain it presented (leaf first).
+ *
+ * Reads the raw chain from Deno's TLS handle when it offers one: `getPeerCertificate(true)`
+ * builds a legacy object for every certificate and re-parses every CA certificate of the
+ * context to complete the chain, which measured 6–7 % of a proxy's CPU per new connection.
+ * Other runtimes fall back to it.
+ */
 export function peerChain(socket: tls.TLSSocket): { der?: Uint8Array; chain: Uint8Array[] } {
+  const raw = (socket as unknown as {
+    _handle?: { getPeerCertificateChain?: () => { certificates?: unknown } | undefined };
+  })._handle?.getPeerCertificateChain?.()?.certificates;
+  if (Array.isArray(raw) && raw.every((c) => c instanceof Uint8Array)) {
+    if (raw.length === 0 || raw[0].length === 0) return { chain: [] };
+    return { der: raw[0], chain: raw.slice(1, 9) };
+  }
+  return legacyPeerChain(socket);
+}
+
+function legacyPeerChain(socket: tls.TLSSocket): { der?: Uint8Array; chain: Uint8Array[] } {
   const cert = socket.getPeerCertificate(true) as tls.DetailedPeerCertificate | undefined;
   if (!cert || !cert.raw || cert.raw.length === 0) return { chain: [] };
   const chain: Uint8Array[] = [];

@@ -76,10 +76,11 @@ export async function dialMesh(
       secureContext: material.secureContext,
       // Identity is the SPIFFE URI, checked below; there is no hostname to check.
       checkServerIdentity: () => undefined,
-      // The chain is checked against the mesh roots by our own code (the TLS stack may add
-      // the public roots to `ca`), so the TLS layer need not reject.
+      // The chain is checked against the mesh roots by our own code below; the TLS layer
+      // trusts nothing (see TlsMaterial.secureContext), so it must not reject.
       rejectUnauthorized: false,
       allowHalfOpen: true,
+      noDelay: true,
     } as tls.ConnectionOptions);
     const timer = setTimeout(() => {
       s.destroy();

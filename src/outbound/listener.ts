@@ -187,7 +187,8 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
   }
 
   const server = net.createServer(
-    { allowHalfOpen: true, pauseOnConnect: true },
+    // noDelay: a proxy must not hold small writes back (Nagle) waiting for an ACK.
+    { allowHalfOpen: true, pauseOnConnect: true, noDelay: true },
     (c) => void handle(c),
   );
   if ("path" in up.bind) await Deno.remove(up.bind.path).catch(() => {});
