@@ -64,6 +64,10 @@ export function createProxyMetrics(
     "meshgate_authorize_cache_used_total",
     "Inbound connections authorized from the agent's recent answer: why=fresh (within -authorize-fresh, not asked) or why=outage (the agent could not answer).",
   );
+  const joinedAuthz = r.counter(
+    "meshgate_authorize_joined_total",
+    "Inbound connections authorized by an identical authorize call (same caller certificate) already in flight when they asked.",
+  );
   const revoked = r.counter(
     "meshgate_connections_revoked_total",
     "Open inbound connections closed because an intention change denied their caller.",
@@ -164,6 +168,7 @@ export function createProxyMetrics(
         }
         if (e.authorizeMs !== undefined) authorize.observe({}, e.authorizeMs / 1000);
         if (e.authorizeCached) cachedAuthz.inc({ why: e.authorizeCached });
+        if (e.authorizeJoined) joinedAuthz.inc({});
         break;
       }
       case "refused":

@@ -94,6 +94,14 @@ export interface InboundConnection {
   pipe: Pipe;
 }
 
+/** One authorize call to the agent, which concurrent connections of the same caller share. */
+interface AuthorizeCall {
+  /** The agent's answer. */
+  result: Promise<AuthorizeResult>;
+  /** Aborted when the call's deadline passes. */
+  signal: AbortSignal;
+}
+
 /** A running public listener. */
 export interface InboundGateway extends AsyncDisposable {
   /** The bound address. */
@@ -155,6 +163,8 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   const freshMs = o.authorizeFreshMs ?? 0;
   const cacheTtl = Math.max(o.authorizeCacheTtlMs ?? 0, freshMs);
   const answers = new Map<string, { result: AuthorizeResult; at: number }>();
+  const inflight = new Map<string, AuthorizeCall>();
+  const authzTimeout = o.authorizeTimeoutMs ?? 5000;
   await o.material.ready;
 
   const server = tls.createServer({
@@ -171,8 +181,38 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   const unsubscribe = o.material.onChange((change) => {
     // New connections use the new leaf and roots at once; established ones keep theirs.
     server.setSecureContext(o.material.serverOptions());
-    if (change === "roots") answers.clear();
+    if (change === "roots") forget();
   });
+  /** Cached answers and calls in flight are forgotten: new connections ask anew. */
+  const forget = () => {
+    answers.clear();
+    inflight.clear();
+  };
+
+  /**
+   * Asks the agent, or joins an identical call already in flight (same caller certificate):
+   * its answer is no older than the connection, and concurrent connections of one caller
+   * cost the agent one call. The call has its own deadline, shared by those who join it.
+   */
+  const authorizeCall = (uri: string, serial: string): AuthorizeCall & { joined: boolean } => {
+    const key = `${uri} ${serial}`;
+    const running = inflight.get(key);
+    if (running) return { ...running, joined: true };
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(new Error("authorize timed out")), authzTimeout);
+    const call: AuthorizeCall = {
+      signal: ac.signal,
+      result: o.authorize(
+        { Target: o.service, ClientCertURI: uri, ClientCertSerial: serial },
+        { signal: ac.signal },
+      ).finally(() => {
+        clearTimeout(timer);
+        if (inflight.get(key) === call) inflight.delete(key);
+      }),
+    };
+    inflight.set(key, call);
+    return { ...call, joined: false };
+  };
 
   const refuse = (socket: net.Socket, refusal: Refusal) => {
     socket.destroy();
@@ -242,27 +282,25 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     const { der, chain } = peerChain(socket);
     const verdict = await o.material.verifyPeer(der, chain);
     if (!verdict.ok) return refuse(socket, { ...verdict, remote });
-    const ac = new AbortController();
-    const authzTimeout = o.authorizeTimeoutMs ?? 5000;
-    const timer = setTimeout(() => ac.abort(new Error("authorize timed out")), authzTimeout);
     const authorizeStarted = Date.now();
     let result: AuthorizeResult;
     let fromCache: "fresh" | "outage" | undefined;
+    let joined = false;
     const fresh = freshMs > 0 ? answers.get(verdict.uri) : undefined;
+    let call: AuthorizeCall | undefined;
     try {
       if (fresh && Date.now() - fresh.at <= freshMs) {
         result = fresh.result;
         fromCache = "fresh";
       } else {
-        result = await o.authorize({
-          Target: o.service,
-          ClientCertURI: verdict.uri,
-          ClientCertSerial: verdict.serial,
-        }, { signal: ac.signal });
+        const asked = authorizeCall(verdict.uri, verdict.serial);
+        call = asked;
+        joined = asked.joined;
+        result = await asked.result;
         if (cacheTtl > 0) answers.set(verdict.uri, { result, at: Date.now() });
       }
     } catch (err) {
-      const timedOut = ac.signal.aborted;
+      const timedOut = call?.signal.aborted ?? false;
       const cached = answers.get(verdict.uri);
       const usable = cacheTtl > 0 && cached && Date.now() - cached.at <= cacheTtl &&
         // A real answer (400, 403) is not an outage: only unreachable, timeout, 5xx and 429.
@@ -286,8 +324,6 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
           remote,
         });
       }
-    } finally {
-      clearTimeout(timer);
     }
     if (!result.Authorized) {
       return refuse(socket, { reason: "denied", detail: result.Reason, peer: verdict.uri, remote });
@@ -303,6 +339,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
       authorizeMs,
       handshakeMs,
       ...(fromCache ? { authorizeCached: fromCache } : {}),
+      ...(joined ? { authorizeJoined: true } : {}),
     };
     if (o.handoff) {
       return handOff(socket, rawSocket, {
@@ -441,9 +478,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     get app() {
       return app;
     },
-    forgetAuthorizations() {
-      answers.clear();
-    },
+    forgetAuthorizations: forget,
     setApp(next) {
       app = next;
     },

@@ -67,6 +67,11 @@ export type ConnectionEvent =
      * asked) or `outage` (the agent could not answer).
      */
     authorizeCached?: "fresh" | "outage";
+    /**
+     * Inbound: the answer came from an identical authorize call (same caller certificate)
+     * already in flight when this connection asked.
+     */
+    authorizeJoined?: boolean;
   }
   | {
     /** An open connection closed because its caller is no longer authorized. */

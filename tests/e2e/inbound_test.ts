@@ -1,10 +1,21 @@
 import assert from "node:assert/strict";
-import { type ConnectionEvent, startInbound, TlsMaterial } from "../../mod.ts";
+import {
+  type AuthorizeResult,
+  type ConnectionEvent,
+  type InboundOptions,
+  startInbound,
+  TlsMaterial,
+} from "../../mod.ts";
 import { clientFor, devAgent, eventually } from "../_helpers.ts";
 import { echoServer, outcome, roundTrip, tlsClient } from "./_net.ts";
 
 async function setup(
-  opts: { authorizeTimeoutMs?: number; maxConnections?: number; handshakeTimeoutMs?: number } = {},
+  opts: Partial<
+    Pick<
+      InboundOptions,
+      "authorizeTimeoutMs" | "maxConnections" | "handshakeTimeoutMs" | "authorize"
+    >
+  > = {},
 ) {
   const dev = await devAgent();
   const agent = clientFor(dev);
@@ -83,6 +94,52 @@ Deno.test("inbound: a denied intention refuses the connection before the app is 
   assert.equal(await outcome(client, "let me in"), "closed");
   await eventually(() => s.refusals().includes("denied"));
   assert.equal(s.app.connections(), 0, "the application never saw the denied client");
+});
+
+Deno.test("inbound: concurrent connections of one caller share one authorize call; later ones ask again", async () => {
+  // The agent's answer is held until every connection has asked: they must all wait on one call.
+  let calls = 0;
+  let answer = Promise.withResolvers<AuthorizeResult>();
+  await using s = await setup({
+    authorize: () => (calls++, answer.promise),
+  });
+  let verified = 0;
+  const verifyPeer = s.material.verifyPeer.bind(s.material);
+  s.material.verifyPeer = (...args) => (verified++, verifyPeer(...args));
+  const connect = () =>
+    tlsClient(s.gw.address.port, { cert: s.web.CertPEM, key: s.web.PrivateKeyPEM, ca: s.roots });
+  const round = async (n: number, authorized: boolean) => {
+    const clients = await Promise.all(Array.from({ length: n }, connect));
+    const outcomes = clients.map((c) => outcome(c, "ping"));
+    const target = verified + n;
+    // Each connection asks right after its certificate is verified (same task).
+    await eventually(() => verified >= target);
+    answer.resolve({ Authorized: authorized, Reason: authorized ? "allowed" : "denied" });
+    return await Promise.all(outcomes);
+  };
+  assert.deepEqual(await round(5, true), Array(5).fill("ping"));
+  assert.equal(calls, 1, "five concurrent connections, one agent call");
+  const joined = s.events.filter((e) => e.type === "accepted" && e.authorizeJoined).length;
+  assert.equal(joined, 4);
+  // A connection after the answer came asks anew (an answer is never older than its connection).
+  answer = Promise.withResolvers();
+  assert.deepEqual(await round(3, false), Array(3).fill("closed"));
+  assert.equal(calls, 2);
+  assert.equal(s.refusals().filter((r) => r === "denied").length, 3, "a shared deny refuses all");
+  assert.equal(s.app.connections(), 5);
+  // An intention change (forgetAuthorizations) while a call is in flight: later connections
+  // do not join the call that began before the change.
+  answer = Promise.withResolvers();
+  const early = await connect();
+  const earlyOutcome = outcome(early, "ping");
+  await eventually(() => calls === 3);
+  s.gw.forgetAuthorizations();
+  const late = await connect();
+  const lateOutcome = outcome(late, "ping");
+  await eventually(() => calls === 4, 5000, "a new call after the change");
+  answer.resolve({ Authorized: true, Reason: "allowed" });
+  assert.deepEqual([await earlyOutcome, await lateOutcome], ["ping", "ping"]);
+  console.log(`held: 10 connections, 4 authorize calls, 6 joined`);
 });
 
 Deno.test("inbound: no client certificate is refused as no_cert", async () => {
