@@ -115,6 +115,27 @@ async function http(port: number, close: boolean) {
   return { rps, p50: ms("50%"), p99: ms("99%"), errors };
 }
 
+/** CPU seconds (user + system, all threads) the processes used so far; NaN when unreadable. */
+function cpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      return NaN;
+    }
+  }
+  return ticks / 100; // USER_HZ
+}
+
+/** Runs `fn` and reports the CPU seconds the tunnel's processes spent meanwhile. */
+async function withCpu<T>(pids: number[], fn: () => Promise<T>): Promise<[T, number]> {
+  const before = cpuSeconds(pids);
+  const value = await fn();
+  return [value, cpuSeconds(pids) - before];
+}
+
 function rssKiB(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
@@ -162,6 +183,12 @@ interface Figures {
   ka: { rps: number; p50: number; p99: number }[];
   nc: { rps: number; p50: number; p99: number }[];
   idle: number[];
+  /** CPU of the tunnel's processes: ms per 100 MB (1 stream), µs per request. */
+  cpuMb: number[];
+  cpuKa: number[];
+  cpuNc: number[];
+  /** CPU of the agent (authorize) per new connection, µs; meshgate only. */
+  agentNc: number[];
 }
 
 async function main() {
@@ -212,24 +239,46 @@ async function main() {
   try {
     for (const [name, start] of kinds) {
       console.log(`bench: ${name}…`);
-      const figures: Figures = { mbps1: [], mbps4: [], ka: [], nc: [], idle: [] };
+      const figures: Figures = {
+        mbps1: [],
+        mbps4: [],
+        ka: [],
+        nc: [],
+        idle: [],
+        cpuMb: [],
+        cpuKa: [],
+        cpuNc: [],
+        agentNc: [],
+      };
       const forHttp = await start(httpPort, "http");
       const forIperf = await start(iperfPort, "iperf");
       try {
         for (let r = 0; r < reps; r++) {
           const none = { rps: NaN, p50: NaN, p99: NaN };
-          figures.mbps1.push(
-            await measure(`${name} 1 stream`, () => throughput(forIperf.port, 1), NaN),
+          const [mbps1, cpu1] = await withCpu(
+            forIperf.pids,
+            () => measure(`${name} 1 stream`, () => throughput(forIperf.port, 1), NaN),
           );
+          figures.mbps1.push(mbps1);
+          figures.cpuMb.push(cpu1 * 1000 / (mbps1 * seconds / 100));
           figures.mbps4.push(
             await measure(`${name} 4 streams`, () => throughput(forIperf.port, 4), NaN),
           );
-          figures.ka.push(
-            await measure(`${name} keep-alive`, () => http(forHttp.port, false), none),
+          const [ka, cpuKa] = await withCpu(
+            forHttp.pids,
+            () => measure(`${name} keep-alive`, () => http(forHttp.port, false), none),
           );
-          figures.nc.push(
-            await measure(`${name} new connections`, () => http(forHttp.port, true), none),
+          figures.ka.push(ka);
+          figures.cpuKa.push(cpuKa * 1e6 / (ka.rps * seconds));
+          const agentBefore = forHttp.agentPid ? cpuSeconds([forHttp.agentPid]) : NaN;
+          const [nc, cpuNc] = await withCpu(
+            forHttp.pids,
+            () => measure(`${name} new connections`, () => http(forHttp.port, true), none),
           );
+          figures.nc.push(nc);
+          figures.cpuNc.push(cpuNc * 1e6 / (nc.rps * seconds));
+          const agentCpu = forHttp.agentPid ? cpuSeconds([forHttp.agentPid]) - agentBefore : NaN;
+          figures.agentNc.push(agentCpu * 1e6 / (nc.rps * seconds));
         }
         figures.idle.push(await idleMemory(forHttp));
         results.set(name, { ...figures, authz: await authorizeShare(forHttp) });
@@ -269,6 +318,10 @@ function report(
       ncP50: median(f.nc.map((x) => x.p50)),
       ncP99: median(f.nc.map((x) => x.p99)),
       idle: median(f.idle),
+      cpuMb: median(f.cpuMb),
+      cpuKa: median(f.cpuKa),
+      cpuNc: median(f.cpuNc),
+      agentNc: median(f.agentNc),
     };
   };
   const names = [...results.keys()];
@@ -294,6 +347,16 @@ function report(
         `${fmt(r.idle, 1)} |`;
     }),
     "",
+    "CPU the tunnel's own processes spent (both sides together; lower is better — a measure " +
+    "of cost that does not depend on how the two cores were shared):",
+    "",
+    "| tunnel | ms per 100 MB, 1 stream | µs per keep-alive request | µs per new connection | agent µs per new connection (authorize) |",
+    "| --- | --- | --- | --- | --- |",
+    ...names.filter((n) => n !== "direct").map((n) => {
+      const r = rows.get(n)!;
+      return `| ${n} | ${fmt(r.cpuMb)} | ${fmt(r.cpuKa)} | ${fmt(r.cpuNc)} | ${fmt(r.agentNc)} |`;
+    }),
+    "",
     "Ratios of meshgate (higher is better; for latency, base ÷ meshgate):",
     "",
     "| figure | vs direct | vs haproxy |",
@@ -309,6 +372,9 @@ function report(
       ["new connections/s", m.nc, d.nc, h?.nc, true],
       ["new connection p99", m.ncP99, d.ncP99, h?.ncP99, false],
       ["idle KiB per connection", m.idle, NaN, h?.idle, false],
+      ["CPU per 100 MB", m.cpuMb, NaN, h?.cpuMb, false],
+      ["CPU per keep-alive request", m.cpuKa, NaN, h?.cpuKa, false],
+      ["CPU per new connection", m.cpuNc, NaN, h?.cpuNc, false],
     ];
     const f = rows.get("meshgate-fresh");
     if (f) {

@@ -9,6 +9,8 @@ export interface Tunnel {
   port: number;
   /** PIDs of the proxy processes (for resident-memory figures). */
   pids: number[];
+  /** The agent's PID (the test double, answering authorize), when meshgate. */
+  agentPid?: number;
   /** The meshgate server side's admin URL (authorize latency), when meshgate. */
   adminUrl?: string;
   close(): Promise<void>;
@@ -251,6 +253,7 @@ export async function meshgatePair(
     name: label,
     port: front,
     pids: [server.child.pid, client.child.pid],
+    agentPid: agent.child.pid,
     adminUrl: `http://127.0.0.1:${adminPort}/`,
     close: async () => {
       await Promise.all([server.stop(), client.stop()]);
