@@ -165,6 +165,7 @@ export {
 export { connectPlain, formatAddress, peerChain, type SocketAddress } from "./src/net/sockets.ts";
 export {
   type IdentityFailure,
+  leafExpiryMargin,
   type LeafState,
   type MaterialChange,
   type PeerVerdict,

@@ -2,12 +2,14 @@
  * When a proxy is ready to serve, and why not: for `GET /ready` and `meshgate_ready`.
  * @module
  */
+import { leafExpiryMargin } from "../trust/material.ts";
 import type { AdminSubject } from "./subject.ts";
 
 /** Readiness tuning. */
 export interface ReadinessOptions {
   /**
-   * Not ready when the leaf expires within this and no renewal came.
+   * Not ready when the leaf expires within this and no renewal came (see
+   * {@linkcode leafExpiryMargin}); 0 or unset is the default.
    * @default {10 % of the leaf's lifetime, at most 1 hour}
    */
   leafExpiryMarginMs?: number;
@@ -34,10 +36,9 @@ export function readinessProblems(
   if (!leaf) problems.push("no leaf certificate yet");
   else if (leaf.info.notAfter.getTime() <= now) problems.push("leaf certificate has expired");
   else {
-    // Not ready *before* expiry when no renewal came (agent down): 10 % of the lifetime, ≤ 1 h.
-    const lifetime = leaf.info.notAfter.getTime() - leaf.info.notBefore.getTime();
+    // Not ready *before* expiry when no renewal came (agent down).
     const left = leaf.info.notAfter.getTime() - now;
-    if (left <= (options.leafExpiryMarginMs ?? Math.min(lifetime * 0.1, 3600_000))) {
+    if (left <= leafExpiryMargin(leaf.info, options.leafExpiryMarginMs)) {
       problems.push(
         `leaf certificate expires in ${Math.round(left / 1000)} s and has not been renewed`,
       );

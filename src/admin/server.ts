@@ -35,7 +35,8 @@ export interface AdminServer extends AsyncDisposable {
  */
 export async function startAdmin(options: AdminServerOptions): Promise<AdminServer> {
   const hostname = options.hostname ?? "127.0.0.1";
-  const metrics = options.metrics ?? createProxyMetrics(options.proxy);
+  const metrics = options.metrics ??
+    createProxyMetrics(options.proxy, { leafExpiryMarginMs: options.leafExpiryMarginMs });
   const ac = new AbortController();
   const app = createAdminApp({
     ...options,

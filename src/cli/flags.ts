@@ -180,6 +180,13 @@ export const FLAGS: FlagSpec[] = [
     default: "0",
   },
   {
+    name: "leaf-expiry-margin",
+    value: "ms",
+    help:
+      "when the leaf is this close to expiry without a renewal: warn, ask the agent again, and report not ready; 0: 10 % of its lifetime, at most 1 h",
+    default: "0",
+  },
+  {
     name: "drain-timeout",
     value: "ms",
     help: "how long shutdown waits for open connections",
@@ -334,6 +341,8 @@ export function parseFlags(
     revokeGraceMs: one("revoke-grace") === "-1"
       ? -1
       : intFlag("revoke-grace", one("revoke-grace") ?? "0"),
+    leafExpiryMarginMs: intFlag("leaf-expiry-margin", one("leaf-expiry-margin") ?? "0") ||
+      undefined,
   };
   let logLevel: LogLevel;
   try {

@@ -95,6 +95,7 @@ export async function runCli(args: string[]): Promise<number> {
         proxy,
         ...opts.admin,
         token: opts.adminToken,
+        leafExpiryMarginMs: opts.limits.leafExpiryMarginMs,
         drainMs: opts.drainMs,
         // POST /v1/drain shuts down exactly like SIGTERM.
         onDrain: stop,

@@ -6,7 +6,7 @@
  */
 import type { AgentClient } from "../agent/client.ts";
 import type { Logger } from "../net/log.ts";
-import type { TlsMaterial } from "../trust/material.ts";
+import { leafExpiryMargin, type TlsMaterial } from "../trust/material.ts";
 import type { LifecycleEvent } from "./events.ts";
 
 /** Where a feed reports. */
@@ -88,10 +88,16 @@ const MAX_TIMER_MS = 24 * 3600_000;
  *   hashicorp/consul#13302 and #12319);
  * - an expired leaf is never installed, and is asked for again at once, then with backoff
  *   (non-blocking reads can return a stale or expired certificate, #10871 and #9862);
- * - if no renewal has arrived when 95 % of the leaf's lifetime is gone, it is asked for again.
+ * - if no renewal has arrived when the leaf is within `expiryMarginMs` of its expiry (or 95 %
+ *   of its lifetime is gone, if that comes first), it warns and asks again, with backoff.
  */
 export async function feedLeaf(
-  o: FeedOptions & { service: string; leafWaitMs?: number },
+  o: FeedOptions & {
+    service: string;
+    leafWaitMs?: number;
+    /** See {@linkcode leafExpiryMargin}. @default {10 % of the lifetime, at most 1 h} */
+    expiryMarginMs?: number;
+  },
 ): Promise<void> {
   const { service } = o;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -111,8 +117,9 @@ export async function feedLeaf(
       });
     },
   });
-  // While the installed leaf is known to be stale (an expired answer was refused, or 95 % of its
-  // lifetime passed without a renewal), ask again with backoff until a new one is installed.
+  // While the installed leaf is known to be stale (an expired answer was refused, or it came
+  // within the expiry margin without a renewal), ask again with backoff until a new one is
+  // installed.
   // (An unchanged answer is not delivered twice, so polling cannot rely on deliveries.)
   let stale = false;
   const poll = () => {
@@ -144,7 +151,11 @@ export async function feedLeaf(
         retryMs = 1000;
         const { notBefore, notAfter } = installed.info;
         const lifetime = notAfter.getTime() - notBefore.getTime();
-        refreshIn(notAfter.getTime() - lifetime * 0.05 - Date.now());
+        const margin = Math.max(
+          leafExpiryMargin(installed.info, o.expiryMarginMs),
+          lifetime * 0.05,
+        );
+        refreshIn(notAfter.getTime() - margin - Date.now());
         o.emit({
           type: "leaf",
           renewed,

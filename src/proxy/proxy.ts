@@ -46,6 +46,11 @@ export interface ProxyLimits {
    * connections after this grace period; -1 turns re-checking off. @default {0}
    */
   revokeGraceMs?: number;
+  /**
+   * When the leaf is this close to expiry without a renewal, warn and ask the agent again (the
+   * admin app's readiness uses the same margin). @default {10 % of its lifetime, at most 1 h}
+   */
+  leafExpiryMarginMs?: number;
 }
 
 /** Registering ourselves, as `consul connect proxy -register` does. */
@@ -250,7 +255,13 @@ export class Proxy implements AsyncDisposable {
     this.#leafStop = stop;
     this.#leafService = service;
     const signal = AbortSignal.any([this.#controller.signal, stop.signal]);
-    this.#spawn(feedLeaf({ ...this.#feed(signal), service }));
+    this.#spawn(
+      feedLeaf({
+        ...this.#feed(signal),
+        service,
+        expiryMarginMs: this.#o.limits?.leafExpiryMarginMs,
+      }),
+    );
   }
 
   /** Re-authorizes open inbound connections when the intentions of `service` change. */

@@ -30,6 +30,24 @@ aI6sAPW4OlECXcmd56xxwIPvtnE=
 -----END CERTIFICATE-----
 `;
 
+/**
+ * How long before its expiry an unrenewed leaf makes the proxy not ready (and the leaf watch
+ * warn and ask again): `marginMs` when given, else 10 % of the leaf's lifetime, at most 1 h.
+ *
+ * @example
+ * ```ts ignore
+ * import { leafExpiryMargin } from "@meshgate/meshgate";
+ * const margin = leafExpiryMargin(material.leaf!.info);
+ * ```
+ */
+export function leafExpiryMargin(
+  leaf: Pick<CertificateInfo, "notBefore" | "notAfter">,
+  marginMs?: number,
+): number {
+  if (marginMs !== undefined && marginMs > 0) return marginMs;
+  return Math.min((leaf.notAfter.getTime() - leaf.notBefore.getTime()) * 0.1, 3600_000);
+}
+
 /** Why a peer certificate was refused. */
 export type IdentityFailure = "no_cert" | "bad_chain" | "bad_identity";
 

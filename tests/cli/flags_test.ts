@@ -23,6 +23,23 @@ Deno.test("cli flags: one dash or two, = or a separate value", () => {
   assert.equal(parseFlags([], { CONNECT_SIDECAR_FOR: "api-1" }).sidecarFor, "api-1");
 });
 
+Deno.test("cli flags: limits and timeouts reach the proxy's options", () => {
+  const o = parseFlags([
+    "-sidecar-for",
+    "web-1",
+    "-leaf-expiry-margin",
+    "600000",
+    "-authorize-fresh",
+    "2000",
+    "-revoke-grace",
+    "-1",
+  ]);
+  assert.equal(o.limits.leafExpiryMarginMs, 600_000);
+  assert.equal(o.limits.authorizeFreshMs, 2000);
+  assert.equal(o.limits.revokeGraceMs, -1);
+  assert.equal(parseFlags(["-sidecar-for", "web-1"]).limits.leafExpiryMarginMs, undefined);
+});
+
 Deno.test("cli flags: flag mode with -listen, -service-addr, -upstream and -register", () => {
   const o = parseFlags([
     "-service",
@@ -65,6 +82,7 @@ Deno.test("cli flags: errors name the flag and the problem", () => {
     [["-service", "x", "-register"], /^-register: needs -listen/],
     [["-sidecar-for", "a", "-max-inbound", "-1"], /^-max-inbound: "-1" must be a whole number/],
     [["-sidecar-for", "a", "-log-level", "loud"], /^-log-level: unknown log level/],
+    [["-sidecar-for", "a", "-leaf-expiry-margin", "1h"], /^-leaf-expiry-margin: "1h" must be/],
     [["stray"], /unexpected argument/],
   ];
   for (const [args, re] of cases) {

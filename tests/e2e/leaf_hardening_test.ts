@@ -1,7 +1,15 @@
 // The leaf and roots client, hardened against Consul's known leaf-endpoint behaviour. Each test
 // is named after the Consul issue it guards against.
 import assert from "node:assert/strict";
-import { AgentClient, parseGoDuration, type ProxyEvent, startProxy } from "../../mod.ts";
+import {
+  AgentClient,
+  createAdminApp,
+  createLogger,
+  parseCertificate,
+  parseGoDuration,
+  type ProxyEvent,
+  startProxy,
+} from "../../mod.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, outcome, roundTrip, tlsClient } from "./_net.ts";
 
@@ -97,5 +105,45 @@ Deno.test("consul#8681: after a rotation, trust includes every root the agent li
   assert.equal(app.connections(), 1, "only the first connection reached the app");
   await proxy.close();
   await app.close();
+  await agent.close();
+});
+
+Deno.test("leaf watchdog: within the expiry margin without a renewal, the proxy warns, asks again and is not ready", async () => {
+  await using dev = await devAgent();
+  let leafRequests = 0;
+  const agent = new AgentClient({
+    address: dev.address,
+    watchDefaults: { minIntervalMs: 0 },
+    fetch: (input, init) => {
+      const url = new URL(input instanceof Request ? input.url : String(input));
+      if (url.pathname.startsWith("/v1/agent/connect/ca/leaf/")) leafRequests++;
+      return fetch(input, init);
+    },
+  });
+  await agent.register({ ID: "db-1", Name: "db", Port: 1, Connect: { SidecarService: {} } });
+  // The margin puts the leaf's warning point 1.5 s from now; the agent renews it only hours later.
+  const leaf = await parseCertificate((await agent.leaf("db")).value.CertPEM);
+  const marginMs = leaf.notAfter.getTime() - Date.now() - 1500;
+  const warnings: string[] = [];
+  await using proxy = await startProxy({
+    agent,
+    sidecarFor: "db-1",
+    limits: { leafExpiryMarginMs: marginMs },
+    log: createLogger({ level: "warn", json: true, write: (l) => warnings.push(l) }),
+  });
+  await proxy.ready;
+  const admin = createAdminApp({ proxy, leafExpiryMarginMs: marginMs });
+  assert.equal((await admin.request("/ready")).status, 200);
+  const asked = leafRequests;
+  await eventually(
+    () => warnings.some((l) => l.includes("no renewed leaf from the agent yet")),
+    5000,
+    "the watchdog's warning",
+  );
+  assert.ok(leafRequests > asked, "the agent was asked again");
+  const ready = await admin.request("/ready");
+  assert.equal(ready.status, 503);
+  assert.match(JSON.stringify(await ready.json()), /has not been renewed/);
+  await proxy.close();
   await agent.close();
 });
