@@ -11,6 +11,7 @@ import {
   stunnelPair,
   type Tunnel,
 } from "./tunnels.ts";
+import { measurePrimitives, type PrimitiveCost } from "./primitives.ts";
 
 const smoke = Deno.args.includes("--smoke");
 const reps = smoke ? 1 : Number(flag("--reps") ?? 3);
@@ -193,6 +194,9 @@ interface Figures {
 
 async function main() {
   await ensureTools();
+  // Before any tunnel starts, so that nothing else competes for the cores.
+  console.log("bench: Deno's socket primitives…");
+  const floor = await measurePrimitives(smoke ? 2000 : 20_000, reps);
   const dir = await Deno.makeTempDir({ prefix: "meshgate-bench-" });
   // Backends: nginx serving 1 KiB, and an iperf3 server.
   const httpPort = freePort();
@@ -292,7 +296,7 @@ async function main() {
     await iperf.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-  report(results);
+  report(results, floor);
 }
 
 async function sub(dir: string, name: string): Promise<string> {
@@ -305,6 +309,7 @@ function report(
     string,
     Figures & { authz?: { authorizeMs: number; handshakeMs: number; calls: number } }
   >,
+  floor: PrimitiveCost[],
 ) {
   const row = (name: string) => {
     const f = results.get(name)!;
@@ -356,6 +361,13 @@ function report(
       const r = rows.get(n)!;
       return `| ${n} | ${fmt(r.cpuMb)} | ${fmt(r.cpuKa)} | ${fmt(r.cpuNc)} | ${fmt(r.agentNc)} |`;
     }),
+    "",
+    "Deno's own socket layers, in one process (CPU per 1 KiB round trip: two writes and two " +
+    "reads; best of the repetitions) — the floor under a Deno proxy's per-request cost:",
+    "",
+    "| primitive | µs per round trip |",
+    "| --- | --- |",
+    ...floor.map((p) => `| ${p.name} | ${fmt(p.cpuUs, 1)} |`),
     "",
     "Ratios of meshgate (higher is better; for latency, base ÷ meshgate):",
     "",
