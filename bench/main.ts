@@ -228,6 +228,15 @@ async function main() {
         meshgatePair(b, `bench-${tag}-f`, ["-authorize-fresh", "60000"], "meshgate-fresh"),
     ],
     ["haproxy", async (b, tag) => haproxyPair(await sub(dir, `haproxy-${tag}`), b)],
+    // The same pair without TLS session resumption: a full handshake per connection.
+    [
+      "haproxy-full",
+      async (b, tag) =>
+        haproxyPair(await sub(dir, `haproxy-full-${tag}`), b, {
+          reuse: false,
+          name: "haproxy-full",
+        }),
+    ],
     ["stunnel", async (b, tag) => stunnelPair(await sub(dir, `stunnel-${tag}`), b)],
   ];
   const only = flag("--only")?.split(",");
@@ -240,9 +249,12 @@ async function main() {
     string,
     Figures & { authz?: Awaited<ReturnType<typeof authorizeShare>> }
   >();
+  // Every tunnel runs from the start, and each repetition measures them all in turn, so that
+  // a machine that gets faster or slower during the run shifts every tunnel alike.
+  const running: { name: string; forHttp: Tunnel; forIperf: Tunnel; figures: Figures }[] = [];
   try {
     for (const [name, start] of kinds) {
-      console.log(`bench: ${name}…`);
+      console.log(`bench: starting ${name}…`);
       const figures: Figures = {
         mbps1: [],
         mbps4: [],
@@ -255,43 +267,47 @@ async function main() {
         agentNc: [],
       };
       const forHttp = await start(httpPort, "http");
-      const forIperf = await start(iperfPort, "iperf");
-      try {
-        for (let r = 0; r < reps; r++) {
-          const none = { rps: NaN, p50: NaN, p99: NaN };
-          const [mbps1, cpu1] = await withCpu(
-            forIperf.pids,
-            () => measure(`${name} 1 stream`, () => throughput(forIperf.port, 1), NaN),
-          );
-          figures.mbps1.push(mbps1);
-          figures.cpuMb.push(cpu1 * 1000 / (mbps1 * seconds / 100));
-          figures.mbps4.push(
-            await measure(`${name} 4 streams`, () => throughput(forIperf.port, 4), NaN),
-          );
-          const [ka, cpuKa] = await withCpu(
-            forHttp.pids,
-            () => measure(`${name} keep-alive`, () => http(forHttp.port, false), none),
-          );
-          figures.ka.push(ka);
-          figures.cpuKa.push(cpuKa * 1e6 / (ka.rps * seconds));
-          const agentBefore = forHttp.agentPid ? cpuSeconds([forHttp.agentPid]) : NaN;
-          const [nc, cpuNc] = await withCpu(
-            forHttp.pids,
-            () => measure(`${name} new connections`, () => http(forHttp.port, true), none),
-          );
-          figures.nc.push(nc);
-          figures.cpuNc.push(cpuNc * 1e6 / (nc.rps * seconds));
-          const agentCpu = forHttp.agentPid ? cpuSeconds([forHttp.agentPid]) - agentBefore : NaN;
-          figures.agentNc.push(agentCpu * 1e6 / (nc.rps * seconds));
-        }
-        figures.idle.push(await idleMemory(forHttp));
-        results.set(name, { ...figures, authz: await authorizeShare(forHttp) });
-      } finally {
-        await forHttp.close();
-        await forIperf.close();
+      running.push({ name, forHttp, forIperf: await start(iperfPort, "iperf"), figures });
+    }
+    for (let r = 0; r < reps; r++) {
+      for (const { name, forHttp, forIperf, figures } of running) {
+        console.log(`bench: repetition ${r + 1}/${reps}: ${name}…`);
+        const none = { rps: NaN, p50: NaN, p99: NaN };
+        const [mbps1, cpu1] = await withCpu(
+          forIperf.pids,
+          () => measure(`${name} 1 stream`, () => throughput(forIperf.port, 1), NaN),
+        );
+        figures.mbps1.push(mbps1);
+        figures.cpuMb.push(cpu1 * 1000 / (mbps1 * seconds / 100));
+        figures.mbps4.push(
+          await measure(`${name} 4 streams`, () => throughput(forIperf.port, 4), NaN),
+        );
+        const [ka, cpuKa] = await withCpu(
+          forHttp.pids,
+          () => measure(`${name} keep-alive`, () => http(forHttp.port, false), none),
+        );
+        figures.ka.push(ka);
+        figures.cpuKa.push(cpuKa * 1e6 / (ka.rps * seconds));
+        const agentBefore = forHttp.agentPid ? cpuSeconds([forHttp.agentPid]) : NaN;
+        const [nc, cpuNc] = await withCpu(
+          forHttp.pids,
+          () => measure(`${name} new connections`, () => http(forHttp.port, true), none),
+        );
+        figures.nc.push(nc);
+        figures.cpuNc.push(cpuNc * 1e6 / (nc.rps * seconds));
+        const agentCpu = forHttp.agentPid ? cpuSeconds([forHttp.agentPid]) - agentBefore : NaN;
+        figures.agentNc.push(agentCpu * 1e6 / (nc.rps * seconds));
       }
     }
+    for (const { name, forHttp, figures } of running) {
+      figures.idle.push(await idleMemory(forHttp));
+      results.set(name, { ...figures, authz: await authorizeShare(forHttp) });
+    }
   } finally {
+    for (const { forHttp, forIperf } of running) {
+      await forHttp.close();
+      await forIperf.close();
+    }
     await nginx.stop();
     await iperf.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -333,6 +349,7 @@ function report(
   const rows = new Map(names.map((n) => [n, row(n)]));
   const d = rows.get("direct")!;
   const h = rows.get("haproxy");
+  const hf = rows.get("haproxy-full");
   const fmt = (x: number, digits = 0) => Number.isNaN(x) ? "–" : x.toFixed(digits);
   const ratio = (x: number, base: number | undefined, higherIsBetter = true) =>
     base === undefined || Number.isNaN(x) || Number.isNaN(base) || base === 0
@@ -371,32 +388,35 @@ function report(
     "",
     "Ratios of meshgate (higher is better; for latency, base ÷ meshgate):",
     "",
-    "| figure | vs direct | vs haproxy |",
-    "| --- | --- | --- |",
+    "| figure | vs direct | vs haproxy | vs haproxy-full (no session resumption) |",
+    "| --- | --- | --- | --- |",
   ];
   const m = rows.get("meshgate");
   if (m) {
-    const fig: [string, number, number, number | undefined, boolean][] = [
+    const fig: [string, number, number, number | undefined, boolean, number?][] = [
       ["1 stream MB/s", m.mbps1, d.mbps1, h?.mbps1, true],
       ["4 streams MB/s", m.mbps4, d.mbps4, h?.mbps4, true],
       ["keep-alive req/s", m.ka, d.ka, h?.ka, true],
       ["keep-alive p99", m.kaP99, d.kaP99, h?.kaP99, false],
-      ["new connections/s", m.nc, d.nc, h?.nc, true],
-      ["new connection p99", m.ncP99, d.ncP99, h?.ncP99, false],
+      ["new connections/s", m.nc, d.nc, h?.nc, true, hf?.nc],
+      ["new connection p99", m.ncP99, d.ncP99, h?.ncP99, false, hf?.ncP99],
       ["idle KiB per connection", m.idle, NaN, h?.idle, false],
       ["CPU per 100 MB", m.cpuMb, NaN, h?.cpuMb, false],
       ["CPU per keep-alive request", m.cpuKa, NaN, h?.cpuKa, false],
-      ["CPU per new connection", m.cpuNc, NaN, h?.cpuNc, false],
+      ["CPU per new connection", m.cpuNc, NaN, h?.cpuNc, false, hf?.cpuNc],
     ];
     const f = rows.get("meshgate-fresh");
     if (f) {
       fig.push(
-        ["new connections/s, -authorize-fresh", f.nc, d.nc, h?.nc, true],
-        ["new connection p99, -authorize-fresh", f.ncP99, d.ncP99, h?.ncP99, false],
+        ["new connections/s, -authorize-fresh", f.nc, d.nc, h?.nc, true, hf?.nc],
+        ["new connection p99, -authorize-fresh", f.ncP99, d.ncP99, h?.ncP99, false, hf?.ncP99],
       );
     }
-    for (const [label, x, base, hbase, up] of fig) {
-      lines.push(`| ${label} | ${ratio(x, base, up)} | ${ratio(x, hbase, up)} |`);
+    for (const [label, x, base, hbase, up, hfbase] of fig) {
+      lines.push(
+        `| ${label} | ${ratio(x, base, up)} | ${ratio(x, hbase, up)} | ` +
+          `${hfbase === undefined ? "–" : ratio(x, hfbase, up)} |`,
+      );
     }
     const a = results.get("meshgate")!.authz;
     if (a) {

@@ -140,8 +140,16 @@ export async function stunnelPair(dir: string, backend: number): Promise<Tunnel>
   };
 }
 
-/** The haproxy pair (TCP mode, TLS with client certificates both ways). */
-export async function haproxyPair(dir: string, backend: number): Promise<Tunnel> {
+/**
+ * The haproxy pair (TCP mode, TLS with client certificates both ways). By default haproxy's
+ * client side resumes TLS sessions with its server side; `reuse: false` (`no-ssl-reuse`) makes
+ * every connection a full handshake, as meshgate's are (Deno's node:tls cannot resume).
+ */
+export async function haproxyPair(
+  dir: string,
+  backend: number,
+  options: { reuse?: boolean; name?: string } = {},
+): Promise<Tunnel> {
   const p = await pki(dir);
   const [mid, front] = [freePort(), freePort()];
   const global = "global\n  maxconn 8000\n  nbthread 1\ndefaults\n  mode tcp\n" +
@@ -155,14 +163,14 @@ export async function haproxyPair(dir: string, backend: number): Promise<Tunnel>
     `${dir}/haproxy-client.cfg`,
     `${global}frontend fe\n  bind 127.0.0.1:${front}\n  default_backend be\nbackend be\n` +
       `  server mesh 127.0.0.1:${mid} ssl crt ${p.client} ca-file ${p.ca} verify required ` +
-      `verifyhost server\n`,
+      `verifyhost server${options.reuse === false ? " no-ssl-reuse" : ""}\n`,
   );
   const server = spawn("haproxy", ["-f", `${dir}/haproxy-server.cfg`, "-db"]);
   const client = spawn("haproxy", ["-f", `${dir}/haproxy-client.cfg`, "-db"]);
   await listening(mid, "haproxy (server)", 20_000, server.output);
   await listening(front, "haproxy (client)", 20_000, client.output);
   return {
-    name: "haproxy",
+    name: options.name ?? "haproxy",
     port: front,
     pids: [server.child.pid, client.child.pid],
     close: async () => void await Promise.all([server.stop(), client.stop()]),
