@@ -50,17 +50,27 @@ async function timed(rounds: number, fn: () => Promise<void>): Promise<number> {
   return (used.user + used.system) / rounds;
 }
 
+/** Ping-pongs over `client` once it is `ready`, then closes it and the `servers`. */
+async function pingPongOver(
+  client: net.Socket,
+  ready: string,
+  rounds: number,
+  servers: net.Server[],
+): Promise<number> {
+  await new Promise((r) => client.once(ready, r));
+  try {
+    return await timed(rounds, () => pingPong(client, rounds));
+  } finally {
+    client.destroy();
+    for (const s of servers) await new Promise((r) => s.close(r));
+  }
+}
+
 async function nodeNet(rounds: number): Promise<number> {
   const server = net.createServer({ noDelay: true }, echo);
   const port = await listen(server);
   const c = net.connect({ port, host: "127.0.0.1", noDelay: true });
-  await new Promise((r) => c.once("connect", r));
-  try {
-    return await timed(rounds, () => pingPong(c, rounds));
-  } finally {
-    c.destroy();
-    server.close();
-  }
+  return await pingPongOver(c, "connect", rounds, [server]);
 }
 
 async function denoNet(rounds: number): Promise<number> {
@@ -106,13 +116,7 @@ async function nodeTls(rounds: number): Promise<number> {
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
   } as tls.ConnectionOptions);
-  await new Promise((r) => c.once("secureConnect", r));
-  try {
-    return await timed(rounds, () => pingPong(c, rounds));
-  } finally {
-    c.destroy();
-    server.close();
-  }
+  return await pingPongOver(c, "secureConnect", rounds, [server]);
 }
 
 /** client → plain hop through pipeSockets → echo: the pipe's own cost is the difference. */
@@ -130,14 +134,7 @@ async function pipeHop(rounds: number): Promise<number> {
   });
   const port = await listen(hop);
   const c = net.connect({ port, host: "127.0.0.1", noDelay: true });
-  await new Promise((r) => c.once("connect", r));
-  try {
-    return await timed(rounds, () => pingPong(c, rounds));
-  } finally {
-    c.destroy();
-    await new Promise((r) => hop.close(r));
-    await new Promise((r) => backend.close(r));
-  }
+  return await pingPongOver(c, "connect", rounds, [hop, backend]);
 }
 
 /** Measures every primitive (best of `reps`). */
