@@ -159,3 +159,24 @@ Deno.test("balancing: an endpoint that keeps failing is ejected (passive outlier
   assert.equal(dead.ejections, 1);
   console.log(`held: 12 connections served; the dead endpoint failed 3 dials, then was ejected`);
 });
+
+Deno.test("balancing: a connection is retried on another endpoint only before any byte was sent", async () => {
+  await using t = await twoInstances();
+  // db-1's sidecar still answers mTLS, but its application is gone: the mesh connection is
+  // accepted, the caller's bytes go out, and then db-1 closes it. That is not retried (the
+  // bytes may have been acted on); only dials that fail are.
+  await t.apps[0].close();
+  const outcomes: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const got = await roundTrip(await tcpClient(t.upstreamPort), "once").catch(() => undefined);
+    outcomes.push(got?.length ? new TextDecoder().decode(got) : "closed");
+  }
+  const served = outcomes.filter((o) => o === "once").length;
+  assert.equal(
+    served,
+    2,
+    `round robin: half went to db-1 and were closed, not retried: ${outcomes}`,
+  );
+  assert.equal(t.apps[1].connections(), 2, "db-2 saw only its own share");
+  console.log(`held: 4 connections, 2 closed by db-1 without a retry, 2 served by db-2`);
+});
