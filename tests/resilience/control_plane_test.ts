@@ -101,8 +101,10 @@ Deno.test("resilience: agent down — a recent authorize answer within the TTL i
   assert.equal(await p.call("warm"), "warm"); // web's answer is now cached on db's side
   const up = agentDown(p.dev);
   await eventually(async () => (await p.call("cached")) === "cached", 10_000);
-  assert.equal((await p.metrics()).value("meshgate_authorize_cache_used_total"), 1);
+  const used = (await p.metrics()).value("meshgate_authorize_cache_used_total");
+  assert.equal(used, 1);
   up();
+  console.log(`held: ${used} connection authorized from a cached answer while the agent was down`);
 });
 
 Deno.test("resilience: 500, 429 and malformed answers are counted, logged, and change nothing served", async () => {
@@ -127,6 +129,10 @@ Deno.test("resilience: 500, 429 and malformed answers are counted, logged, and c
   }
   // The watch recovered and picked up the rotations.
   await eventually(() => p.db.material.roots!.roots.Roots.length === 7, 10_000);
+  const errors = (await p.metrics()).value("meshgate_watch_errors_total", { watch: "roots" });
+  console.log(
+    `held: 3 faults (500, 429, malformed), ${errors} roots watch errors counted, 3 connections served`,
+  );
 });
 
 Deno.test("resilience: an index that goes backwards resets the watch, counted", async () => {
@@ -140,6 +146,7 @@ Deno.test("resilience: an index that goes backwards resets the watch, counted", 
   await p.dev.rotateCA();
   await eventually(() => p.db.material.roots!.roots.Roots.length === 4, 5000, "roots keep coming");
   assert.equal(await p.call("ok"), "ok");
+  console.log("held: 1 index reset counted; 3 rotations applied; 1 connection served");
 });
 
 Deno.test("resilience: a slow authorize (2 s) against a 1 s deadline refuses, counted as timeout", async () => {
@@ -154,6 +161,7 @@ Deno.test("resilience: a slow authorize (2 s) against a 1 s deadline refuses, co
     1,
   );
   assert.equal(p.app.connections(), 0, "the application was never dialled");
+  console.log("held: 1 connection refused after the 1 s authorize deadline; 0 reached the app");
 });
 
 Deno.test("resilience: roots without the leaf's issuer — not ready, counted, until the leaf is renewed", async () => {
@@ -175,6 +183,7 @@ Deno.test("resilience: roots without the leaf's issuer — not ready, counted, u
   await p.dev.rotateCA();
   await eventually(() => p.db.material.leafTrusted === true, 10_000, "trust to come back");
   assert.equal((await p.admin.request("/ready")).status, 200);
+  console.log("held: foreign roots → not ready (leaf untrusted), then ready again after rotation");
 });
 
 Deno.test("resilience: leaf expiry while the agent is down — not ready before, never served after", async () => {
@@ -190,7 +199,8 @@ Deno.test("resilience: leaf expiry while the agent is down — not ready before,
   // (The leaf installed now is the one that expires: a renewal may have landed just before the
   // agent went down, and none can come after.)
   const leaf = p.db.material.leaf!.info;
-  assert.ok(Date.now() < leaf.notAfter.getTime() + 50, "not-ready came before the expiry");
+  const notReadyAt = Date.now();
+  assert.ok(notReadyAt < leaf.notAfter.getTime() + 50, "not-ready came before the expiry");
   // ...and after expiry no handshake is served with the expired certificate.
   await eventually(() => p.db.material.leafExpired, 6000, "the leaf to expire");
   assert.equal(p.db.material.leaf!.info.notAfter.getTime(), leaf.notAfter.getTime());
@@ -202,10 +212,19 @@ Deno.test("resilience: leaf expiry while the agent is down — not ready before,
   up();
   await eventually(() => !p.db.material.leafExpired, 10_000, "a renewed leaf after recovery");
   await eventually(async () => (await p.admin.request("/ready")).status === 200, 10_000);
+  const refused =
+    p.events.filter((e) => e.type === "refused" && e.refusal.reason === "leaf_expired")
+      .length;
+  console.log(
+    `held: not ready ${((leaf.notAfter.getTime() - notReadyAt) / 1000).toFixed(1)} s before ` +
+      `expiry; ${refused} connection(s) refused with the expired leaf; ready again after renewal`,
+  );
 });
 
 Deno.test("resilience: an agent client pointed nowhere fails with a clear, typed error", async () => {
   const agent = new AgentClient({ address: `127.0.0.1:${freePort()}`, requestTimeoutMs: 2000 });
-  await assert.rejects(agent.roots(), /\/v1\/agent\/connect\/ca\/roots/);
+  const err = await agent.roots().catch((e) => e);
+  assert.match(String(err), /\/v1\/agent\/connect\/ca\/roots/);
   await agent.close();
+  console.log(`held: 1 typed error: ${String(err).split("\n")[0]}`);
 });

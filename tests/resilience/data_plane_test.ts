@@ -120,6 +120,10 @@ Deno.test("data plane: garbage, truncated handshakes and TLS 1.0/1.1 are refused
     5000,
   );
   assert.equal(s.app!.connections(), 0, "nothing reached the application");
+  console.log(
+    `held: 4 bad clients refused (handshake ${await s.refused("handshake")}, timeout ` +
+      `${await s.refused("timeout")}); 0 reached the application`,
+  );
 });
 
 Deno.test("data plane: an application that refuses closes the mesh connection cleanly (app_unreachable)", async () => {
@@ -130,6 +134,7 @@ Deno.test("data plane: an application that refuses closes the mesh connection cl
   c.write("hello?");
   assert.ok(await closed(c));
   assert.equal(await s.refused("app_unreachable"), 1);
+  console.log("held: 1 mesh connection closed cleanly, counted as app_unreachable");
 });
 
 Deno.test("data plane: an application that resets mid-stream closes the mesh side too", async () => {
@@ -143,6 +148,7 @@ Deno.test("data plane: an application that resets mid-stream closes the mesh sid
   c.write("boom");
   assert.ok(await closed(c), "the mesh connection closed after the reset");
   await eventually(() => s.proxy.inbound!.connections.size === 0);
+  console.log("held: 1 reset by the application → the mesh connection closed, 0 left open");
   await new Promise<void>((r) => app.close(() => r()));
 });
 
@@ -234,4 +240,5 @@ Deno.test("data plane: a client certificate with an RSA-1024 key or a SHA-1 sign
     (await s.refused("bad_chain")) + (await s.refused("handshake")) >= 1
   );
   assert.equal(s.app!.connections(), 0);
+  console.log("held: RSA-1024 and SHA-1 certificates refused by our check; 0 reached the app");
 });

@@ -101,6 +101,7 @@ Deno.test("security: the admin app binds loopback by default; every refusal reas
     );
   }
   await agent.close();
+  console.log(`held: admin on ${admin.address.hostname}; ${REFUSAL_REASONS.length} refusal labels`);
 });
 
 Deno.test("security: the proxy runs with the narrow permission set (no disk, named env vars)", async () => {
@@ -130,6 +131,7 @@ Deno.test("security: the proxy runs with the narrow permission set (no disk, nam
   assert.ok(!/NotCapable|PermissionDenied|Requires write access/.test(p.logs()), p.logs());
   await app.close();
   await agent.close();
+  console.log("held: 1 connection served with --allow-net and named env vars only; exit 0");
 });
 
 // ---- fuzzing ---------------------------------------------------------------------------------
