@@ -8,12 +8,13 @@
 import type net from "node:net";
 import tls from "node:tls";
 import { AgentError } from "../agent/errors.ts";
-import type { AuthorizeRequest, AuthorizeResult } from "../agent/types.ts";
+import type { AuthorizeRequest, AuthorizeResult, Intention } from "../agent/types.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import { holdSocket, type Pipe, pipeSockets, type PipeStats } from "../net/pipe.ts";
 import { connectPlain, formatAddress, peerChain, type SocketAddress } from "../net/sockets.ts";
 import type { TlsMaterial } from "../trust/material.ts";
 import type { ServiceSpiffeId } from "../trust/spiffe.ts";
+import { decideByIntentions } from "./decide.ts";
 import type { ConnectionEvent, Refusal, RefusalReason } from "./refusal.ts";
 
 /** Options of {@linkcode startInbound}. */
@@ -50,6 +51,14 @@ export interface InboundOptions {
    * `forgetAuthorizations`) and when the roots change. 0 = always ask. @default {0}
    */
   authorizeFreshMs?: number;
+  /**
+   * The latest intentions that apply to `service`, from a watch (highest precedence first). A
+   * caller the agent allowed is still refused when the one of them that matches denies it: the
+   * agent's answer may predate a change, or come from its lagging cache. They can only deny,
+   * never allow. Checked again right before the connection counts as open, so that a change
+   * either reaches this check or finds the connection open (and re-checks it).
+   */
+  intentions?: () => readonly Intention[] | undefined;
   /** Local application connect deadline (`local_connect_timeout_ms`). @default {1000} */
   connectTimeoutMs?: number;
   /** Close connections idle this long; 0 = never. @default {0} */
@@ -328,6 +337,14 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     if (!result.Authorized) {
       return refuse(socket, { reason: "denied", detail: result.Reason, peer: verdict.uri, remote });
     }
+    const lagging = () => {
+      const d = decideByIntentions(o.intentions?.() ?? [], o.service, verdict.id);
+      return d && !d.authorized ? d.reason : undefined;
+    };
+    const overruled = lagging();
+    if (overruled) {
+      return refuse(socket, { reason: "denied", detail: overruled, peer: verdict.uri, remote });
+    }
     const authorizeMs = Date.now() - authorizeStarted;
     if (socket.destroyed) return;
     const accepted: ConnectionEvent = {
@@ -342,6 +359,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
       ...(joined ? { authorizeJoined: true } : {}),
     };
     if (o.handoff) {
+      // (handOff counts the connection open without waiting: no change can come in between.)
       return handOff(socket, rawSocket, {
         socket,
         caller: { spiffeId: verdict.uri, id: verdict.id, serial: verdict.serial },
@@ -362,6 +380,12 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     if (socket.destroyed) {
       appSocket.destroy();
       return;
+    }
+    // Intentions may have changed while the application was dialled.
+    const late = lagging();
+    if (late) {
+      appSocket.destroy();
+      return refuse(socket, { reason: "denied", detail: late, peer: verdict.uri, remote });
     }
     if (rawSocket) piped.add(rawSocket);
     const pipe = pipeSockets(socket, appSocket, {

@@ -35,6 +35,11 @@ export interface ReauthorizeOptions {
   log: Logger;
   /** `revoked` events. */
   emit: (event: ConnectionEvent) => void;
+  /**
+   * Receives every intention list the watch delivers, the first one included (for the
+   * gateways' `intentions` option), before the open connections are re-checked.
+   */
+  onIntentions?: (intentions: readonly Intention[]) => void;
 }
 
 /** One re-check: which callers were checked, which were denied. */
@@ -146,6 +151,7 @@ export async function reauthorizeOnChange(o: ReauthorizeOptions): Promise<void> 
       }).subscribe(o.signal)
     ) {
       latest = value;
+      o.onIntentions?.(value);
       // The first answer is the state the open connections were authorized under.
       if (first) {
         first = false;

@@ -6,6 +6,7 @@
  */
 import type tls from "node:tls";
 import type { AgentClient } from "../agent/client.ts";
+import type { Intention } from "../agent/types.ts";
 import { createDenoAgentClient } from "../transport/agent_client.ts";
 import {
   type AuthorizedConnection,
@@ -93,6 +94,8 @@ export class ConnectService implements AsyncDisposable {
   readonly #last = new Map<ProxyEvent["type"], ProxyEvent>();
   #fetch?: MeshFetch;
   #reauthorizing = false;
+  /** The latest intentions of our service, from the re-authorization watch. */
+  #intentions?: readonly Intention[];
   #phase: ProxyPhase = "starting";
 
   /** Use {@linkcode connect}. */
@@ -185,6 +188,7 @@ export class ConnectService implements AsyncDisposable {
       authorize: (req, opts) => this.#agent.authorize(req, opts),
       bind: { hostname: options.hostname ?? "0.0.0.0", port: options.port },
       handoff,
+      intentions: () => this.#intentions,
       handshakeTimeoutMs: this.#o.handshakeTimeoutMs,
       authorizeTimeoutMs: this.#o.authorizeTimeoutMs,
       maxConnections: options.maxConnections,
@@ -203,6 +207,7 @@ export class ConnectService implements AsyncDisposable {
         signal: this.#controller.signal,
         log: this.#log,
         emit: this.#emit,
+        onIntentions: (list) => (this.#intentions = list),
       }));
     }
     return gw;

@@ -7,7 +7,7 @@
  */
 import type { AgentClient } from "../agent/client.ts";
 import { AgentError } from "../agent/errors.ts";
-import type { AgentService } from "../agent/types.ts";
+import type { AgentService, Intention } from "../agent/types.ts";
 import { type InboundGateway, startInbound } from "../inbound/gateway.ts";
 import type { ConnectionEvent } from "../inbound/refusal.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
@@ -129,6 +129,8 @@ export class Proxy implements AsyncDisposable {
   #leafService?: string;
   #leafStop?: AbortController;
   #reauthService?: string;
+  /** The latest intentions of our service, from the re-authorization watch. */
+  #intentions?: readonly Intention[];
   #reauthStop?: AbortController;
   #phase: ProxyPhase = "starting";
   #applying: Promise<void> = Promise.resolve();
@@ -272,6 +274,7 @@ export class Proxy implements AsyncDisposable {
     const stop = new AbortController();
     this.#reauthStop = stop;
     this.#reauthService = service;
+    this.#intentions = undefined;
     this.#spawn(reauthorizeOnChange({
       agent: this.#o.agent,
       service,
@@ -281,6 +284,9 @@ export class Proxy implements AsyncDisposable {
       signal: AbortSignal.any([this.#controller.signal, stop.signal]),
       log: this.#log,
       emit: this.#emit,
+      onIntentions: (list) => {
+        if (this.#reauthService === service) this.#intentions = list;
+      },
     }));
   }
 
@@ -392,6 +398,7 @@ export class Proxy implements AsyncDisposable {
         material: this.material,
         service: config.service,
         authorize: (req, opts) => o.agent.authorize(req, opts),
+        intentions: () => this.#intentions,
         bind: config.publicListener,
         app: config.app,
         handshakeTimeoutMs: config.handshakeTimeoutMs ?? limits.handshakeTimeoutMs,

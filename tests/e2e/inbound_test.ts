@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import {
+  type AgentClient,
   type AuthorizeResult,
   type ConnectionEvent,
   type InboundOptions,
+  type Intention,
   startInbound,
   TlsMaterial,
 } from "../../mod.ts";
@@ -13,7 +15,7 @@ async function setup(
   opts: Partial<
     Pick<
       InboundOptions,
-      "authorizeTimeoutMs" | "maxConnections" | "handshakeTimeoutMs" | "authorize"
+      "authorizeTimeoutMs" | "maxConnections" | "handshakeTimeoutMs" | "authorize" | "intentions"
     >
   > = {},
 ) {
@@ -141,6 +143,44 @@ Deno.test("inbound: concurrent connections of one caller share one authorize cal
   assert.deepEqual([await earlyOutcome, await lateOutcome], ["ping", "ping"]);
   console.log(`held: 10 connections, 4 authorize calls, 6 joined`);
 });
+
+Deno.test("inbound: a deny that arrives while the agent answers is not overruled by its older allow", async () => {
+  // The agent's "allow" was computed before the change; the intentions watch already has the
+  // deny. The connection must not open (the re-check round would not see it: it is not open).
+  let intentions: Intention[] = [];
+  let answer = Promise.withResolvers<AuthorizeResult>();
+  let asked = Promise.withResolvers<void>();
+  await using s = await setup({
+    authorize: () => (asked.resolve(), answer.promise),
+    intentions: () => intentions,
+  });
+  const connect = () =>
+    tlsClient(s.gw.address.port, { cert: s.web.CertPEM, key: s.web.PrivateKeyPEM, ca: s.roots });
+  const first = outcome(await connect(), "ping");
+  await asked.promise;
+  intentions = [await denyIntention(s.agent)];
+  answer.resolve({ Authorized: true, Reason: "default allow" });
+  assert.equal(await first, "closed");
+  await eventually(() => s.refusals().includes("denied"));
+  const refused = s.events.find((e) => e.type === "refused");
+  assert.match(refused?.type === "refused" ? refused.refusal.detail : "", /Action: DENY/);
+  assert.equal(s.app.connections(), 0, "the application was never dialled");
+  // With the intentions allowing again (or silent), the agent's allow stands.
+  intentions = [];
+  answer = Promise.withResolvers();
+  asked = Promise.withResolvers();
+  const second = outcome(await connect(), "ping");
+  await asked.promise;
+  answer.resolve({ Authorized: true, Reason: "default allow" });
+  assert.equal(await second, "ping");
+  console.log("held: 1 connection refused by the newer deny, 1 allowed after it was lifted");
+});
+
+/** A web → db deny intention, as the intention-match watch would deliver it. */
+async function denyIntention(agent: AgentClient): Promise<Intention> {
+  await agent.upsertIntention("web", "db", { Action: "deny" });
+  return (await agent.intentionMatch("destination", "db")).value[0];
+}
 
 Deno.test("inbound: no client certificate is refused as no_cert", async () => {
   await using s = await setup();

@@ -209,3 +209,29 @@ Deno.test("authorize-fresh: a recent answer is reused without asking, and forgot
   await app.close();
   await agent.close();
 });
+
+Deno.test("consul authorize staleness: a new connection after a deny is refused while the agent's authorize still allows", async () => {
+  // Consul 1.22.7's authorize can answer from a cache that lags an intention change by tens of
+  // seconds (seen in the contract suite). The double plays that: authorize keeps saying allow.
+  await using s = await setup();
+  s.dev.faults.add({
+    path: "/v1/agent/connect/authorize",
+    status: 200,
+    body: JSON.stringify({ Authorized: true, Reason: "stale: default allow" }),
+  });
+  const before = await s.open("web");
+  await s.agent.upsertIntention("web", "db", { Action: "deny" });
+  await eventually(() => before.closed(), 5000, "the open connection to be revoked");
+  // The intentions watch has the deny: a new connection is refused despite the agent's allow.
+  const leaf = (await s.agent.leaf("web")).value;
+  const roots = (await s.agent.roots()).value.Roots.map((r) => r.RootCert);
+  const late = await tlsClient(s.proxy.inbound!.address.port, {
+    cert: leaf.CertPEM,
+    key: leaf.PrivateKeyPEM,
+    ca: roots,
+  });
+  assert.equal(await outcome(late, "let me in"), "closed");
+  const refused = s.events.find((e) => e.type === "refused");
+  assert.match(refused?.type === "refused" ? refused.refusal.detail : "", /Action: DENY/);
+  console.log("held: 1 open connection revoked, 1 new one refused, against a stale allow");
+});
