@@ -225,6 +225,11 @@ export interface Explanation {
   authorize?: { authorized: boolean; reason: string } | { error: string };
   /** The intention that matches, from the intentions themselves (fresher than authorize). */
   intention?: { authorized: boolean; reason: string } | null;
+  /**
+   * What a new connection from `source` would meet, as the public listener decides: refused
+   * when authorize cannot answer (fail closed) or denies, or when the matching intention denies.
+   */
+  verdict?: { allowed: boolean; why: string };
   /** Where a connection of ours to each upstream would go now: eligible endpoints per target. */
   upstreams: {
     name: string;
@@ -282,5 +287,13 @@ export async function explain(proxy: AdminSubject, source: string): Promise<Expl
       }),
     };
   });
-  return { source, destination, sourceSpiffeId, authorize, intention, upstreams };
+  let verdict: Explanation["verdict"];
+  if (authorize && "error" in authorize) {
+    verdict = { allowed: false, why: `authorize failed (fail closed): ${authorize.error}` };
+  } else if (authorize && !authorize.authorized) {
+    verdict = { allowed: false, why: authorize.reason };
+  } else if (authorize && intention && !intention.authorized) {
+    verdict = { allowed: false, why: `${intention.reason} (the agent's allow lags behind)` };
+  } else if (authorize) verdict = { allowed: true, why: authorize.reason };
+  return { source, destination, sourceSpiffeId, authorize, intention, verdict, upstreams };
 }

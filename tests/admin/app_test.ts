@@ -227,12 +227,15 @@ Deno.test("admin: /v1/explain says what would happen to a caller now, and where 
   assert.match(before.sourceSpiffeId, /\/ns\/default\/dc\/dc1\/svc\/web$/);
   assert.equal(before.authorize.authorized, true);
   assert.equal(before.intention, null, "no intention matches yet (default policy)");
+  assert.equal(before.verdict.allowed, true);
   await m.agent.upsertIntention("web", "db", { Action: "deny" });
   const after = await (await db.request("/v1/explain?source=web")).json();
   assert.deepEqual(after.intention, {
     authorized: false,
     reason: "Matched L4 intention: default/web => default/db (Precedence: 9, Action: DENY)",
   });
+  assert.equal(after.verdict.allowed, false);
+  assert.match(after.verdict.why, /Action: DENY/);
   assert.equal((await db.request("/v1/explain")).status, 400);
   const web = createAdminApp({ proxy: m.webProxy });
   const ours = await (await web.request("/v1/explain?source=web")).json();
