@@ -22,7 +22,9 @@ export interface AdminAppOptions {
   proxy: AdminSubject;
   /**
    * Bearer token for `POST /v1/drain` (`-admin-token`). Without one, drain is only allowed
-   * while the admin listener is bound to loopback.
+   * while the admin listener is bound to loopback, addressed by a loopback host, and with the
+   * header `X-Meshgate-Drain` (which no page of another origin can send). A foreign `Origin` is
+   * refused either way.
    */
   token?: string;
   /** Whether the admin listener is bound to a loopback address. @default {true} */
@@ -84,6 +86,33 @@ function sameSecret(a: string, b: string): boolean {
   let diff = x.length ^ y.length;
   for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
   return diff === 0;
+}
+
+/**
+ * The header `POST /v1/drain` needs when no admin token is set. A browser sends a custom header
+ * to another origin only after a CORS preflight, which the admin app never allows.
+ */
+export const DRAIN_HEADER = "X-Meshgate-Drain";
+
+/**
+ * Why a request looks like it came from a page of another origin, if it does: a foreign
+ * `Origin` (`null` included: sandboxed frames, `file:`), or `Sec-Fetch-Site: cross-site` or
+ * `same-site` (another port or subdomain is another origin).
+ */
+function crossSiteProblem(c: Context): string | undefined {
+  const origin = c.req.header("Origin");
+  if (origin !== undefined) {
+    let same = false;
+    try {
+      same = new URL(origin).origin === new URL(c.req.url).origin;
+    } catch { /* "null" or garbage: foreign */ }
+    if (!same) return `drain refused: Origin "${origin}" is not this admin page's origin`;
+  }
+  const site = c.req.header("Sec-Fetch-Site");
+  if (site === "cross-site" || site === "same-site") {
+    return `drain refused: the request comes from another site (Sec-Fetch-Site: ${site})`;
+  }
+  return undefined;
 }
 
 /** Lifecycle event types replayed to a new event-stream subscriber. */
@@ -192,6 +221,11 @@ export function createAdminApp(options: AdminAppOptions): AdminApp {
     if (!isLoopback(remoteHost(c))) {
       return c.json({ error: "drain is only accepted from loopback" }, 403);
     }
+    // A web page on this host must not be able to drain us (issue #14): browsers send `Origin`
+    // on a cross-site POST, and never send a custom header cross-site without a CORS preflight,
+    // which this app does not answer.
+    const crossSite = crossSiteProblem(c);
+    if (crossSite) return c.json({ error: crossSite }, 403);
     if (options.token) {
       const auth = c.req.header("Authorization") ?? "";
       const given = auth.startsWith("Bearer ") ? auth.slice(7) : "";
@@ -202,6 +236,18 @@ export function createAdminApp(options: AdminAppOptions): AdminApp {
       return c.json({
         error: "drain is disabled: the admin listener is not on loopback and has no -admin-token",
       }, 403);
+    } else {
+      // Without a token: the request must name us by a loopback host (a page whose own name was
+      // rebound to 127.0.0.1 would otherwise be same-origin), and carry the custom header.
+      const { host, hostname } = new URL(c.req.url);
+      if (!isLoopback(hostname)) {
+        return c.json({
+          error: `drain without -admin-token must address a loopback host, not "${host}"`,
+        }, 403);
+      }
+      if (c.req.header(DRAIN_HEADER) === undefined) {
+        return c.json({ error: `drain needs the header "${DRAIN_HEADER}: 1"` }, 403);
+      }
     }
     if (proxy.phase === "draining" || proxy.phase === "stopped") {
       return c.json({ draining: true, phase: proxy.phase }, 202);

@@ -184,9 +184,70 @@ Deno.test("admin: POST /v1/drain only from loopback, with the token when one is 
 
   // The default drain closes the proxy.
   const real = createAdminApp({ proxy: m.webProxy, drainMs: 0 });
-  assert.equal((await real.request("/v1/drain", { method: "POST" }, loopback)).status, 202);
+  assert.equal((await real.request("/v1/drain", ownPage, loopback)).status, 202);
   await eventually(() => m.webProxy.phase === "stopped");
   assert.equal((await real.request("/ready")).status, 503);
+});
+
+/** What a page served by the admin app itself sends (`fetch(base + "v1/drain", …)`). */
+const ownPage = {
+  method: "POST",
+  headers: { "X-Meshgate-Drain": "1", Origin: "http://localhost", "Sec-Fetch-Site": "same-origin" },
+};
+
+Deno.test("admin: POST /v1/drain without a token cannot be sent by a page of another origin", async () => {
+  await using m = await mesh();
+  const app = createAdminApp({ proxy: m.webProxy, drainMs: 0 });
+  const post = async (headers: Record<string, string>, url = "/v1/drain") => {
+    const res = await app.request(url, { method: "POST", headers }, loopback);
+    return { status: res.status, error: (await res.json()).error as string | undefined };
+  };
+  // A cross-site form or fetch from a page on this host: foreign Origin, no custom header.
+  const foreign = await post({ Origin: "http://127.0.0.1:8080" });
+  assert.equal(foreign.status, 403);
+  assert.match(foreign.error!, /Origin "http:\/\/127\.0\.0\.1:8080"/);
+  assert.equal(m.webProxy.phase, "ready", "not draining");
+  // Each guard alone refuses.
+  assert.equal(
+    (await post({ Origin: "http://evil.example", "X-Meshgate-Drain": "1" })).status,
+    403,
+  );
+  assert.equal((await post({ Origin: "null", "X-Meshgate-Drain": "1" })).status, 403);
+  assert.equal(
+    (await post({ "Sec-Fetch-Site": "cross-site", "X-Meshgate-Drain": "1" })).status,
+    403,
+  );
+  const bare = await post({});
+  assert.equal(bare.status, 403);
+  assert.match(bare.error!, /X-Meshgate-Drain: 1/);
+  // DNS rebinding: a page whose own name now points at 127.0.0.1 is "same-origin" with itself.
+  const rebound = await post(
+    { Origin: "http://evil.example:19000", "X-Meshgate-Drain": "1" },
+    "http://evil.example:19000/v1/drain",
+  );
+  assert.equal(rebound.status, 403);
+  assert.match(rebound.error!, /loopback host/);
+  assert.equal(m.webProxy.phase, "ready", "still not draining");
+  // With a token, a foreign Origin is refused too, even with the right token.
+  const guarded = createAdminApp({ proxy: m.webProxy, token: "s3cret", onDrain: () => {} });
+  const withToken = { Authorization: "Bearer s3cret", Origin: "http://evil.example" };
+  assert.equal(
+    (await guarded.request("/v1/drain", { method: "POST", headers: withToken }, loopback)).status,
+    403,
+  );
+
+  // The admin's own page (same origin, the header) and a command line client (no Origin) drain.
+  const curl = createAdminApp({ proxy: m.webProxy, onDrain: () => {} });
+  assert.equal(
+    (await curl.request(
+      "/v1/drain",
+      { method: "POST", headers: { "X-Meshgate-Drain": "1" } },
+      loopback,
+    )).status,
+    202,
+  );
+  assert.equal((await app.request("/v1/drain", ownPage, loopback)).status, 202);
+  await eventually(() => m.webProxy.phase === "stopped");
 });
 
 Deno.test("admin: /v1/events streams lifecycle and connection events as SSE", async () => {

@@ -98,7 +98,10 @@ Deno.test({
     );
     const metrics = await (await fetch(`${url}metrics`)).text();
     assert.match(metrics, /^meshgate_ready 1$/m);
-    const drain = await fetch(`${url}v1/drain`, { method: "POST" });
+    const drain = await fetch(`${url}v1/drain`, {
+      method: "POST",
+      headers: { "X-Meshgate-Drain": "1" },
+    });
     assert.equal(drain.status, 202);
     await drain.body?.cancel();
     assert.equal(await p.exited(), 0, "exits 0 after the drain");
