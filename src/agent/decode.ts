@@ -2,6 +2,13 @@
  * Checks the agent's JSON before the rest of the proxy touches it. A body with a field of the
  * wrong type becomes one clear {@linkcode DecodeFailure} naming the field, never a `TypeError`
  * deep inside the data plane. Only the fields meshgate reads are checked; the rest pass through.
+ *
+ * Consul is written in Go, whose `encoding/json` writes an empty (nil) slice or map as `null`
+ * unless the handler replaces it: `GET /v1/connect/intentions/match` answers `{"db": null}` when
+ * nothing matches (1.22.7), a CA root without intermediates has `"IntermediateCerts": null`, a
+ * prepared query's nodes may carry `"Checks": null`. The decoders accept `null` wherever Consul's
+ * structs hold a slice or a map and replace it with `[]` or `{}`, as Consul means it, in the
+ * value they are given (the freshly parsed body), so nothing downstream sees `null` for a list.
  * @module
  */
 import type {
@@ -62,27 +69,59 @@ function fields(
   }
 }
 
+/**
+ * A list Consul may send as `null` (a nil Go slice): `null` becomes `[]` in `o`. A required list
+ * may not be missing; an optional one that is missing stays missing.
+ */
+function list(
+  o: Record<string, unknown>,
+  key: string,
+  path: string,
+  required = false,
+): unknown[] {
+  if (o[key] === null) o[key] = [];
+  if (o[key] === undefined && !required) return [];
+  expect(o[key], "array", `${path}.${key}`);
+  return o[key] as unknown[];
+}
+
+/** A map Consul may send as `null` (a nil Go map): `null` becomes `{}` in `o`. */
+function map(
+  o: Record<string, unknown>,
+  key: string,
+  path: string,
+  required = false,
+): Record<string, unknown> {
+  if (o[key] === null) o[key] = {};
+  if (o[key] === undefined && !required) return {};
+  expect(o[key], "object", `${path}.${key}`);
+  return o[key] as Record<string, unknown>;
+}
+
 function isPem(v: unknown): boolean {
   return typeof v === "string" && v.includes("-----BEGIN ");
 }
 
-/** Decodes `IndexedCARoots`. */
+/** Decodes `IndexedCARoots`; `Roots` and each root's `IntermediateCerts` may be `null`. */
 export const decodeRoots: Decoder<CARootList> = (v) => {
   const o = obj(v, "$");
-  fields(o, "$", { ActiveRootID: "string", TrustDomain: "string", Roots: "array" });
-  (o.Roots as unknown[]).forEach((r, i) => {
-    const root = obj(r, `$.Roots[${i}]`);
-    fields(root, `$.Roots[${i}]`, {
+  fields(o, "$", { ActiveRootID: "string", TrustDomain: "string" });
+  list(o, "Roots", "$", true).forEach((r, i) => {
+    const path = `$.Roots[${i}]`;
+    const root = obj(r, path);
+    fields(root, path, {
       ID: "string",
       RootCert: "string",
       Active: "boolean",
     }, {
       SigningKeyID: "string",
-      IntermediateCerts: "array",
       NotAfter: "string",
       NotBefore: "string",
     });
-    if (!isPem(root.RootCert)) throw new DecodeFailure(`$.Roots[${i}].RootCert: not a PEM`);
+    list(root, "IntermediateCerts", path).forEach((pem, j) => {
+      if (!isPem(pem)) throw new DecodeFailure(`${path}.IntermediateCerts[${j}]: not a PEM`);
+    });
+    if (!isPem(root.RootCert)) throw new DecodeFailure(`${path}.RootCert: not a PEM`);
   });
   return v as CARootList;
 };
@@ -115,24 +154,39 @@ export const decodeAuthorize: Decoder<AuthorizeResult> = (v) => {
   return v as AuthorizeResult;
 };
 
-function decodeUpstreams(p: Record<string, unknown>, path: string): void {
-  if (p.Upstreams === undefined || p.Upstreams === null) return;
-  expect(p.Upstreams, "array", `${path}.Upstreams`);
-  (p.Upstreams as unknown[]).forEach((u, i) => {
-    fields(obj(u, `${path}.Upstreams[${i}]`), `${path}.Upstreams[${i}]`, {
-      DestinationName: "string",
-    }, {
+/** `api.AgentServiceConnectProxyConfig` (also `structs.ConnectProxyConfig` in health entries). */
+function decodeProxy(p: Record<string, unknown>, path: string): void {
+  fields(p, path, {}, {
+    DestinationServiceName: "string",
+    DestinationServiceID: "string",
+    LocalServiceAddress: "string",
+    LocalServicePort: "number",
+    LocalServiceSocketPath: "string",
+    Mode: "string",
+    TransparentProxy: "object",
+    MeshGateway: "object",
+    Expose: "object",
+  });
+  map(p, "Config", path);
+  list(p, "EnvoyExtensions", path);
+  list(p, "Upstreams", path).forEach((u, i) => {
+    const at = `${path}.Upstreams[${i}]`;
+    const up = obj(u, at);
+    fields(up, at, { DestinationName: "string" }, {
       DestinationType: "string",
       Datacenter: "string",
       LocalBindAddress: "string",
       LocalBindPort: "number",
       LocalBindSocketPath: "string",
-      Config: "object",
+      MeshGateway: "object",
     });
+    map(up, "Config", at);
   });
+  const expose = p.Expose as Record<string, unknown> | undefined;
+  if (expose) list(expose, "Paths", `${path}.Expose`);
 }
 
-/** Decodes an `AgentService`. */
+/** Decodes an `AgentService`; `null` tags, meta, upstreams and config become empty. */
 export const decodeAgentService: Decoder<AgentService> = (v) => {
   const o = obj(v, "$");
   fields(o, "$", { ID: "string", Service: "string", Port: "number" }, {
@@ -140,27 +194,19 @@ export const decodeAgentService: Decoder<AgentService> = (v) => {
     Address: "string",
     ContentHash: "string",
     Proxy: "object",
-    Tags: "array",
-    Meta: "object",
+    Weights: "object",
+    TaggedAddresses: "object",
+    Connect: "object",
   });
-  if (o.Proxy) {
-    const p = o.Proxy as Record<string, unknown>;
-    fields(p, "$.Proxy", {}, {
-      DestinationServiceName: "string",
-      DestinationServiceID: "string",
-      LocalServiceAddress: "string",
-      LocalServicePort: "number",
-      LocalServiceSocketPath: "string",
-      Config: "object",
-    });
-    decodeUpstreams(p, "$.Proxy");
-  }
+  list(o, "Tags", "$");
+  map(o, "Meta", "$");
+  if (o.Proxy) decodeProxy(o.Proxy as Record<string, unknown>, "$.Proxy");
   return v as AgentService;
 };
 
-/** Decodes the map of `GET /v1/agent/services`. */
+/** Decodes the map of `GET /v1/agent/services` (`null` is no service). */
 export const decodeAgentServices: Decoder<Record<string, AgentService>> = (v) => {
-  const o = obj(v, "$");
+  const o = v === null ? {} : obj(v, "$");
   for (const [id, svc] of Object.entries(o)) {
     try {
       decodeAgentService(svc);
@@ -169,36 +215,49 @@ export const decodeAgentServices: Decoder<Record<string, AgentService>> = (v) =>
       throw err;
     }
   }
-  return v as Record<string, AgentService>;
+  return o as Record<string, AgentService>;
 };
 
+/** One `structs.CheckServiceNode`: node, service and checks, each list possibly `null`. */
 function decodeEntry(e: unknown, path: string): void {
   const o = obj(e, path);
-  fields(obj(o.Node, `${path}.Node`), `${path}.Node`, { Node: "string", Address: "string" }, {
+  const node = obj(o.Node, `${path}.Node`);
+  fields(node, `${path}.Node`, { Node: "string", Address: "string" }, {
     Datacenter: "string",
   });
-  fields(obj(o.Service, `${path}.Service`), `${path}.Service`, {
+  map(node, "TaggedAddresses", `${path}.Node`);
+  map(node, "Meta", `${path}.Node`);
+  const svc = obj(o.Service, `${path}.Service`);
+  fields(svc, `${path}.Service`, {
     ID: "string",
     Service: "string",
-  }, { Address: "string", Port: "number", Kind: "string", Proxy: "object", Weights: "object" });
-  expect(o.Checks, "array", `${path}.Checks`);
-  (o.Checks as unknown[]).forEach((c, i) =>
-    fields(obj(c, `${path}.Checks[${i}]`), `${path}.Checks[${i}]`, { Status: "string" })
-  );
+  }, { Address: "string", Port: "number", Kind: "string", Weights: "object" });
+  list(svc, "Tags", `${path}.Service`);
+  map(svc, "TaggedAddresses", `${path}.Service`);
+  map(svc, "Meta", `${path}.Service`);
+  if (svc.Proxy !== undefined) {
+    decodeProxy(map(svc, "Proxy", `${path}.Service`), `${path}.Service.Proxy`);
+  }
+  list(o, "Checks", path, true).forEach((c, i) => {
+    const check = obj(c, `${path}.Checks[${i}]`);
+    fields(check, `${path}.Checks[${i}]`, { Status: "string" });
+    list(check, "ServiceTags", `${path}.Checks[${i}]`);
+  });
 }
 
-/** Decodes the list of `GET /v1/health/connect/:service`. */
+/** Decodes the list of `GET /v1/health/connect/:service` (`null` is no endpoint). */
 export const decodeServiceEntries: Decoder<ServiceEntry[]> = (v) => {
-  expect(v, "array", "$");
-  (v as unknown[]).forEach((e, i) => decodeEntry(e, `$[${i}]`));
-  return v as ServiceEntry[];
+  const entries = v === null ? [] : v;
+  expect(entries, "array", "$");
+  (entries as unknown[]).forEach((e, i) => decodeEntry(e, `$[${i}]`));
+  return entries as ServiceEntry[];
 };
 
-/** Decodes a prepared query execution. */
+/** Decodes a prepared query execution (`Nodes` may be `null`). */
 export const decodePreparedQuery: Decoder<PreparedQueryResult> = (v) => {
   const o = obj(v, "$");
-  fields(o, "$", { Nodes: "array" }, { Service: "string", Datacenter: "string" });
-  (o.Nodes as unknown[]).forEach((e, i) => decodeEntry(e, `$.Nodes[${i}]`));
+  fields(o, "$", {}, { Service: "string", Datacenter: "string", Failovers: "number" });
+  list(o, "Nodes", "$", true).forEach((e, i) => decodeEntry(e, `$.Nodes[${i}]`));
   return v as PreparedQueryResult;
 };
 
@@ -208,51 +267,95 @@ export const decodeChain: Decoder<CompiledDiscoveryChain> = (v) => {
   fields(chain, "$.Chain", {
     ServiceName: "string",
     StartNode: "string",
-    Nodes: "object",
-    Targets: "object",
   }, { Protocol: "string", Datacenter: "string" });
-  const nodes = chain.Nodes as Record<string, unknown>;
+  const nodes = map(chain, "Nodes", "$.Chain", true);
+  const targets = map(chain, "Targets", "$.Chain", true);
+  map(chain, "ServiceMeta", "$.Chain");
+  list(chain, "AutoVirtualIPs", "$.Chain");
+  list(chain, "ManualVirtualIPs", "$.Chain");
   if (!(chain.StartNode as string in nodes)) {
     throw new DecodeFailure(`$.Chain.StartNode: ${chain.StartNode} is not in Nodes`);
   }
-  for (const [key, node] of Object.entries(nodes)) {
-    fields(obj(node, `$.Chain.Nodes[${key}]`), `$.Chain.Nodes[${key}]`, { Type: "string" }, {
-      Resolver: "object",
-      Splits: "array",
-    });
+  for (const [key, n] of Object.entries(nodes)) {
+    const at = `$.Chain.Nodes[${key}]`;
+    const node = obj(n, at);
+    fields(node, at, { Type: "string" }, { Resolver: "object", LoadBalancer: "object" });
+    list(node, "Routes", at);
+    list(node, "Splits", at).forEach((s, i) =>
+      fields(obj(s, `${at}.Splits[${i}]`), `${at}.Splits[${i}]`, {}, {
+        Weight: "number",
+        NextNode: "string",
+      })
+    );
+    const resolver = node.Resolver as Record<string, unknown> | undefined;
+    if (resolver) {
+      fields(resolver, `${at}.Resolver`, {}, {
+        ConnectTimeout: "string",
+        RequestTimeout: "number",
+        Target: "string",
+        Failover: "object",
+      });
+      const failover = resolver.Failover as Record<string, unknown> | undefined;
+      if (failover) list(failover, "Targets", `${at}.Resolver.Failover`);
+    }
   }
-  for (const [id, t] of Object.entries(chain.Targets as Record<string, unknown>)) {
-    fields(obj(t, `$.Chain.Targets[${id}]`), `$.Chain.Targets[${id}]`, {
+  for (const [id, t] of Object.entries(targets)) {
+    const at = `$.Chain.Targets[${id}]`;
+    const target = obj(t, at);
+    fields(target, at, {
       Service: "string",
       Datacenter: "string",
-    }, { ConnectTimeout: "string", Namespace: "string" });
+    }, { ConnectTimeout: "string", Namespace: "string", Subset: "object" });
   }
   return chain as unknown as CompiledDiscoveryChain;
 };
 
-/** Decodes one intention. */
+/** Decodes one intention (`Permissions` and `Meta` may be `null`). */
 export const decodeIntention: Decoder<Intention> = (v) => {
-  fields(obj(v, "$"), "$", { SourceName: "string", DestinationName: "string" }, {
+  const o = obj(v, "$");
+  fields(o, "$", { SourceName: "string", DestinationName: "string" }, {
     Action: "string",
     Precedence: "number",
   });
+  list(o, "Permissions", "$");
+  map(o, "Meta", "$");
   return v as Intention;
 };
 
-/** Decodes a list of intentions. */
+/** Decodes a list of intentions (`null` is none). */
 export const decodeIntentions: Decoder<Intention[]> = (v) => {
-  expect(v, "array", "$");
-  (v as unknown[]).forEach((i) => decodeIntention(i));
-  return v as Intention[];
+  const all = v === null ? [] : v;
+  expect(all, "array", "$");
+  (all as unknown[]).forEach((i, n) => {
+    try {
+      decodeIntention(i);
+    } catch (err) {
+      if (err instanceof DecodeFailure) throw new DecodeFailure(`$[${n}]${err.detail.slice(1)}`);
+      throw err;
+    }
+  });
+  return all as Intention[];
 };
 
-/** Decodes `GET /v1/connect/intentions/match`: intentions by the names asked for. */
+/**
+ * Decodes `GET /v1/connect/intentions/match`: intentions by the names asked for. Consul 1.22.7
+ * answers `{"db": null}` for a name nothing matches; that becomes `{"db": []}`.
+ */
 export const decodeIntentionMatch: Decoder<Record<string, Intention[]>> = (v) => {
-  for (const [name, list] of Object.entries(obj(v, "$"))) {
-    expect(list, "array", `$.${name}`);
-    (list as unknown[]).forEach((i) => decodeIntention(i));
+  const o = obj(v, "$");
+  for (const name of Object.keys(o)) {
+    list(o, name, "$", true).forEach((i, n) => {
+      try {
+        decodeIntention(i);
+      } catch (err) {
+        if (err instanceof DecodeFailure) {
+          throw new DecodeFailure(`$.${name}[${n}]${err.detail.slice(1)}`);
+        }
+        throw err;
+      }
+    });
   }
-  return v as Record<string, Intention[]>;
+  return o as Record<string, Intention[]>;
 };
 
 /** Decodes `GET /v1/agent/self`. */
@@ -264,9 +367,11 @@ export const decodeAgentSelf: Decoder<AgentSelf> = (v) => {
   return v as AgentSelf;
 };
 
-/** Decodes the CA configuration. */
+/** Decodes the CA configuration (`Config` may be `null`; `State` stays as sent). */
 export const decodeCAConfig: Decoder<CAConfiguration> = (v) => {
-  fields(obj(v, "$"), "$", { Provider: "string", Config: "object" });
+  const o = obj(v, "$");
+  fields(o, "$", { Provider: "string" }, { State: "object" });
+  map(o, "Config", "$", true);
   return v as CAConfiguration;
 };
 
