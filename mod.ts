@@ -100,6 +100,7 @@ export {
 export {
   ChainError,
   type ChainFailure,
+  type KeyPurpose,
   verifyChain,
   type VerifyChainOptions,
 } from "./src/trust/chain.ts";

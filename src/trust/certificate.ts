@@ -2,6 +2,8 @@
  * What meshgate reads from an X.509 certificate, parsed once with `@peculiar/x509`.
  * @module
  */
+import { AsnConvert } from "@peculiar/asn1-schema";
+import * as asn1 from "@peculiar/asn1-x509";
 import { x509 } from "./_x509.ts";
 import { colonHex, decodePem } from "./pem.ts";
 
@@ -35,14 +37,62 @@ export interface CertificateInfo {
   keyBits: number;
   /** The issuer's signature algorithm, e.g. `ECDSA-SHA-256` or `RSASSA-PKCS1-v1_5-SHA-1`. */
   signatureAlgorithm: string;
-  /** Extended key usages (OIDs). */
+  /** Extended key usages (OIDs); empty when the extension is absent. */
   extendedKeyUsages: string[];
+  /** Whether the certificate has a BasicConstraints extension. */
+  hasBasicConstraints: boolean;
+  /** BasicConstraints pathLenConstraint, when set. */
+  pathLenConstraint?: number;
+  /** KeyUsage bits (`digitalSignature` = 1 … `keyCertSign` = 32, `cRLSign` = 64), when present. */
+  keyUsage?: number;
+  /** OIDs of critical extensions this code does not understand (refused in a path). */
+  unhandledCriticalExtensions: string[];
+  /** Hex DER of the subject name, for exact issuer/subject chaining. */
+  rawSubject: string;
+  /** Hex DER of the issuer name. */
+  rawIssuer: string;
+  /** Name constraints (an issuer's limits on the names below it), when present. */
+  nameConstraints?: NameConstraints;
   /** The DER bytes. */
   der: Uint8Array<ArrayBuffer>;
 }
 
 /** OIDs of the extended key usages Connect certificates carry. */
-export const EKU = { serverAuth: "1.3.6.1.5.5.7.3.1", clientAuth: "1.3.6.1.5.5.7.3.2" } as const;
+export const EKU = {
+  serverAuth: "1.3.6.1.5.5.7.3.1",
+  clientAuth: "1.3.6.1.5.5.7.3.2",
+  any: "2.5.29.37.0",
+} as const;
+
+/** The subtrees of a NameConstraints extension, by name type. */
+export interface NameConstraints {
+  /** Permitted DNS domains (Go's `PermittedDNSDomains`). */
+  permittedDns: string[];
+  /** Excluded DNS domains. */
+  excludedDns: string[];
+  /** Permitted URI domains (matched against a URI's host). */
+  permittedUri: string[];
+  /** Excluded URI domains. */
+  excludedUri: string[];
+  /** Name types constrained that this code does not evaluate (IP, email, directory name…). */
+  unsupported: string[];
+}
+
+// Extensions whose meaning we apply (or, like policies and CRL/AIA pointers, that Go's
+// crypto/x509 also accepts as critical without acting on them). Any other critical
+// extension makes the certificate unusable, as RFC 5280 §4.2 requires.
+const HANDLED_EXTENSIONS = new Set([
+  "2.5.29.14", // subjectKeyIdentifier
+  "2.5.29.15", // keyUsage
+  "2.5.29.17", // subjectAltName
+  "2.5.29.19", // basicConstraints
+  "2.5.29.30", // nameConstraints
+  "2.5.29.31", // cRLDistributionPoints
+  "2.5.29.32", // certificatePolicies
+  "2.5.29.35", // authorityKeyIdentifier
+  "2.5.29.37", // extKeyUsage
+  "1.3.6.1.5.5.7.1.1", // authorityInfoAccess
+]);
 
 /**
  * The certificate could not be parsed.
@@ -141,6 +191,8 @@ async function describe(
   const sig = cert.signatureAlgorithm as { name?: string; hash?: { name?: string } | string };
   const sigHash = typeof sig.hash === "string" ? sig.hash : sig.hash?.name;
   const signatureAlgorithm = `${sig.name ?? "unknown"}${sigHash ? `-${sigHash}` : ""}`;
+  const ku = cert.getExtension(x509.KeyUsagesExtension);
+  const nc = cert.extensions.find((e) => e.type === "2.5.29.30");
   const sha1 = new Uint8Array(await crypto.subtle.digest("SHA-1", der));
   const info: CertificateInfo = {
     serial: minimalSerial(cert.serialNumber),
@@ -158,10 +210,43 @@ async function describe(
     keyBits,
     signatureAlgorithm,
     extendedKeyUsages: (eku?.usages ?? []).map(String),
+    hasBasicConstraints: !!bc,
+    pathLenConstraint: bc?.pathLength,
+    keyUsage: ku?.usages,
+    unhandledCriticalExtensions: cert.extensions
+      .filter((e) => e.critical && !HANDLED_EXTENSIONS.has(e.type))
+      .map((e) => e.type),
+    rawSubject: new Uint8Array(cert.subjectName.toArrayBuffer()).toHex(),
+    rawIssuer: new Uint8Array(cert.issuerName.toArrayBuffer()).toHex(),
+    nameConstraints: nc ? parseNameConstraints(nc.value) : undefined,
     der,
   };
   parsed.set(info, cert);
   return info;
+}
+
+function parseNameConstraints(value: ArrayBuffer): NameConstraints {
+  const asn = AsnConvert.parse(value, asn1.NameConstraints);
+  const out: NameConstraints = {
+    permittedDns: [],
+    excludedDns: [],
+    permittedUri: [],
+    excludedUri: [],
+    unsupported: [],
+  };
+  const sort = (subtrees: asn1.GeneralSubtrees | undefined, dns: string[], uri: string[]) => {
+    for (const { base } of subtrees ?? []) {
+      if (base.dNSName !== undefined) dns.push(base.dNSName);
+      else if (base.uniformResourceIdentifier !== undefined) {
+        uri.push(base.uniformResourceIdentifier);
+      } else {out.unsupported.push(
+          Object.keys(base).find((k) => base[k as keyof typeof base]) ?? "?",
+        );}
+    }
+  };
+  sort(asn.permittedSubtrees, out.permittedDns, out.permittedUri);
+  sort(asn.excludedSubtrees, out.excludedDns, out.excludedUri);
+  return out;
 }
 
 const parsed = new WeakMap<CertificateInfo, x509.X509Certificate>();

@@ -4,10 +4,11 @@
  * `node:tls` secure contexts, the identity checks' cache — never per connection.
  * @module
  */
+import crypto from "node:crypto";
 import tls from "node:tls";
 import type { CARootList, LeafCert } from "../agent/types.ts";
-import { type CertificateInfo, parseCertificate } from "./certificate.ts";
-import { ChainError, verifyChain } from "./chain.ts";
+import { CertificateError, type CertificateInfo, parseCertificate } from "./certificate.ts";
+import { ChainError, type KeyPurpose, verifyChain } from "./chain.ts";
 import { splitPemCertificates } from "./pem.ts";
 import { parseSpiffeId, type ServiceSpiffeId, SpiffeIdError } from "./spiffe.ts";
 
@@ -63,22 +64,10 @@ export type PeerVerdict =
     serial: string;
     /** When the peer's certificate expires. */
     notAfter: Date;
+    /** Epoch ms of the earliest expiry in the verified path: the verdict holds until then. */
+    validUntil: number;
   }
   | { ok: false; reason: IdentityFailure; detail: string };
-
-/**
- * Why a peer certificate's cryptography is too weak to accept, or `undefined`: RSA keys under
- * 2048 bits, SHA-1 or MD5 signatures (Consul's CA never issues them).
- */
-export function weakness(cert: CertificateInfo): string | undefined {
-  if (cert.keyType === "rsa" && cert.keyBits < 2048) {
-    return `weak key: RSA ${cert.keyBits} bits (at least 2048 required)`;
-  }
-  if (/SHA-1$|MD5/i.test(cert.signatureAlgorithm)) {
-    return `weak signature: ${cert.signatureAlgorithm}`;
-  }
-  return undefined;
-}
 
 /** The current leaf, parsed. */
 export interface LeafState {
@@ -127,7 +116,8 @@ export class TlsMaterial {
   #leaf?: LeafState;
   #roots?: RootsState;
   #context?: tls.SecureContext;
-  readonly #verified = new Map<string, Promise<PeerVerdict>>();
+  readonly #verified = new Map<string, { verdict: Promise<PeerVerdict>; validUntil: number }>();
+  #rootsGeneration = 0;
   readonly #listeners = new Set<(change: MaterialChange) => void>();
   readonly #options: TlsMaterialOptions;
   readonly #ready = Promise.withResolvers<void>();
@@ -194,17 +184,37 @@ export class TlsMaterial {
   }
 
   /**
-   * Installs a new leaf. Refuses (throws) a leaf that does not parse or has expired, keeping
-   * the current one: an expired certificate is never served.
+   * Installs a new leaf. Refuses (throws) a leaf that does not parse, has expired, or whose
+   * `PrivateKeyPEM` does not parse or does not belong to the certificate, keeping the current
+   * one: an expired certificate is never served, and a leaf we cannot prove we own would fail
+   * every handshake (`tls.createSecureContext` accepts a mismatched or garbage key silently).
    */
   async setLeaf(cert: LeafCert): Promise<LeafState> {
     const info = await parseCertificate(cert.CertPEM);
     if (info.notAfter.getTime() <= Date.now()) {
       throw new ChainError("expired", `leaf ${cert.SerialNumber} expired at ${cert.ValidBefore}`);
     }
+    const keyProblem = this.#keyProblem(info, cert.PrivateKeyPEM);
+    if (keyProblem) throw new CertificateError(`leaf ${cert.SerialNumber}: ${keyProblem}`);
     this.#leaf = { cert, info };
     this.#rebuild("leaf");
     return this.#leaf;
+  }
+
+  /** Why `keyPem` is not the private key of `leaf`, or `undefined` when it is. */
+  #keyProblem(leaf: CertificateInfo, keyPem: string): string | undefined {
+    let key: crypto.KeyObject;
+    try {
+      key = crypto.createPrivateKey(keyPem);
+    } catch (err) {
+      return `PrivateKeyPEM does not parse as a private key (${(err as Error).message})`;
+    }
+    const spki = { type: "spki", format: "der" } as const;
+    const ours = crypto.createPublicKey(key).export(spki);
+    const certified = new crypto.X509Certificate(leaf.der).publicKey.export(spki);
+    return ours.equals(certified)
+      ? undefined
+      : "PrivateKeyPEM does not match the certificate's public key";
   }
 
   /**
@@ -232,6 +242,7 @@ export class TlsMaterial {
       pems: roots.Roots.map((r) => r.RootCert),
     };
     this.#verified.clear();
+    this.#rootsGeneration++;
     this.#rebuild("roots");
     return this.#roots;
   }
@@ -273,40 +284,65 @@ export class TlsMaterial {
 
   /**
    * Checks a peer certificate (DER, with the chain it presented) against the mesh roots —
-   * never a TLS stack's trust store — and requires a service SPIFFE ID in our trust domain.
-   * Results are cached per certificate until the roots change.
+   * never a TLS stack's trust store alone — for `purpose` (`clientAuth` for a caller,
+   * `serverAuth` for a server we dial), and requires a service SPIFFE ID in our trust domain
+   * and partition. Only acceptances are remembered, keyed by the whole presented chain, until
+   * the earliest expiry in their path or a roots change: a stranger's refused certificates
+   * cost a check each but never memory.
    */
-  verifyPeer(der: Uint8Array | undefined, chain: Uint8Array[] = []): Promise<PeerVerdict> {
+  verifyPeer(
+    der: Uint8Array | undefined,
+    chain: Uint8Array[] = [],
+    purpose: KeyPurpose = "any",
+  ): Promise<PeerVerdict> {
     if (!der || der.length === 0) {
       return Promise.resolve({ ok: false, reason: "no_cert", detail: "no client certificate" });
     }
-    const key = der.toBase64();
-    let verdict = this.#verified.get(key);
-    if (!verdict) {
-      verdict = this.#verify(der, chain);
-      const max = this.#options.cacheSize ?? 4096;
-      if (this.#verified.size >= max) this.#verified.delete(this.#verified.keys().next().value!);
-      this.#verified.set(key, verdict);
-    }
-    return verdict.then((v) => {
-      // Expiry is time-dependent: re-check it on every use of a cached verdict.
-      if (v.ok && v.notAfter.getTime() <= Date.now()) {
-        return { ok: false, reason: "bad_chain", detail: "certificate expired" };
+    const key = `${purpose}:${der.toBase64()}:${chain.map((c) => c.toBase64()).join(":")}`;
+    const cached = this.#verified.get(key);
+    if (cached && cached.validUntil > Date.now()) return cached.verdict;
+    if (cached) this.#verified.delete(key);
+    const generation = this.#rootsGeneration;
+    const verdict = this.#verify(der, chain, purpose);
+    // Joins identical checks in flight; refusals leave the map when they settle.
+    const entry = { verdict, validUntil: Infinity };
+    this.#verified.set(key, entry);
+    void verdict.then((v) => {
+      if (this.#verified.get(key) !== entry) return;
+      if (!v.ok || generation !== this.#rootsGeneration) this.#verified.delete(key);
+      else {
+        entry.validUntil = v.validUntil;
+        const max = this.#options.cacheSize ?? 4096;
+        if (this.#verified.size > max) this.#verified.delete(this.#verified.keys().next().value!);
       }
-      return v;
     });
+    return verdict;
   }
 
-  async #verify(der: Uint8Array, chain: Uint8Array[]): Promise<PeerVerdict> {
+  /** Our admin partition, from our leaf's SPIFFE ID (`default` until a leaf is loaded). */
+  #partition(): string {
+    const uri = this.#leaf?.info.uris[0];
+    if (!uri) return "default";
+    try {
+      const id = parseSpiffeId(uri);
+      return "partition" in id ? id.partition : "default";
+    } catch {
+      return "default";
+    }
+  }
+
+  async #verify(der: Uint8Array, chain: Uint8Array[], purpose: KeyPurpose): Promise<PeerVerdict> {
     const roots = this.#roots;
     if (!roots) return { ok: false, reason: "bad_chain", detail: "no roots loaded" };
     let leaf: CertificateInfo;
+    let validUntil: number;
     try {
       leaf = await parseCertificate(der);
       const presented = await Promise.all(chain.map((c) => parseCertificate(c)));
-      await verifyChain(leaf, [...presented, ...roots.intermediates], roots.infos);
-      const weak = weakness(leaf);
-      if (weak) return { ok: false, reason: "bad_chain", detail: weak };
+      const path = await verifyChain(leaf, [...presented, ...roots.intermediates], roots.infos, {
+        purpose,
+      });
+      validUntil = Math.min(...path.map((c) => c.notAfter.getTime()));
     } catch (err) {
       return { ok: false, reason: "bad_chain", detail: (err as Error).message };
     }
@@ -324,7 +360,15 @@ export class TlsMaterial {
           detail: `${uri} is not in trust domain ${roots.roots.TrustDomain}`,
         };
       }
-      return { ok: true, id, uri, serial: leaf.serial, notAfter: leaf.notAfter };
+      const partition = this.#partition();
+      if (id.partition !== partition) {
+        return {
+          ok: false,
+          reason: "bad_identity",
+          detail: `${uri} is not in our admin partition ${partition}`,
+        };
+      }
+      return { ok: true, id, uri, serial: leaf.serial, notAfter: leaf.notAfter, validUntil };
     } catch (err) {
       if (err instanceof SpiffeIdError) {
         return { ok: false, reason: "bad_identity", detail: err.message };
