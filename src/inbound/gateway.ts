@@ -123,8 +123,27 @@ export interface InboundGateway extends AsyncDisposable {
   forgetAuthorizations(): void;
   /** Points new connections at another local application address. */
   setApp(app: SocketAddress): void;
+  /** Applies settings that need no new socket; new connections get them at once. */
+  update(settings: InboundSettings): void;
+  /**
+   * Stops accepting (the listening socket closes, accepted connections go on) so that another
+   * listener can bind the same address; {@linkcode InboundGateway.resume} listens again.
+   */
+  pause(): void;
+  /** Listens again on the same address after {@linkcode InboundGateway.pause}. */
+  resume(): Promise<void>;
   /** Stops accepting, waits up to `drainMs` for open connections, then closes them. */
   close(drainMs?: number): Promise<void>;
+}
+
+/** The settings of a live listener that {@linkcode InboundGateway.update} changes in place. */
+export interface InboundSettings {
+  /** The service we front (authorize's `Target`); cached answers are forgotten on a change. */
+  service: string;
+  /** TLS handshake deadline. @default {10000} */
+  handshakeTimeoutMs?: number;
+  /** Local application connect deadline. @default {1000} */
+  connectTimeoutMs?: number;
 }
 
 function classifyHandshakeError(err: Error): RefusalReason {
@@ -157,12 +176,12 @@ function classifyHandshakeError(err: Error): RefusalReason {
  * ```
  */
 export async function startInbound(options: InboundOptions): Promise<InboundGateway> {
-  const o = options;
+  const o = { ...options }; // `update` changes service and timeouts in place
   const log = (o.log ?? silentLogger).with({ listener: "inbound" });
   const emit = o.onEvent ?? (() => {});
   if (!o.app === !o.handoff) throw new Error("startInbound: give exactly one of app or handoff");
   let app = o.app;
-  const listenerName = `inbound:${o.service}`;
+  let listenerName = `inbound:${o.service}`;
   const active = new Set<InboundConnection>();
   // Every accepted TCP socket, for the connection limit; those still before authorization are
   // closed at once on shutdown, authorized ones drain.
@@ -289,7 +308,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     const held = o.handoff ? undefined : holdSocket(socket);
     socket.on("error", () => {}); // errors surface through close; the pipe handles them later
     const { der, chain } = peerChain(socket);
-    const verdict = await o.material.verifyPeer(der, chain);
+    const verdict = await o.material.verifyPeer(der, chain, "clientAuth");
     if (!verdict.ok) return refuse(socket, { ...verdict, remote });
     const authorizeStarted = Date.now();
     let result: AuthorizeResult;
@@ -416,13 +435,15 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     });
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(o.bind.port, o.bind.hostname, () => {
-      server.off("error", reject);
-      resolve();
+  const listen = (port: number) =>
+    new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, o.bind.hostname, () => {
+        server.off("error", reject);
+        resolve();
+      });
     });
-  });
+  await listen(o.bind.port);
   /** Gives an authorized socket to `handoff`, tracked like a piped connection. */
   function handOff(
     socket: tls.TLSSocket,
@@ -506,6 +527,21 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     setApp(next) {
       app = next;
     },
+    update(next) {
+      if (next.service !== o.service) {
+        o.service = next.service;
+        listenerName = `inbound:${o.service}`;
+        forget(); // answers were for another target
+      }
+      o.connectTimeoutMs = next.connectTimeoutMs;
+      // Deno's node:tls reads the deadline from the server for each new connection.
+      (server as unknown as { _handshakeTimeout: number })._handshakeTimeout =
+        next.handshakeTimeoutMs ?? 10_000;
+    },
+    pause() {
+      if (server.listening) server.close();
+    },
+    resume: () => (server.listening || closing ? Promise.resolve() : listen(address.port)),
     close,
     [Symbol.asyncDispose]: () => close(),
   };

@@ -104,7 +104,7 @@ export async function dialMesh(
   // Hold what the server sends while we check it (a refusing server closes at once).
   const held = holdSocket(socket);
   const { der, chain } = peerChain(socket);
-  const verdict = await material.verifyPeer(der, chain);
+  const verdict = await material.verifyPeer(der, chain, "serverAuth");
   if (!verdict.ok) {
     socket.destroy();
     throw new DialError(verdict.reason, `${endpoint.address}:${endpoint.port}: ${verdict.detail}`);
