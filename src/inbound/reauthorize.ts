@@ -33,8 +33,11 @@ export interface ReauthorizeOptions {
   signal: AbortSignal;
   /** Log sink. */
   log: Logger;
-  /** `revoked` events. */
-  emit: (event: ConnectionEvent) => void;
+  /**
+   * `revoked` events, and one `reauthorized` event per round once its callers are decided (before
+   * the grace period and the closes).
+   */
+  emit: (event: ConnectionEvent | ({ type: "reauthorized" } & ReauthorizeRound)) => void;
   /**
    * Receives every intention list the watch delivers, the first one included (for the
    * gateways' `intentions` option), before the open connections are re-checked.
@@ -48,6 +51,8 @@ export interface ReauthorizeRound {
   checked: string[];
   /** Those now denied, with the reason. */
   denied: { peer: string; reason: string }[];
+  /** Those the agent could not answer for: their connections are kept. */
+  failed: string[];
 }
 
 /**
@@ -63,7 +68,7 @@ export async function reauthorize(
     gw.forgetAuthorizations(); // cached answers predate this change
     for (const c of gw.connections) peers.add(c.peer);
   }
-  const round: ReauthorizeRound = { checked: [...peers], denied: [] };
+  const round: ReauthorizeRound = { checked: [...peers], denied: [], failed: [] };
   await Promise.all([...peers].map(async (peer) => {
     let id: ServiceSpiffeId;
     try {
@@ -89,11 +94,13 @@ export async function reauthorize(
           peer,
           error: String(err),
         });
+        round.failed.push(peer);
         return;
       }
     }
     if (!allowed) round.denied.push({ peer, reason });
   }));
+  o.emit({ type: "reauthorized", ...round });
   if (round.denied.length === 0) return round;
   if (o.graceMs) await new Promise((r) => setTimeout(r, o.graceMs));
   const denied = new Map(round.denied.map((d) => [d.peer, d.reason]));
@@ -152,6 +159,9 @@ export async function reauthorizeOnChange(o: ReauthorizeOptions): Promise<void> 
     ) {
       latest = value;
       o.onIntentions?.(value);
+      // Answers given before this change are forgotten now, not when the next round starts (one
+      // may still be running): until then, new connections would be served from them.
+      for (const gw of o.gateways()) gw.forgetAuthorizations();
       // The first answer is the state the open connections were authorized under.
       if (first) {
         first = false;

@@ -4,6 +4,7 @@
  * Metrics, the admin app's event stream and logs all read it.
  * @module
  */
+import type { ReauthorizeRound } from "../inbound/reauthorize.ts";
 import type { ConnectionEvent } from "../inbound/refusal.ts";
 
 /** Lifecycle events of a proxy. */
@@ -13,7 +14,9 @@ export type LifecycleEvent =
   | { type: "config"; proxyId?: string; detail: string }
   | { type: "endpoints"; upstream: string; target: string; endpoints: string[] }
   | { type: "watch_error"; watch: string; error: string; retryInMs?: number }
-  | { type: "phase"; phase: "starting" | "ready" | "draining" | "stopped" };
+  | { type: "phase"; phase: "starting" | "ready" | "draining" | "stopped" }
+  /** One re-check of open inbound connections after an intention change, once decided. */
+  | ({ type: "reauthorized" } & ReauthorizeRound);
 
 /** Any proxy event, stamped with when it happened (`Date.now()`). */
 export type ProxyEvent = (ConnectionEvent | LifecycleEvent) & { at: number };
