@@ -1,0 +1,3 @@
+module meshgate.test/goverify
+
+go 1.26
