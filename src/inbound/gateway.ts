@@ -146,7 +146,33 @@ export interface InboundSettings {
   connectTimeoutMs?: number;
 }
 
-function classifyHandshakeError(err: Error): RefusalReason {
+/**
+ * Why a handshake failed, as a refusal. A client certificate that the TLS layer refused against
+ * the mesh roots shows in Deno's `node:tls` as "socket hang up" on a socket whose
+ * `authorizationError` names the refusal (its client-certificate verifier lets the handshake
+ * finish and the socket is then destroyed, as Node does); a missing certificate fails the
+ * handshake itself ("peer sent no certificates").
+ */
+function classifyHandshakeError(
+  err: Error & { code?: string },
+  socket: tls.TLSSocket,
+): { reason: RefusalReason; detail: string } {
+  const refusedCert = socket.authorizationError;
+  if (refusedCert) {
+    return {
+      reason: "bad_chain",
+      detail: `client certificate refused by the TLS layer against the mesh roots (${
+        String(refusedCert)
+      })`,
+    };
+  }
+  if (err.code === "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE") {
+    return { reason: "no_cert", detail: `no client certificate (${err.message})` };
+  }
+  return { reason: handshakeReason(err), detail: err.message };
+}
+
+function handshakeReason(err: Error): RefusalReason {
   const m = err.message;
   if (/handshake timeout/i.test(m)) return "timeout";
   if (
@@ -160,6 +186,16 @@ function classifyHandshakeError(err: Error): RefusalReason {
   }
   return "handshake";
 }
+
+/**
+ * How the public listener's TLS layer treats clients: a certificate is required and must chain
+ * to the mesh roots (`ca` of the secure context), or the handshake is refused — defense in
+ * depth under our own check (`verifyPeer`), which still runs on every accepted connection and
+ * decides identity. Refusals of the TLS layer reach `tlsClientError` and are counted with their
+ * reason (`no_cert`, `bad_chain`) like ours. They belong to the server, not to its secure
+ * context: a new leaf or new roots (`setSecureContext`) keep them.
+ */
+const VERIFY_CLIENTS = { requestCert: true, rejectUnauthorized: true } as const;
 
 /**
  * Starts the public mTLS listener.
@@ -197,11 +233,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
 
   const server = tls.createServer({
     ...o.material.serverOptions(),
-    requestCert: true,
-    // The TLS layer proves the client holds the key of the certificate it presents; whether
-    // that certificate chains to the mesh roots and names a service is checked by our own code
-    // (verifyPeer), fail-closed, so each refusal gets a precise reason (no_cert, bad_chain…).
-    rejectUnauthorized: false,
+    ...VERIFY_CLIENTS,
     allowHalfOpen: true,
     noDelay: true,
     handshakeTimeout: o.handshakeTimeoutMs ?? 10_000,
@@ -291,7 +323,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     const remote = `${socket.remoteAddress ?? raw?.remoteAddress}:${
       socket.remotePort ?? raw?.remotePort
     }`;
-    refuse(socket, { reason: classifyHandshakeError(err), detail: err.message, remote });
+    refuse(socket, { ...classifyHandshakeError(err, socket), remote });
   });
 
   server.on("secureConnection", (socket: tls.TLSSocket) => void handle(socket));

@@ -1,7 +1,8 @@
 /**
- * Dials a mesh endpoint: `node:tls` with our leaf as client certificate, then our own check
- * that the server chains to the mesh roots and that its SPIFFE ID is the service we meant to
- * reach (fail closed, as Consul's built-in proxy does).
+ * Dials a mesh endpoint: `node:tls` with our leaf as client certificate, which itself refuses
+ * a server that does not chain to the mesh roots; then our own check that the server chains to
+ * the mesh roots and that its SPIFFE ID is the service we meant to reach (fail closed, as
+ * Consul's built-in proxy does). No byte of the caller is sent before both have passed.
  * @module
  */
 import type tls from "node:tls";
@@ -53,6 +54,29 @@ export class DialError extends Error {
 }
 
 /**
+ * The codes `node:tls` gives a handshake that its certificate verification refused (OpenSSL's
+ * names, which Deno's rustls-based `node:tls` reuses; it reports most refusals — unknown
+ * issuer, a leaf used as a CA, an expired certificate, a wrong key usage — as
+ * `UNABLE_TO_VERIFY_LEAF_SIGNATURE`).
+ */
+const CHAIN_ERROR_CODES: ReadonlySet<string> = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_REVOKED",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "INVALID_PURPOSE",
+  "INVALID_CA",
+  "PATH_LENGTH_EXCEEDED",
+]);
+
+/**
  * Dials `endpoint` over mTLS and verifies it. Resolves with the socket and what it has
  * received so far (release it into the pipe).
  *
@@ -73,12 +97,16 @@ export async function dialMesh(
     const s = connect({
       host: endpoint.address,
       port: endpoint.port,
+      // Our leaf, and the mesh roots as the only trust anchors (no public roots).
       secureContext: material.secureContext,
-      // Identity is the SPIFFE URI, checked below; there is no hostname to check.
+      // Defense in depth: the TLS layer refuses, in the handshake, a server whose chain does
+      // not lead to the mesh roots (rustls/webpki: CA flags, signatures, validity, the
+      // serverAuth key usage); our own check below runs as well and decides identity.
+      rejectUnauthorized: true,
+      // Identity is the SPIFFE URI, checked below; there is no hostname to check. Deno's
+      // node:tls leaves name checks to this function (rustls' own is skipped), so a mesh
+      // certificate without DNS or IP names passes the TLS layer on its chain alone.
       checkServerIdentity: () => undefined,
-      // The chain is checked against the mesh roots by our own code below; the TLS layer
-      // trusts nothing (see TlsMaterial.secureContext), so it must not reject.
-      rejectUnauthorized: false,
       allowHalfOpen: true,
       noDelay: true,
     } as tls.ConnectionOptions);
@@ -95,10 +123,19 @@ export async function dialMesh(
       clearTimeout(timer);
       resolve(s);
     });
-    s.once("error", (err) => {
+    s.once("error", (err: Error & { code?: string }) => {
       clearTimeout(timer);
       s.destroy();
-      reject(new DialError("connect", `${endpoint.address}:${endpoint.port}: ${err.message}`));
+      const where = `${endpoint.address}:${endpoint.port}`;
+      reject(
+        err.code && CHAIN_ERROR_CODES.has(err.code)
+          ? new DialError(
+            "bad_chain",
+            `${where}: server certificate refused by the TLS layer against the mesh roots ` +
+              `(${err.code}: ${err.message})`,
+          )
+          : new DialError("connect", `${where}: ${err.message}`),
+      );
     });
   });
   // Hold what the server sends while we check it (a refusing server closes at once).

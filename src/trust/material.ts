@@ -13,25 +13,6 @@ import { splitPemCertificates } from "./pem.ts";
 import { parseSpiffeId, type ServiceSpiffeId, SpiffeIdError } from "./spiffe.ts";
 
 /**
- * A self-signed CA certificate whose private key was discarded when it was made (generated
- * non-extractable, never stored): nothing chains to it. Dials give it to the TLS layer as
- * their only trust anchor, so the TLS layer trusts no server and mesh identity rests on our
- * own check against the mesh roots alone.
- */
-export const NO_TRUST_ANCHOR_PEM = `-----BEGIN CERTIFICATE-----
-MIIBkDCCATegAwIBAgIBATAKBggqhkjOPQQDAjA9MTswOQYDVQQDEzJtZXNoZ2F0
-ZSB0cnVzdHMgbm8gY2VydGlmaWNhdGUgdGhyb3VnaCB0aGlzIGFuY2hvcjAgFw0y
-NjAxMDEwMDAwMDBaGA8yMTI2MDEwMTAwMDAwMFowPTE7MDkGA1UEAxMybWVzaGdh
-dGUgdHJ1c3RzIG5vIGNlcnRpZmljYXRlIHRocm91Z2ggdGhpcyBhbmNob3IwWTAT
-BgcqhkjOPQIBBggqhkjOPQMBBwNCAAQFFjfmgCE0LaOVr+kmnMxTjduDLDN3s/RN
-qv4A/tMotQYIjLeVYvFR6qKi7FH1NBkZnoYDjrfCTjNpE54eqiggoyYwJDASBgNV
-HRMBAf8ECDAGAQH/AgEAMA4GA1UdDwEB/wQEAwICBDAKBggqhkjOPQQDAgNHADBE
-AiATYen8XhcVGxDnqtd6HBZ9g23s1ETvnEV1lYcKnf9lLwIgTJ076Wl4msy5LbGf
-aI6sAPW4OlECXcmd56xxwIPvtnE=
------END CERTIFICATE-----
-`;
-
-/**
  * How long before its expiry an unrenewed leaf makes the proxy not ready (and the leaf watch
  * warn and ask again): `marginMs` when given, else 10 % of the leaf's lifetime, at most 1 h.
  *
@@ -156,17 +137,21 @@ export class TlsMaterial {
 
   /**
    * The `node:tls` secure context that every outbound dial presents our leaf with, rebuilt
-   * only when the material changes. Its `ca` is {@linkcode NO_TRUST_ANCHOR_PEM}, not the mesh
-   * roots: the server's chain is verified by our own code ({@linkcode TlsMaterial.verifyPeer})
-   * either way, and a TLS-layer verdict of "untrusted" spares Deno's `node:tls` building
-   * legacy certificate objects for a hostname check we do not use (measured: 10 % of a
-   * client-side proxy's CPU per new connection).
+   * only when the material changes. Its `ca` is the mesh roots and nothing else (no public
+   * roots), so the TLS layer itself refuses a server that does not chain to them (dials set
+   * `rejectUnauthorized: true`); our own check ({@linkcode TlsMaterial.verifyPeer}) runs on
+   * top and decides identity.
    */
   get secureContext(): tls.SecureContext | undefined {
     return this.#context;
   }
 
-  /** Options for `tls.createServer`/`setSecureContext` with the current material. */
+  /**
+   * Options for `tls.createServer`/`setSecureContext` with the current material: our leaf and
+   * key, and the mesh roots as the only trust anchors (`ca`), against which the TLS layer
+   * verifies the peer when `rejectUnauthorized` is set (the caller's `requestCert` and
+   * `rejectUnauthorized` are not part of a secure context).
+   */
   serverOptions(): tls.SecureContextOptions {
     if (!this.#leaf || !this.#roots) throw new Error("TLS material not loaded");
     return {
@@ -249,10 +234,7 @@ export class TlsMaterial {
 
   #rebuild(change: MaterialChange): void {
     if (this.#leaf && this.#roots) {
-      this.#context = tls.createSecureContext({
-        ...this.serverOptions(),
-        ca: NO_TRUST_ANCHOR_PEM,
-      });
+      this.#context = tls.createSecureContext(this.serverOptions());
       this.#ready.resolve();
       const generation = ++this.#generation;
       void this.leafChainsToRoots().then((ok) => {
