@@ -57,6 +57,13 @@ export function createNodeFetch(options: NodeFetchOptions): typeof fetch & { clo
     return new Promise<Response>((resolve, reject) => {
       const signal = init.signal;
       if (signal?.aborted) return reject(signal.reason);
+      let settled = false;
+      const settle = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        signal?.removeEventListener("abort", onAbort);
+        fn();
+      };
       const req = (secure ? https : http).request({
         method: init.method ?? "GET",
         host: url.hostname.replace(/^\[|\]$/g, ""),
@@ -76,24 +83,32 @@ export function createNodeFetch(options: NodeFetchOptions): typeof fetch & { clo
       }, (res) => {
         const chunks: Uint8Array[] = [];
         res.on("data", (c: Uint8Array) => chunks.push(c));
-        res.on("error", reject);
+        res.on("error", (err) => settle(() => reject(err)));
         res.on("end", () => {
-          signal?.removeEventListener("abort", onAbort);
           const h = new Headers();
           for (const [k, v] of Object.entries(res.headers)) {
             if (v !== undefined) h.set(k, Array.isArray(v) ? v.join(", ") : v);
           }
           const status = res.statusCode ?? 502;
           const empty = status === 204 || status === 304;
-          resolve(new Response(empty ? null : concat(chunks), { status, headers: h }));
+          settle(() =>
+            resolve(new Response(empty ? null : concat(chunks), { status, headers: h }))
+          );
         });
       });
-      const onAbort = () => req.destroy(signal?.reason);
+      // An abort settles the promise here and now, then tears the connection down. On a reused
+      // keep-alive socket Deno's node:http (2.9) answers the socket's close by sending the request
+      // again on a new connection, destroyed or not, and waits for that answer (for a blocking
+      // query, minutes); marking the request as not reused turns that retry off.
+      const onAbort = () => {
+        settle(() => reject(signal?.reason));
+        req.reusedSocket = false;
+        const socket = req.socket;
+        req.destroy();
+        socket?.destroy();
+      };
       signal?.addEventListener("abort", onAbort, { once: true });
-      req.on("error", (err) => {
-        signal?.removeEventListener("abort", onAbort);
-        reject(signal?.aborted ? signal.reason : err);
-      });
+      req.on("error", (err) => settle(() => reject(signal?.aborted ? signal.reason : err)));
       req.end(body);
     });
   };

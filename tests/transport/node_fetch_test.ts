@@ -1,0 +1,203 @@
+// The node:http(s) fetch behind agent TLS and unix sockets: an abort or a timeout ends the request
+// at once, even on a reused keep-alive socket (Deno 2.9's req.destroy() does not settle it there).
+import assert from "node:assert/strict";
+import net from "node:net";
+import tls from "node:tls";
+import { AgentClient, AgentNetworkError } from "../../mod.ts";
+import { createNodeFetch } from "../../src/transport/node_fetch.ts";
+import { pki } from "./_pki.ts";
+
+/**
+ * An HTTP/1.1 server (plain or TLS) with keep-alive that answers `GET /answer` and holds every
+ * `GET /hold`, on any connection, unanswered until `release()` answers them.
+ */
+async function holdingServer(tlsOptions?: { cert: string; key: string }) {
+  const held: net.Socket[] = [];
+  const sockets: net.Socket[] = [];
+  const closed = new Set<net.Socket>();
+  let releasedAt: number | undefined;
+  const onConnection = (s: net.Socket) => {
+    sockets.push(s);
+    s.on("error", () => {});
+    s.on("close", () => closed.add(s));
+    let buf = "";
+    s.on("data", (d: Uint8Array | string) => {
+      buf += typeof d === "string" ? d : new TextDecoder().decode(d);
+      let end;
+      while ((end = buf.indexOf("\r\n\r\n")) >= 0) {
+        const head = buf.slice(0, end);
+        buf = buf.slice(end + 4);
+        if (!head.startsWith("GET /hold")) {
+          s.write(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4\r\n" +
+              "Connection: keep-alive\r\n\r\ntrue",
+          );
+        } else held.push(s);
+      }
+    });
+  };
+  const server = tlsOptions
+    ? tls.createServer({ ...tlsOptions }, onConnection)
+    : net.createServer(onConnection);
+  server.on("tlsClientError", () => {});
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    sockets,
+    held,
+    closed,
+    get releasedAt() {
+      return releasedAt;
+    },
+    /** Answers every held request (a late answer the client must not be waiting for). */
+    release() {
+      releasedAt = performance.now();
+      for (const s of held) {
+        if (!s.destroyed) s.write("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate");
+      }
+    },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+type Holding = Awaited<ReturnType<typeof holdingServer>>;
+
+/**
+ * Makes a first request (answered; leaves a keep-alive socket in the pool), then a second on the
+ * same socket that the server holds, stopped at 300 ms by an abort (`stop`) or the request's own
+ * timeout. The server answers the held request only at 3 s.
+ */
+async function settlesBeforeTheServerAnswers(
+  server: Holding,
+  what: string,
+  doFetch: (path: string, signal: AbortSignal | undefined) => Promise<unknown>,
+  stop: "abort" | "timeout",
+) {
+  assert.equal(await doFetch("/answer", undefined), true, "the first request is answered");
+  // Let the pool take the socket back (it does so after the response's end, asynchronously).
+  await new Promise((r) => setTimeout(r, 50));
+  const controller = new AbortController();
+  const started = performance.now();
+  let settledAt: number | undefined;
+  const second = doFetch("/hold", stop === "abort" ? controller.signal : undefined).then(
+    (v) => ({ ok: true as const, v }),
+    (e: unknown) => ({ ok: false as const, e }),
+  ).finally(() => (settledAt = performance.now()));
+  const abortTimer = setTimeout(() => controller.abort(new Error("stopped by the test")), 300);
+  const releaseTimer = setTimeout(() => server.release(), 3000);
+  try {
+    const outcome = await second;
+    assert.equal(server.held[0], server.sockets[0], `sent on the first, reused socket (${what})`);
+    assert.ok(!outcome.ok, `the request failed instead of getting the late answer (${what})`);
+    assert.equal(server.releasedAt, undefined, "it settled before the server ever answered");
+    assert.ok(settledAt! - started < 1500, `settled ${Math.round(settledAt! - started)} ms in`);
+    // Nothing was sent again behind our back (Deno's node:http retries a request whose reused
+    // socket closes, on a new connection, which is how an abort used to turn into a long wait).
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(server.held.length, 1, "the request was sent once");
+    return outcome.e;
+  } finally {
+    clearTimeout(abortTimer);
+    clearTimeout(releaseTimer);
+  }
+}
+
+for (const secure of [false, true]) {
+  const scheme = secure ? "https" : "http";
+
+  Deno.test({
+    name: `node fetch (${scheme}): an abort on a reused keep-alive socket ends the request at once`,
+    sanitizeResources: false, // node:http(s) closes pooled sockets asynchronously
+    async fn() {
+      const p = await pki({ withLoopback: true });
+      const server = await holdingServer(secure ? p.server : undefined);
+      const f = createNodeFetch(secure ? { ca: p.ca } : {});
+      const base = `${scheme}://127.0.0.1:${server.port}`;
+      try {
+        const err = await settlesBeforeTheServerAnswers(
+          server,
+          `${scheme} abort`,
+          (path, signal) => f(base + path, { signal }).then((r) => r.json()),
+          "abort",
+        );
+        assert.ok(err instanceof Error && err.message === "stopped by the test", String(err));
+        // The socket is destroyed, not handed back to the pool with a request in flight.
+        const deadline = Date.now() + 2000;
+        while (!server.closed.has(server.sockets[0]) && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        assert.ok(server.closed.has(server.sockets[0]), "the aborted socket was closed");
+        // And the pool still works: a new request gets a new connection and an answer.
+        assert.equal(await f(`${base}/answer`).then((r) => r.json()), true);
+        assert.equal(server.sockets.length, 2);
+      } finally {
+        f.close();
+        await server.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name: `node fetch (${scheme}): the client's timeoutMs ends a held request on a reused socket`,
+    sanitizeResources: false,
+    async fn() {
+      const p = await pki({ withLoopback: true });
+      const server = await holdingServer(secure ? p.server : undefined);
+      const f = createNodeFetch(secure ? { ca: p.ca } : {});
+      const agent = new AgentClient({ address: `${scheme}://127.0.0.1:${server.port}`, fetch: f });
+      try {
+        const err = await settlesBeforeTheServerAnswers(
+          server,
+          `${scheme} timeoutMs`,
+          (path) =>
+            agent.request({ method: "GET", path, decode: (j) => j }, { timeoutMs: 300 })
+              .then((r) => r.value),
+          "timeout",
+        );
+        assert.ok(err instanceof AgentNetworkError, String(err));
+        assert.match(err.message, /no answer within 300 ms/);
+      } finally {
+        await agent.close();
+        await server.close();
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "node fetch: an abort before the socket is assigned, and during the body, also settles",
+  sanitizeResources: false,
+  async fn() {
+    // A server that sends headers and part of the body, then stalls.
+    const server = net.createServer((s) => {
+      s.on("error", () => {});
+      s.once("data", () => {
+        s.write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as net.AddressInfo).port;
+    const f = createNodeFetch({});
+    try {
+      const already = AbortSignal.abort(new Error("before"));
+      await assert.rejects(f(`http://127.0.0.1:${port}/`, { signal: already }), /before/);
+      // Aborted synchronously right after the call: no socket yet.
+      const c1 = new AbortController();
+      const p1 = f(`http://127.0.0.1:${port}/`, { signal: c1.signal });
+      c1.abort(new Error("at once"));
+      await assert.rejects(p1, /at once/);
+      // Aborted while the body is arriving.
+      const c2 = new AbortController();
+      const p2 = f(`http://127.0.0.1:${port}/`, { signal: c2.signal });
+      const t = setTimeout(() => c2.abort(new Error("mid-body")), 300);
+      await assert.rejects(p2, /mid-body/);
+      clearTimeout(t);
+    } finally {
+      f.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  },
+});
