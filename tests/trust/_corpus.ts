@@ -110,6 +110,8 @@ interface Spec {
   excludeDns?: string[];
   /** Permitted URI host subtrees of the same extension. */
   permitUri?: string[];
+  /** Further permitted subtrees, each a GeneralName already DER-encoded. */
+  permitRaw?: number[][];
   extra?: x509.Extension[];
 }
 
@@ -189,6 +191,7 @@ function nameConstraints(spec: Spec): x509.Extension {
   const permitted = [
     ...(spec.permitDns ?? []).flatMap((d) => subtree(0x82, d)),
     ...(spec.permitUri ?? []).flatMap((u) => subtree(0x86, u)),
+    ...(spec.permitRaw ?? []).flatMap((name) => tlv(0x30, name)),
   ];
   const excluded = (spec.excludeDns ?? []).flatMap((d) => subtree(0x82, d));
   const content = [
@@ -236,7 +239,7 @@ async function issue(spec: Spec): Promise<Issued> {
   ];
   // Consul marks the SAN critical on leaves, whose subject is empty (RFC 5280 4.2.1.6).
   if (names.length) extensions.push(new x509.SubjectAlternativeNameExtension(names, !isCA));
-  if (spec.permitDns || spec.excludeDns || spec.permitUri) {
+  if (spec.permitDns || spec.excludeDns || spec.permitUri || spec.permitRaw) {
     extensions.push(nameConstraints(spec));
   }
   extensions.push(...spec.extra ?? []);
@@ -878,7 +881,11 @@ async function generatedInvalid(): Promise<Draft[]> {
     {
       name: "invalid/leaf-is-ca",
       rule: "the end entity asserts cA",
-      leaf: await leaf(r, { ca: true, keyUsage: CA_KEY_USAGE | LEAF_KEY_USAGE }),
+      leaf: await leaf(r, {
+        ca: true,
+        keyUsage: CA_KEY_USAGE | LEAF_KEY_USAGE,
+        uris: [SPIFFE_WEB],
+      }),
       roots: [r],
       expect: "refuse",
     },
@@ -1135,6 +1142,17 @@ async function edges(): Promise<Draft[]> {
   const dotRoot = await root("Subdomains-Only Root", { permitDns: [`.${TD}`] });
   const exclRoot = await root("Excluding Root", { excludeDns: [`evil.${TD}`] });
   const uriRoot = await root("URI-Constrained Root", { permitUri: [TD] });
+  // iPAddress [7]: 10.0.0.0/8 as address then mask.
+  const ipRoot = await root("IP-Constrained Root", {
+    permitDns: [TD],
+    permitRaw: [tlv(0x87, [10, 0, 0, 0, 255, 0, 0, 0])],
+  });
+  // directoryName [4]: the Name CN=mesh (SEQUENCE OF SET OF { OID 2.5.4.3, UTF8String }).
+  const cnMesh = tlv(
+    0x30,
+    tlv(0x31, tlv(0x30, [0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 4, 109, 101, 115, 104])),
+  );
+  const dirRoot = await root("Directory-Name-Constrained Root", { permitRaw: [tlv(0xa4, cnMesh)] });
   const narrowInt = await intermediate("Narrower Intermediate", tdRoot, {
     permitDns: ["example.com"],
   });
@@ -1285,6 +1303,20 @@ async function edges(): Promise<Draft[]> {
       rule: "a URI constraint on the trust domain, leaf of another",
       leaf: await leaf(uriRoot, { uris: ["spiffe://other.consul/ns/default/dc/dc1/svc/web"] }),
       roots: [uriRoot],
+      expect: "refuse",
+    },
+    {
+      name: "names/ip-constraint-uri-only-leaf",
+      rule: "an IP subtree beside the DNS one; the leaf has no IP SAN",
+      leaf: await leaf(ipRoot),
+      roots: [ipRoot],
+      expect: "refuse",
+    },
+    {
+      name: "names/directory-name-constraint",
+      rule: "a critical directoryName constraint (which Go does not evaluate either)",
+      leaf: await leaf(dirRoot),
+      roots: [dirRoot],
       expect: "refuse",
     },
     {

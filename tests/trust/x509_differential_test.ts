@@ -39,6 +39,12 @@ const ALLOWED: readonly { cases: readonly string[]; meshgate: string; why: strin
     why: "Go accepts RSA keys of 1024 bits and more; meshgate wants 2048",
   },
   {
+    cases: ["names/ip-constraint-uri-only-leaf"],
+    meshgate: "name_constraints",
+    why: "meshgate evaluates DNS and URI constraints only and refuses a CA that constrains other " +
+      "name types (fail closed); Go also evaluates IP and email constraints",
+  },
+  {
     cases: ["invalid/too-deep"],
     meshgate: "too_long",
     why: "Go has no depth limit; meshgate's default is five certificates",
