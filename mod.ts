@@ -278,6 +278,13 @@ export { createDenoAgentClient, namedEnv, PROXY_ENV_VARS } from "./src/transport
 export { createNodeFetch, type NodeFetchOptions } from "./src/transport/node_fetch.ts";
 export { decideByIntentions, type IntentionDecision } from "./src/inbound/decide.ts";
 export {
+  type AnswerSource,
+  type AuthorizeAnswer,
+  AuthorizeCache,
+  type AuthorizeCacheOptions,
+  type AuthorizeCaller,
+} from "./src/inbound/authorize_cache.ts";
+export {
   reauthorize,
   reauthorizeOnChange,
   type ReauthorizeOptions,

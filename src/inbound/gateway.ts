@@ -7,13 +7,13 @@
  */
 import type net from "node:net";
 import tls from "node:tls";
-import { AgentError } from "../agent/errors.ts";
 import type { AuthorizeRequest, AuthorizeResult, Intention } from "../agent/types.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import { holdSocket, type Pipe, pipeSockets, type PipeStats } from "../net/pipe.ts";
 import { connectPlain, formatAddress, peerChain, type SocketAddress } from "../net/sockets.ts";
 import type { TlsMaterial } from "../trust/material.ts";
 import type { ServiceSpiffeId } from "../trust/spiffe.ts";
+import { type AuthorizeAnswer, AuthorizeCache } from "./authorize_cache.ts";
 import { decideByIntentions } from "./decide.ts";
 import type { ConnectionEvent, Refusal, RefusalReason } from "./refusal.ts";
 
@@ -103,14 +103,6 @@ export interface InboundConnection {
   pipe: Pipe;
 }
 
-/** One authorize call to the agent, which concurrent connections of the same caller share. */
-interface AuthorizeCall {
-  /** The agent's answer. */
-  result: Promise<AuthorizeResult>;
-  /** Aborted when the call's deadline passes. */
-  signal: AbortSignal;
-}
-
 /** A running public listener. */
 export interface InboundGateway extends AsyncDisposable {
   /** The bound address. */
@@ -119,7 +111,10 @@ export interface InboundGateway extends AsyncDisposable {
   readonly connections: ReadonlySet<InboundConnection>;
   /** The local application address new connections go to (none with `handoff`). */
   readonly app: SocketAddress | undefined;
-  /** Forgets cached authorize answers (intentions changed). */
+  /**
+   * Forgets cached authorize answers (intentions changed); an answer still in flight is not
+   * stored, and its connection is asked about again before it opens.
+   */
   forgetAuthorizations(): void;
   /** Points new connections at another local application address. */
   setApp(app: SocketAddress): void;
@@ -224,11 +219,18 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   const sockets = new Set<net.Socket>();
   const piped = new WeakSet<net.Socket>();
   const acceptedAt = new WeakMap<net.Socket, number>();
-  const freshMs = o.authorizeFreshMs ?? 0;
-  const cacheTtl = Math.max(o.authorizeCacheTtlMs ?? 0, freshMs);
-  const answers = new Map<string, { result: AuthorizeResult; at: number }>();
-  const inflight = new Map<string, AuthorizeCall>();
-  const authzTimeout = o.authorizeTimeoutMs ?? 5000;
+  // Fresh answers, the outage fallback, joined calls; forgotten on intention and roots changes.
+  const authz = new AuthorizeCache({
+    ask: (caller, opts) =>
+      o.authorize(
+        { Target: o.service, ClientCertURI: caller.uri, ClientCertSerial: caller.serial },
+        opts,
+      ),
+    timeoutMs: o.authorizeTimeoutMs,
+    freshMs: o.authorizeFreshMs,
+    cacheTtlMs: o.authorizeCacheTtlMs,
+  });
+  const forget = () => authz.forget();
   await o.material.ready;
 
   const server = tls.createServer({
@@ -243,36 +245,6 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     server.setSecureContext(o.material.serverOptions());
     if (change === "roots") forget();
   });
-  /** Cached answers and calls in flight are forgotten: new connections ask anew. */
-  const forget = () => {
-    answers.clear();
-    inflight.clear();
-  };
-
-  /**
-   * Asks the agent, or joins an identical call already in flight (same caller certificate):
-   * its answer is no older than the connection, and concurrent connections of one caller
-   * cost the agent one call. The call has its own deadline, shared by those who join it.
-   */
-  const authorizeCall = (uri: string, serial: string): AuthorizeCall & { joined: boolean } => {
-    const key = `${uri} ${serial}`;
-    const running = inflight.get(key);
-    if (running) return { ...running, joined: true };
-    const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(new Error("authorize timed out")), authzTimeout);
-    const call: AuthorizeCall = {
-      signal: ac.signal,
-      result: o.authorize(
-        { Target: o.service, ClientCertURI: uri, ClientCertSerial: serial },
-        { signal: ac.signal },
-      ).finally(() => {
-        clearTimeout(timer);
-        if (inflight.get(key) === call) inflight.delete(key);
-      }),
-    };
-    inflight.set(key, call);
-    return { ...call, joined: false };
-  };
 
   const refuse = (socket: net.Socket, refusal: Refusal) => {
     socket.destroy();
@@ -342,62 +314,65 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     const { der, chain } = peerChain(socket);
     const verdict = await o.material.verifyPeer(der, chain, "clientAuth");
     if (!verdict.ok) return refuse(socket, { ...verdict, remote });
+    const caller = { uri: verdict.uri, serial: verdict.serial };
     const authorizeStarted = Date.now();
-    let result: AuthorizeResult;
-    let fromCache: "fresh" | "outage" | undefined;
-    let joined = false;
-    const fresh = freshMs > 0 ? answers.get(verdict.uri) : undefined;
-    let call: AuthorizeCall | undefined;
-    try {
-      if (fresh && Date.now() - fresh.at <= freshMs) {
-        result = fresh.result;
-        fromCache = "fresh";
-      } else {
-        const asked = authorizeCall(verdict.uri, verdict.serial);
-        call = asked;
-        joined = asked.joined;
-        result = await asked.result;
-        if (cacheTtl > 0) answers.set(verdict.uri, { result, at: Date.now() });
-      }
-    } catch (err) {
-      const timedOut = call?.signal.aborted ?? false;
-      const cached = answers.get(verdict.uri);
-      const usable = cacheTtl > 0 && cached && Date.now() - cached.at <= cacheTtl &&
-        // A real answer (400, 403) is not an outage: only unreachable, timeout, 5xx and 429.
-        !(err instanceof AgentError && !err.retryable);
-      if (usable) {
-        result = cached.result;
-        fromCache = "outage";
+    /** An answer no change has overtaken (see AuthorizeCache.current), starting from `prev`. */
+    const ask = async (prev?: AuthorizeAnswer) => {
+      const answer = await authz.current(caller, prev);
+      if (answer.ok && answer.source === "outage" && answer !== prev) {
         log.log("warn", "agent did not answer authorize; using its recent answer", {
           peer: verdict.uri,
-          ageMs: Date.now() - cached.at,
-          authorized: cached.result.Authorized,
-          error: String(err),
+          ageMs: answer.ageMs,
+          authorized: answer.result.Authorized,
+          error: String(answer.error),
         });
-      } else {
+      }
+      return answer;
+    };
+    /** Why `answer` refuses the caller, if it does (the agent, or a newer deny intention). */
+    const refusalOf = (answer: AuthorizeAnswer): Refusal | undefined => {
+      const peer = verdict.uri;
+      if (!answer.ok) return { reason: answer.reason, detail: answer.detail, peer, remote };
+      if (!answer.result.Authorized) {
+        return { reason: "denied", detail: answer.result.Reason, peer, remote };
+      }
+      // The agent's answer may predate a change, or come from its lagging cache.
+      const d = decideByIntentions(o.intentions?.() ?? [], o.service, verdict.id);
+      if (d && !d.authorized) return { reason: "denied", detail: d.reason, peer, remote };
+    };
+    let answer = await ask();
+    const refused = refusalOf(answer);
+    if (refused) return refuse(socket, refused);
+    const authorizeMs = Date.now() - authorizeStarted;
+    if (socket.destroyed) return;
+    let appSocket: net.Socket | undefined;
+    if (!o.handoff) {
+      try {
+        appSocket = await connectPlain(app!, o.connectTimeoutMs ?? 1000);
+      } catch (err) {
         return refuse(socket, {
-          reason: timedOut ? "timeout" : "authorize_error",
-          detail: timedOut
-            ? `authorize: no answer within ${authzTimeout} ms`
-            : (err as Error).message,
+          reason: "app_unreachable",
+          detail: (err as Error).message,
           peer: verdict.uri,
           remote,
         });
       }
+      if (socket.destroyed) {
+        appSocket.destroy();
+        return;
+      }
     }
-    if (!result.Authorized) {
-      return refuse(socket, { reason: "denied", detail: result.Reason, peer: verdict.uri, remote });
+    // Right before the connection counts as open (nothing is awaited from this check on): an
+    // answer that an intention or roots change overtook, while the agent answered or the
+    // application was dialled, is asked again — the re-check round of that change could not see
+    // this connection; once it is open, the next round does.
+    while (answer.ok && !authz.isCurrent(answer)) answer = await ask(answer);
+    // Intentions may also have changed meanwhile.
+    const late = refusalOf(answer);
+    if (late || socket.destroyed) {
+      appSocket?.destroy();
+      return late ? refuse(socket, late) : undefined;
     }
-    const lagging = () => {
-      const d = decideByIntentions(o.intentions?.() ?? [], o.service, verdict.id);
-      return d && !d.authorized ? d.reason : undefined;
-    };
-    const overruled = lagging();
-    if (overruled) {
-      return refuse(socket, { reason: "denied", detail: overruled, peer: verdict.uri, remote });
-    }
-    const authorizeMs = Date.now() - authorizeStarted;
-    if (socket.destroyed) return;
     const accepted: ConnectionEvent = {
       type: "accepted",
       direction: "inbound",
@@ -406,40 +381,20 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
       remote,
       authorizeMs,
       handshakeMs,
-      ...(fromCache ? { authorizeCached: fromCache } : {}),
-      ...(joined ? { authorizeJoined: true } : {}),
+      ...(answer.ok && (answer.source === "fresh" || answer.source === "outage")
+        ? { authorizeCached: answer.source }
+        : {}),
+      ...(answer.ok && answer.source === "joined" ? { authorizeJoined: true } : {}),
     };
     if (o.handoff) {
-      // (handOff counts the connection open without waiting: no change can come in between.)
       return handOff(socket, rawSocket, {
         socket,
         caller: { spiffeId: verdict.uri, id: verdict.id, serial: verdict.serial },
         remote,
       }, accepted);
     }
-    let appSocket: net.Socket;
-    try {
-      appSocket = await connectPlain(app!, o.connectTimeoutMs ?? 1000);
-    } catch (err) {
-      return refuse(socket, {
-        reason: "app_unreachable",
-        detail: (err as Error).message,
-        peer: verdict.uri,
-        remote,
-      });
-    }
-    if (socket.destroyed) {
-      appSocket.destroy();
-      return;
-    }
-    // Intentions may have changed while the application was dialled.
-    const late = lagging();
-    if (late) {
-      appSocket.destroy();
-      return refuse(socket, { reason: "denied", detail: late, peer: verdict.uri, remote });
-    }
     if (rawSocket) piped.add(rawSocket);
-    const pipe = pipeSockets(socket, appSocket, {
+    const pipe = pipeSockets(socket, appSocket!, {
       idleTimeoutMs: o.idleTimeoutMs,
       held: { a: held!.release() },
     });
