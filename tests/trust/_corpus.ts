@@ -8,7 +8,11 @@
  */
 import { x509 } from "../../src/trust/_x509.ts";
 import { importEcPrivateKeyPem } from "../../src/trust/keys.ts";
-import { fixture } from "../_helpers.ts";
+
+// Not ../_helpers.ts: it loads mod.ts, and only the trust modules should be able to break this.
+function fixture(name: string): string {
+  return Deno.readTextFileSync(new URL(`../../../shared/fixtures/consul/${name}`, import.meta.url));
+}
 
 /** The extended key usage a verifier asks for. */
 export type Usage = "clientAuth" | "serverAuth";
