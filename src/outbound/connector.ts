@@ -39,17 +39,26 @@ export interface UpstreamTarget {
 export class UpstreamConnectError extends Error {
   /**
    * Creates the error.
-   * @param reason `no_endpoint` (nothing healthy to try), `upstream_unreachable`, or
-   *   `leaf_expired` (our certificate expired; no dial until it is renewed)
+   * @param reason `no_endpoint` (nothing healthy to try), `upstream_unreachable`,
+   *   `leaf_expired` (our certificate expired; no dial until it is renewed), or `bad_chain` /
+   *   `bad_identity` (every endpoint tried failed that check of its certificate)
    * @param detail what happened
    */
-  constructor(reason: "no_endpoint" | "upstream_unreachable" | "leaf_expired", detail: string) {
+  constructor(
+    reason: "no_endpoint" | "upstream_unreachable" | "leaf_expired" | "bad_chain" | "bad_identity",
+    detail: string,
+  ) {
     super(detail);
     this.name = "UpstreamConnectError";
     this.reason = reason;
   }
   /** Why. */
-  readonly reason: "no_endpoint" | "upstream_unreachable" | "leaf_expired";
+  readonly reason:
+    | "no_endpoint"
+    | "upstream_unreachable"
+    | "leaf_expired"
+    | "bad_chain"
+    | "bad_identity";
 }
 
 /** A verified mesh connection to one endpoint. */
@@ -254,6 +263,8 @@ export class UpstreamConnector {
       throw new UpstreamConnectError("no_endpoint", `no healthy instances of ${up.name}`);
     }
     let lastError = "";
+    // The certificate check every endpoint tried failed, if they all failed the same one.
+    let certFailure: "bad_chain" | "bad_identity" | undefined | null;
     for (const { endpoint, timeoutMs } of list) {
       if (cancelled()) break;
       const started = Date.now();
@@ -270,6 +281,11 @@ export class UpstreamConnector {
         return { socket, held, endpoint, connectMs: Date.now() - started };
       } catch (err) {
         lastError = err instanceof DialError ? `${err.reason}: ${err.message}` : String(err);
+        const cert = err instanceof DialError && (err.reason === "bad_chain" ||
+            err.reason === "bad_identity")
+          ? err.reason
+          : null;
+        certFailure = certFailure === undefined || certFailure === cert ? cert : null;
         const h = this.#healthOf(endpoint.id);
         h.consecutiveFailures++;
         h.lastError = lastError;
@@ -301,7 +317,7 @@ export class UpstreamConnector {
         });
       }
     }
-    throw new UpstreamConnectError("upstream_unreachable", lastError || "cancelled");
+    throw new UpstreamConnectError(certFailure ?? "upstream_unreachable", lastError || "cancelled");
   }
 
   /** Stops watching. */
