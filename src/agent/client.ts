@@ -65,6 +65,11 @@ export interface AgentClientOptions extends AgentConnectionOptions {
    */
   fetch?: typeof fetch & { close?: () => void };
   /**
+   * Supplies the token for each request instead of `token`/`env` (e.g. one read from a file that
+   * may change: `createDenoAgentClient` re-reads `tokenFile` this way). Must not throw.
+   */
+  tokenProvider?: () => string | undefined | Promise<string | undefined>;
+  /**
    * Timeout of a non-blocking request in milliseconds.
    * @default {30000}
    */
@@ -155,6 +160,7 @@ export class AgentClient {
   /** The resolved connection settings (never contains the token). */
   readonly config: AgentConfig;
   readonly #token?: string;
+  readonly #tokenProvider?: () => string | undefined | Promise<string | undefined>;
   readonly #fetch: typeof fetch & { close?: () => void };
   readonly #timeoutMs: number;
   readonly #watchDefaults: AgentClientOptions["watchDefaults"];
@@ -169,6 +175,7 @@ export class AgentClient {
     const { config, token } = resolveAgentConfig(options, options.env ?? {});
     this.config = config;
     this.#token = token;
+    this.#tokenProvider = options.tokenProvider;
     this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
     this.#timeoutMs = options.requestTimeoutMs ?? 30_000;
     this.#watchDefaults = options.watchDefaults;
@@ -176,7 +183,7 @@ export class AgentClient {
 
   /** Whether a token is configured (the token itself is never exposed). */
   get hasToken(): boolean {
-    return this.#token !== undefined;
+    return this.#token !== undefined || this.#tokenProvider !== undefined;
   }
 
   /** Keeps the token out of `console.log` and `Deno.inspect`. */
@@ -211,7 +218,8 @@ export class AgentClient {
       }
     }
     const headers = new Headers({ Accept: "application/json" });
-    if (this.#token) headers.set("X-Consul-Token", this.#token);
+    const token = this.#tokenProvider ? await this.#tokenProvider() : this.#token;
+    if (token) headers.set("X-Consul-Token", token);
     let body: string | undefined;
     if (call.body !== undefined) {
       headers.set("Content-Type", "application/json");

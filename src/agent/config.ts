@@ -13,9 +13,16 @@ export interface AgentConnectionOptions {
    * @default {"127.0.0.1:8500"}
    */
   address?: string;
-  /** ACL token sent as `X-Consul-Token` (`CONSUL_HTTP_TOKEN`). Never logged. */
+  /**
+   * ACL token sent as `X-Consul-Token` (`CONSUL_HTTP_TOKEN`). Never logged. The Consul CLI's
+   * precedence applies: `tokenFile`, then `token`, then `CONSUL_HTTP_TOKEN_FILE`, then
+   * `CONSUL_HTTP_TOKEN`; an empty string counts as unset.
+   */
   token?: string;
-  /** File holding the token (`CONSUL_HTTP_TOKEN_FILE`); read by the runtime adapter. */
+  /**
+   * File holding the token (`CONSUL_HTTP_TOKEN_FILE`); wins over `token`. Read by the runtime
+   * adapter (`createDenoAgentClient`), which re-reads it when it changes.
+   */
   tokenFile?: string;
   /** Use HTTPS for a `host:port` address (`CONSUL_HTTP_SSL`). */
   ssl?: boolean;
@@ -43,8 +50,13 @@ export interface AgentConfig {
   transport: "http" | "https" | "unix";
   /** The socket path for `unix://` addresses. */
   socketPath?: string;
-  /** Token file to read, if the token is not given directly. */
+  /**
+   * The file the token comes from, when the precedence picks one; the token returned beside
+   * this config is then the one to send while the file is empty (as the Consul CLI does).
+   */
   tokenFile?: string;
+  /** Which setting named {@linkcode AgentConfig.tokenFile}: `tokenFile` or `CONSUL_HTTP_TOKEN_FILE`. */
+  tokenFileSetting?: "tokenFile" | "CONSUL_HTTP_TOKEN_FILE";
   /** Whether to verify the agent's certificate. */
   sslVerify: boolean;
   /** CA bundle path. */
@@ -88,8 +100,39 @@ function parseBool(name: string, value: string | undefined): boolean | undefined
 }
 
 /**
+ * Picks the token, or the token file, by the Consul CLI's precedence (hashicorp/consul
+ * `api.NewClient`, 1.22): the `-token-file` flag, then `-token`, then `CONSUL_HTTP_TOKEN_FILE`,
+ * then `CONSUL_HTTP_TOKEN`. A file whose content is empty falls back to `token` (the flag's, else
+ * the environment's). Empty strings count as unset.
+ */
+function resolveToken(
+  options: AgentConnectionOptions,
+  env: Environment,
+): Pick<AgentConfig, "tokenFile" | "tokenFileSetting"> & { token?: string } {
+  const envToken = env.CONSUL_HTTP_TOKEN || undefined;
+  if (options.tokenFile) {
+    return {
+      tokenFile: options.tokenFile,
+      tokenFileSetting: "tokenFile",
+      token: options.token || envToken,
+    };
+  }
+  if (options.token) return { token: options.token };
+  if (env.CONSUL_HTTP_TOKEN_FILE) {
+    return {
+      tokenFile: env.CONSUL_HTTP_TOKEN_FILE,
+      tokenFileSetting: "CONSUL_HTTP_TOKEN_FILE",
+      token: envToken,
+    };
+  }
+  return { token: envToken };
+}
+
+/**
  * Resolves connection settings from options and environment, options first.
- * Returns the config and the token separately, so the config can be logged.
+ * Returns the config and the token separately, so the config can be logged. When
+ * `config.tokenFile` is set, the file's content is the token and the returned `token` only the
+ * fallback for an empty file.
  *
  * @example
  * ```ts
@@ -107,8 +150,9 @@ export function resolveAgentConfig(
   const ssl = options.ssl ?? parseBool("CONSUL_HTTP_SSL", env.CONSUL_HTTP_SSL) ?? false;
   const sslVerify = options.sslVerify ??
     parseBool("CONSUL_HTTP_SSL_VERIFY", env.CONSUL_HTTP_SSL_VERIFY) ?? true;
+  const { token, tokenFile, tokenFileSetting } = resolveToken(options, env);
   const common = {
-    tokenFile: options.tokenFile ?? (env.CONSUL_HTTP_TOKEN_FILE || undefined),
+    ...(tokenFile ? { tokenFile, tokenFileSetting } : {}),
     sslVerify,
     caFile: options.caFile ?? (env.CONSUL_CACERT || undefined),
     clientCert: options.clientCert ?? (env.CONSUL_CLIENT_CERT || undefined),
@@ -117,7 +161,6 @@ export function resolveAgentConfig(
     namespace: options.namespace ?? (env.CONSUL_NAMESPACE || undefined),
     partition: options.partition ?? (env.CONSUL_PARTITION || undefined),
   };
-  const token = options.token ?? (env.CONSUL_HTTP_TOKEN || undefined);
   let config: AgentConfig;
   if (address.startsWith("unix://")) {
     const socketPath = address.slice("unix://".length);

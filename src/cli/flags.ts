@@ -108,7 +108,8 @@ export const FLAGS: FlagSpec[] = [
   {
     name: "token-file",
     value: "path",
-    help: "file with the ACL token (env CONSUL_HTTP_TOKEN_FILE)",
+    help: "file with the ACL token, wins over -token, re-read when it changes " +
+      "(env CONSUL_HTTP_TOKEN_FILE)",
   },
   { name: "ca-file", value: "path", help: "CA bundle for the agent's HTTPS (env CONSUL_CACERT)" },
   {

@@ -8,6 +8,7 @@ import { AgentClient, type AgentClientOptions } from "../agent/client.ts";
 import { AGENT_ENV_VARS, resolveAgentConfig } from "../agent/config.ts";
 import { AgentConfigError } from "../agent/errors.ts";
 import { createNodeFetch } from "./node_fetch.ts";
+import { TokenFile } from "./token_file.ts";
 
 async function read(setting: string, path: string): Promise<string> {
   try {
@@ -53,7 +54,8 @@ export function namedEnv(names: readonly string[]): Record<string, string> {
 
 /**
  * Creates an agent client for Deno from options and `Deno.env`, wiring agent TLS, unix sockets
- * and `CONSUL_HTTP_TOKEN_FILE`.
+ * and the token file, which is re-read whenever it changes. The token follows the Consul CLI's
+ * precedence: `tokenFile`, `token`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_TOKEN`.
  *
  * @example
  * ```ts ignore
@@ -68,10 +70,13 @@ export async function createDenoAgentClient(
 ): Promise<AgentClient> {
   const env = options.env ?? namedEnv(AGENT_ENV_VARS);
   const { config, token } = resolveAgentConfig(options, env);
-  let resolvedToken = token;
-  if (!resolvedToken && config.tokenFile) {
-    resolvedToken = (await read("CONSUL_HTTP_TOKEN_FILE", config.tokenFile)).trim();
-  }
+  // The file wins over any token given beside it; `token` is then only its fallback when empty.
+  const tokenFile = config.tokenFile
+    ? await TokenFile.open(config.tokenFile, {
+      setting: config.tokenFileSetting,
+      fallback: token,
+    })
+    : undefined;
   // Deno's fetch cannot skip verification, verify another server name, or dial a unix socket;
   // node:http(s) can, so those (and any agent TLS setting) go through it.
   const needsNode = config.transport === "unix" || config.caFile || config.clientCert ||
@@ -93,5 +98,10 @@ export async function createDenoAgentClient(
       socketPath: config.socketPath,
     });
   }
-  return new AgentClient({ ...options, env, token: resolvedToken, fetch: fetchFn });
+  return new AgentClient({
+    ...options,
+    env,
+    fetch: fetchFn,
+    tokenProvider: options.tokenProvider ?? (tokenFile && (() => tokenFile.current())),
+  });
 }

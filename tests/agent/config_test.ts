@@ -76,3 +76,26 @@ Deno.test("agent client never shows its token in logs or JSON", () => {
   assert.ok(!JSON.stringify(client).includes("s3cr3t"));
   assert.ok(!JSON.stringify(client.config).includes("s3cr3t"));
 });
+
+Deno.test("agent config: the token file and token by the Consul CLI's precedence", () => {
+  const env = { CONSUL_HTTP_TOKEN: "env", CONSUL_HTTP_TOKEN_FILE: "/env-file" };
+  const pick = (o: { token?: string; tokenFile?: string }, e: Record<string, string>) => {
+    const { config, token } = resolveAgentConfig(o, e);
+    return [config.tokenFile, config.tokenFileSetting, token];
+  };
+  // tokenFile (-token-file) first; the token beside it is only the fallback for an empty file.
+  assert.deepEqual(pick({ tokenFile: "/f", token: "opt" }, env), ["/f", "tokenFile", "opt"]);
+  assert.deepEqual(pick({ tokenFile: "/f" }, env), ["/f", "tokenFile", "env"]);
+  // Then token (-token): no file is read, not even CONSUL_HTTP_TOKEN_FILE.
+  assert.deepEqual(pick({ token: "opt" }, env), [undefined, undefined, "opt"]);
+  // Then CONSUL_HTTP_TOKEN_FILE, with CONSUL_HTTP_TOKEN as its fallback; then CONSUL_HTTP_TOKEN.
+  assert.deepEqual(pick({}, env), ["/env-file", "CONSUL_HTTP_TOKEN_FILE", "env"]);
+  assert.deepEqual(pick({}, { CONSUL_HTTP_TOKEN: "env" }), [undefined, undefined, "env"]);
+  // Empty strings count as unset, as with the Consul CLI's flags.
+  assert.deepEqual(pick({ tokenFile: "", token: "" }, env), [
+    "/env-file",
+    "CONSUL_HTTP_TOKEN_FILE",
+    "env",
+  ]);
+  assert.deepEqual(pick({}, {}), [undefined, undefined, undefined]);
+});
