@@ -108,7 +108,22 @@ export function createNodeFetch(options: NodeFetchOptions): typeof fetch & { clo
         socket?.destroy();
       };
       signal?.addEventListener("abort", onAbort, { once: true });
-      req.on("error", (err) => settle(() => reject(signal?.aborted ? signal.reason : err)));
+      // Whether this request's socket finished a TLS handshake (a reused one did, earlier).
+      let handshook = !secure;
+      req.on("socket", (socket) => {
+        if (req.reusedSocket) handshook = true;
+        else socket.once("secureConnect", () => (handshook = true));
+      });
+      req.on("error", (err) =>
+        settle(() =>
+          reject(
+            signal?.aborted ? signal.reason : explain(err, {
+              where: options.socketPath ? `unix://${options.socketPath}` : url.origin,
+              secure,
+              handshook,
+            }),
+          )
+        ));
       req.end(body);
     });
   };
@@ -118,6 +133,49 @@ export function createNodeFetch(options: NodeFetchOptions): typeof fetch & { clo
       httpsAgent.destroy();
     },
   });
+}
+
+const UNTRUSTED = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_UNTRUSTED",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_REJECTED",
+]);
+
+/**
+ * A network error that names the agent's address and, for TLS failures, what failed and which
+ * setting is likely wrong. The original error is the cause; its `code` is kept.
+ */
+function explain(
+  err: Error & { code?: string },
+  at: { where: string; secure: boolean; handshook: boolean },
+): Error {
+  const code = err.code ?? "";
+  let detail = err.message;
+  if (UNTRUSTED.has(code)) {
+    detail = `TLS handshake failed: the agent's certificate is not trusted (${err.message}); ` +
+      "-ca-file / CONSUL_CACERT must name the CA that issued it";
+  } else if (code === "CERT_HAS_EXPIRED" || code === "CERT_NOT_YET_VALID") {
+    detail = `TLS handshake failed: the agent's certificate is not valid now (${err.message})`;
+  } else if (code === "ERR_TLS_CERT_ALTNAME_INVALID") {
+    detail =
+      `TLS handshake failed: the agent's certificate does not name the address (${err.message}); ` +
+      "-tls-server-name / CONSUL_TLS_SERVER_NAME sets the name to verify";
+  } else if (/CERTIFICATE_REQUIRED|certificate required/i.test(`${code} ${err.message}`)) {
+    detail = `TLS handshake failed: the agent requires a client certificate (${err.message}); ` +
+      "give -client-cert and -client-key / CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY";
+  } else if (at.secure && !at.handshook && /^(ERR_SSL_|ERR_TLS_|ECONNRESET|EPROTO)/.test(code)) {
+    detail = `TLS handshake failed (${err.message}); the agent may have refused our client ` +
+      "certificate, or does not speak TLS on this port";
+  } else if (!at.secure && code.startsWith("HPE_")) {
+    detail = `not an HTTP answer (${err.message}); if the agent serves HTTPS, use an https:// ` +
+      "address or CONSUL_HTTP_SSL=true";
+  }
+  return Object.assign(new Error(`${at.where}: ${detail}`, { cause: err }), code ? { code } : {});
 }
 
 function concat(chunks: Uint8Array[]): Uint8Array<ArrayBuffer> {

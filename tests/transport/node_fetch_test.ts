@@ -201,3 +201,69 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "node fetch: TLS failures name the agent's address, what failed and the setting to check",
+  sanitizeResources: false,
+  async fn() {
+    const p = await pki({ withLoopback: true });
+    const other = await pki();
+    const server = tls.createServer({
+      cert: p.server.cert,
+      key: p.server.key,
+      ca: [p.ca],
+      requestCert: true,
+      rejectUnauthorized: true,
+    }, (s) => {
+      s.on("error", () => {});
+      s.on(
+        "data",
+        () => s.end("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"),
+      );
+    });
+    server.on("tlsClientError", () => {});
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const origin = `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    const failure = async (o: Parameters<typeof createNodeFetch>[0], url = `${origin}/v1/x`) => {
+      const f = createNodeFetch(o);
+      try {
+        const agent = new AgentClient({ address: new URL(url).origin, fetch: f });
+        const err = await agent.request({ method: "GET", path: "/v1/x", decode: (j) => j })
+          .then(() => undefined, (e) => e);
+        assert.ok(err instanceof AgentNetworkError, `expected a network error, got ${err}`);
+        return err.message;
+      } finally {
+        f.close();
+      }
+    };
+    const client = { cert: p.client.cert, key: p.client.key };
+    try {
+      const escaped = origin.replace(/[.:/]/g, "\\$&");
+      assert.match(
+        await failure({ ca: other.ca, ...client }),
+        new RegExp(
+          `^GET /v1/x: agent unreachable: ${escaped}: TLS handshake failed: ` +
+            "the agent's certificate is not trusted .*CONSUL_CACERT",
+        ),
+      );
+      assert.match(
+        await failure({ ca: p.ca }),
+        new RegExp(`${escaped}: TLS handshake failed: the agent requires a client certificate`),
+      );
+      assert.match(
+        await failure({ ca: p.ca, ...client, serverName: "other.consul" }),
+        new RegExp(`${escaped}: TLS handshake failed: .*does not name.*CONSUL_TLS_SERVER_NAME`),
+      );
+      assert.match(
+        await failure({}, `${origin.replace("https", "http")}/v1/x`),
+        /http:\/\/127\.0\.0\.1:\d+: not an HTTP answer .*https:\/\/ address or CONSUL_HTTP_SSL=true/,
+      );
+      // The right settings work.
+      const f = createNodeFetch({ ca: p.ca, ...client });
+      assert.equal(await (await f(`${origin}/v1/x`)).text(), "ok");
+      f.close();
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  },
+});
