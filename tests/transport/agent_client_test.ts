@@ -3,55 +3,13 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
-import { x509 } from "../../src/trust/_x509.ts";
 import { AgentNetworkError, pipeSockets } from "../../mod.ts";
 import { createDenoAgentClient } from "../../src/transport/agent_client.ts";
 import { devAgent } from "../_helpers.ts";
-
-const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
-
-async function pem(key: CryptoKey): Promise<string> {
-  return x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", key), "PRIVATE KEY");
-}
-
-/** A CA, a server certificate for `server.dc1.consul` only, and a client certificate. */
-async function pki() {
-  const caKeys = await crypto.subtle.generateKey(alg, true, ["sign", "verify"]);
-  const ca = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: "01",
-    name: "CN=Consul Agent CA",
-    keys: caKeys,
-    signingAlgorithm: alg,
-    notBefore: new Date(Date.now() - 60_000),
-    notAfter: new Date(Date.now() + 3600_000),
-    extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
-  });
-  const issue = async (cn: string, serial: string, san?: string) => {
-    const keys = await crypto.subtle.generateKey(alg, true, ["sign", "verify"]);
-    const cert = await x509.X509CertificateGenerator.create({
-      serialNumber: serial,
-      subject: `CN=${cn}`,
-      issuer: ca.subject,
-      publicKey: keys.publicKey,
-      signingKey: caKeys.privateKey,
-      signingAlgorithm: alg,
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 3600_000),
-      extensions: san
-        ? [new x509.SubjectAlternativeNameExtension([{ type: "dns", value: san }])]
-        : [],
-    });
-    return { cert: cert.toString("pem"), key: await pem(keys.privateKey) };
-  };
-  return {
-    ca: ca.toString("pem"),
-    server: await issue("server.dc1.consul", "02", "server.dc1.consul"),
-    client: await issue("client.dc1.consul", "03"),
-  };
-}
+import { type Pki, pki, pkiFiles } from "./_pki.ts";
 
 /** Terminates TLS (asking for a client certificate) and forwards to the double. */
-async function tlsFront(target: number, p: Awaited<ReturnType<typeof pki>>) {
+async function tlsFront(target: number, p: Pki) {
   const clientCerts: boolean[] = [];
   const server = tls.createServer({
     cert: p.server.cert,
@@ -74,20 +32,6 @@ async function tlsFront(target: number, p: Awaited<ReturnType<typeof pki>>) {
   };
 }
 
-async function files(p: Awaited<ReturnType<typeof pki>>) {
-  const dir = await Deno.makeTempDir();
-  const write = async (name: string, text: string) => {
-    await Deno.writeTextFile(`${dir}/${name}`, text);
-    return `${dir}/${name}`;
-  };
-  return {
-    dir,
-    ca: await write("ca.pem", p.ca),
-    cert: await write("client.pem", p.client.cert),
-    key: await write("client-key.pem", p.client.key),
-  };
-}
-
 Deno.test({
   name: "agent transport: HTTPS with a CA file, server name, client certificate, no-verify",
   sanitizeResources: false, // keep-alive sockets of node:https close asynchronously
@@ -95,7 +39,7 @@ Deno.test({
     await using dev = await devAgent();
     const p = await pki();
     const front = await tlsFront(Number(dev.address.split(":")[1]), p);
-    const f = await files(p);
+    const f = await pkiFiles(p);
     const addr = `https://127.0.0.1:${front.port}`;
     try {
       // The certificate names server.dc1.consul, not 127.0.0.1: verified against that name.
