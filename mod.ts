@@ -195,6 +195,7 @@ export {
   type Route,
   routesOf,
   UpstreamResolver,
+  type UpstreamResolverOptions,
 } from "./src/outbound/resolver.ts";
 export {
   type EndpointHealth,
@@ -203,6 +204,7 @@ export {
   type UpstreamConnection,
   UpstreamConnector,
   type UpstreamConnectorOptions,
+  type UpstreamConnectReason,
   type UpstreamTarget,
 } from "./src/outbound/connector.ts";
 export {

@@ -450,15 +450,28 @@ export class AgentClient {
     }, opts);
   }
 
-  /** `GET /v1/health/connect/:service`: mesh endpoints of a service (blocking by index). */
+  /**
+   * `GET /v1/health/connect/:service`: mesh endpoints of a service (blocking by index).
+   * `filter` is a Consul filter expression (a service-resolver subset's `Filter`).
+   */
   healthConnect(
     service: string,
-    opts: BlockingReadOptions & { passing?: boolean; dc?: string; tags?: string[] } = {},
+    opts: BlockingReadOptions & {
+      passing?: boolean;
+      dc?: string;
+      tags?: string[];
+      filter?: string;
+    } = {},
   ): Promise<AgentResponse<ServiceEntry[]>> {
     return this.#blocking({
       method: "GET",
       path: `/v1/health/connect/${encodeURIComponent(service)}`,
-      query: { passing: opts.passing, dc: opts.dc, tag: opts.tags },
+      query: {
+        passing: opts.passing,
+        dc: opts.dc,
+        tag: opts.tags,
+        filter: opts.filter || undefined,
+      },
       decode: decodeServiceEntries,
     }, opts);
   }
@@ -635,24 +648,37 @@ export class AgentClient {
     );
   }
 
-  /** Watches a compiled discovery chain. */
+  /**
+   * Watches a compiled discovery chain, compiled for `compileDc` (default: the agent's
+   * datacenter).
+   */
   watchDiscoveryChain(
     service: string,
+    opts: { compileDc?: string } = {},
     options?: BlockingQueryOptions<CompiledDiscoveryChain>,
   ): BlockingQuery<CompiledDiscoveryChain> {
-    return this.watch(`chain:${service}`, (p) => this.discoveryChain(service, p), options);
+    const compileDc = opts.compileDc || undefined;
+    return this.watch(
+      `chain:${service}${compileDc ? `:${compileDc}` : ""}`,
+      (p) => this.discoveryChain(service, { ...p, compileDc }),
+      options,
+    );
   }
 
-  /** Watches the healthy mesh endpoints of a service (`passing` only by default). */
+  /**
+   * Watches the mesh endpoints of a service (`passing` only by default), in `dc` (default: the
+   * agent's), narrowed by a Consul `filter` expression.
+   */
   watchHealthConnect(
     service: string,
-    opts: { passing?: boolean; dc?: string } = {},
+    opts: { passing?: boolean; dc?: string; filter?: string } = {},
     options?: BlockingQueryOptions<ServiceEntry[]>,
   ): BlockingQuery<ServiceEntry[]> {
     const passing = opts.passing ?? true;
+    const filter = opts.filter || undefined;
     return this.watch(
-      `health:${service}:${opts.dc ?? ""}:${passing}`,
-      (p) => this.healthConnect(service, { ...p, passing, dc: opts.dc }),
+      `health:${service}:${opts.dc ?? ""}:${passing}${filter ? `:${filter}` : ""}`,
+      (p) => this.healthConnect(service, { ...p, passing, dc: opts.dc, filter }),
       options,
     );
   }

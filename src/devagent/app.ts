@@ -12,6 +12,7 @@ import { ConnectCA, type RotationMaterial } from "./ca.ts";
 import { Catalog, topics } from "./catalog.ts";
 import { ConfigEntries } from "./chain.ts";
 import { type Fault, Faults } from "./faults.ts";
+import { compileFilter } from "./filter.ts";
 import { Intentions, INTENTIONS_TOPIC } from "./intentions.ts";
 import { Leaves } from "./leaves.ts";
 import { contentHash, Store } from "./store.ts";
@@ -578,6 +579,9 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
           if (dc && dc !== datacenter) {
             throw new BadRequest(`No path to datacenter`, 500);
           }
+          // Subset filters (service-resolver `Subsets.*.Filter`) arrive here as `filter=`.
+          const filter = c.req.query("filter");
+          const matches = filter ? compileFilter(filter) : undefined;
           const index = await block(c, () => store.topicIndex(topics.health(name)));
           meta(c, index);
           c.header("X-Consul-Query-Backend", "blocking-query");
@@ -586,6 +590,7 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
           if (tags.length) {
             entries = entries.filter((e) => tags.every((t) => e.Service.Tags.includes(t)));
           }
+          if (matches) entries = entries.filter(matches);
           return json(c, entries);
         },
       },

@@ -166,6 +166,20 @@ export class ConfigEntries {
     return this.#store.topicIndex(configTopic("*"), ...[...names].map(configTopic));
   }
 
+  /**
+   * A subset's definition in the service's resolver, as Consul puts it in the target:
+   * `{Filter, OnlyPassing}`, each omitted when empty.
+   */
+  #subset(service: string, subset: string): { Filter?: string; OnlyPassing?: boolean } {
+    const subsets = this.#entry("service-resolver", service)?.Subsets as
+      | Record<string, Record<string, unknown>>
+      | undefined;
+    const def = subsets?.[subset] ?? {};
+    const filter = String(def.Filter ?? def.filter ?? "");
+    const onlyPassing = (def.OnlyPassing ?? def.only_passing) === true;
+    return { ...(filter ? { Filter: filter } : {}), ...(onlyPassing ? { OnlyPassing: true } : {}) };
+  }
+
   /** Compiles the chain of `service` for the double's datacenter. */
   compile(service: string): CompiledDiscoveryChain {
     const dc = this.#datacenter;
@@ -186,7 +200,7 @@ export class ConfigEntries {
         Partition: "default",
         Datacenter: datacenter,
         MeshGateway: {},
-        Subset: {},
+        Subset: subset ? this.#subset(svc, subset) : {},
         TransparentProxy: {},
         ConnectTimeout: timeout,
         SNI: sni,

@@ -16,6 +16,8 @@ export type RefusalReason =
   | "handshake"
   | "app_unreachable"
   | "no_endpoint"
+  | "chain_unavailable"
+  | "endpoints_unavailable"
   | "upstream_unreachable"
   | "leaf_expired";
 
@@ -31,6 +33,8 @@ export const REFUSAL_REASONS: readonly RefusalReason[] = [
   "handshake",
   "app_unreachable",
   "no_endpoint",
+  "chain_unavailable",
+  "endpoints_unavailable",
   "upstream_unreachable",
   "leaf_expired",
 ];

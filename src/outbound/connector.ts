@@ -10,6 +10,7 @@ import type { ConnectionEvent } from "../inbound/refusal.ts";
 import type { HeldSocket } from "../net/pipe.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import type { TlsMaterial } from "../trust/material.ts";
+import { parseSpiffeId } from "../trust/spiffe.ts";
 import type tls from "node:tls";
 import { DialError, dialMesh, type MeshEndpoint } from "./dialer.ts";
 import { endpointsOf, UpstreamResolver } from "./resolver.ts";
@@ -22,12 +23,33 @@ export interface UpstreamTarget {
   name: string;
   /** Datacenter; empty for the local one. */
   datacenter?: string;
-  /** Overrides the chain's `ConnectTimeout` (upstream `Config.connect_timeout_ms`). */
+  /**
+   * Overrides the chain's `ConnectTimeout` (upstream `Config.connect_timeout_ms`). Also bounds
+   * how long a new connection waits for the chain and endpoints (5 s when neither is known).
+   */
   connectTimeoutMs?: number;
 }
 
 /**
- * A connection could not be made: no endpoint, or every endpoint failed.
+ * Why {@linkcode UpstreamConnectError} was thrown: `no_endpoint` (the agent says nothing healthy
+ * is there), `chain_unavailable` (no discovery chain from the agent within the connect timeout:
+ * it refuses, e.g. 403, or is down), `endpoints_unavailable` (the chain is known but no endpoint
+ * list of its targets came within the connect timeout), `upstream_unreachable` (every endpoint
+ * failed), `leaf_expired` (our certificate expired; no dial until it is renewed), `bad_chain` /
+ * `bad_identity` (every endpoint tried failed that check of its certificate).
+ */
+export type UpstreamConnectReason =
+  | "no_endpoint"
+  | "chain_unavailable"
+  | "endpoints_unavailable"
+  | "upstream_unreachable"
+  | "leaf_expired"
+  | "bad_chain"
+  | "bad_identity";
+
+/**
+ * A connection could not be made: nothing to try, the agent did not say where in time, or
+ * every endpoint failed.
  *
  * @example
  * ```ts
@@ -39,26 +61,16 @@ export interface UpstreamTarget {
 export class UpstreamConnectError extends Error {
   /**
    * Creates the error.
-   * @param reason `no_endpoint` (nothing healthy to try), `upstream_unreachable`,
-   *   `leaf_expired` (our certificate expired; no dial until it is renewed), or `bad_chain` /
-   *   `bad_identity` (every endpoint tried failed that check of its certificate)
+   * @param reason see {@linkcode UpstreamConnectReason}
    * @param detail what happened
    */
-  constructor(
-    reason: "no_endpoint" | "upstream_unreachable" | "leaf_expired" | "bad_chain" | "bad_identity",
-    detail: string,
-  ) {
+  constructor(reason: UpstreamConnectReason, detail: string) {
     super(detail);
     this.name = "UpstreamConnectError";
     this.reason = reason;
   }
   /** Why. */
-  readonly reason:
-    | "no_endpoint"
-    | "upstream_unreachable"
-    | "leaf_expired"
-    | "bad_chain"
-    | "bad_identity";
+  readonly reason: UpstreamConnectReason;
 }
 
 /** A verified mesh connection to one endpoint. */
@@ -100,6 +112,11 @@ export interface UpstreamConnectorOptions {
   material: TlsMaterial;
   /** The upstream. */
   upstream: UpstreamTarget;
+  /**
+   * The agent's datacenter, whose targets are asked for without `dc`. Default: the one our
+   * leaf names, else learnt from the chain.
+   */
+  localDatacenter?: string;
   /** Events go out with this listener name (`upstream:<name>` by default). */
   listener?: string;
   /** How long a failed endpoint goes to the back of the line. @default {10000} */
@@ -150,6 +167,7 @@ export class UpstreamConnector {
     if (up.type === "service") {
       this.resolver = new UpstreamResolver(options.agent, up.name, {
         datacenter: up.datacenter,
+        localDatacenter: options.localDatacenter ?? leafDatacenter(options.material),
         log: this.#log,
         onEndpoints: (t) =>
           options.onEndpoints?.({
@@ -216,7 +234,13 @@ export class UpstreamConnector {
     return [...ordered.filter((e) => !recent(e)), ...ordered.filter(recent)];
   }
 
-  /** Candidates in the order to try them: per target, round robin, recently failed last. */
+  /**
+   * Candidates in the order to try them: per target, round robin, recently failed last. Waits
+   * for the chain and the endpoint lists it needs at most the connect timeout, never longer
+   * (issue #14: an agent that refuses or is down must not hold clients forever).
+   * @throws {UpstreamConnectError} `chain_unavailable` or `endpoints_unavailable` when the
+   *   agent has not said in time where to go
+   */
   async candidates(): Promise<{ endpoint: MeshEndpoint; timeoutMs: number }[]> {
     const up = this.#o.upstream;
     if (!this.resolver) {
@@ -227,15 +251,50 @@ export class UpstreamConnector {
         timeoutMs: up.connectTimeoutMs ?? 5000,
       }));
     }
-    await this.resolver.ready;
-    const route = this.resolver.pickRoute();
+    const resolver = this.resolver;
+    const started = Date.now();
+    const left = (timeoutMs: number) => started + timeoutMs - Date.now();
+    const chainTimeoutMs = up.connectTimeoutMs ?? 5000;
+    if (!await resolver.waitFor(() => resolver.isChainKnown, left(chainTimeoutMs))) {
+      const why = resolver.chainError;
+      throw new UpstreamConnectError(
+        "chain_unavailable",
+        `no discovery chain for ${up.name} from the agent within ${chainTimeoutMs} ms` +
+          (why ? `: ${why}` : ""),
+      );
+    }
+    const route = resolver.pickRoute();
+    const ids = route?.targets ?? [];
+    // Settled when, in failover order, the first target that has not answered empty has
+    // answered with endpoints (the ones after it are only tried if it fails), or all answered.
+    const settled = () => {
+      for (const id of ids) {
+        const t = resolver.targets.get(id);
+        if (!t || (t.isKnown && t.endpoints.length === 0)) continue;
+        return t.isKnown;
+      }
+      return true;
+    };
+    const endpointsTimeoutMs = up.connectTimeoutMs ??
+      resolver.targets.get(ids[0] ?? "")?.connectTimeoutMs ?? 5000;
+    await resolver.waitFor(settled, left(endpointsTimeoutMs));
     const out: { endpoint: MeshEndpoint; timeoutMs: number }[] = [];
-    for (const id of route?.targets ?? []) {
-      const target = this.resolver.targets.get(id);
+    for (const id of ids) {
+      const target = resolver.targets.get(id);
       if (!target || target.endpoints.length === 0) continue;
       for (const endpoint of this.#order(target.endpoints)) {
         out.push({ endpoint, timeoutMs: up.connectTimeoutMs ?? target.connectTimeoutMs });
       }
+    }
+    const unknown = ids.filter((id) => resolver.targets.get(id)?.isKnown === false);
+    if (out.length === 0 && unknown.length) {
+      const why = resolver.targetError(unknown[0]);
+      const targets = unknown.join(", ");
+      throw new UpstreamConnectError(
+        "endpoints_unavailable",
+        `no endpoint list for ${targets} from the agent within ${endpointsTimeoutMs} ms` +
+          (why ? `: ${why}` : ""),
+      );
     }
     return out;
   }
@@ -257,6 +316,7 @@ export class UpstreamConnector {
     try {
       list = await this.candidates();
     } catch (err) {
+      if (err instanceof UpstreamConnectError) throw err;
       throw new UpstreamConnectError("no_endpoint", (err as Error).message);
     }
     if (list.length === 0) {
@@ -323,5 +383,17 @@ export class UpstreamConnector {
   /** Stops watching. */
   async close(): Promise<void> {
     await this.resolver?.close();
+  }
+}
+
+/** The datacenter our leaf's SPIFFE ID names (the agent's), when the leaf is loaded. */
+function leafDatacenter(material: TlsMaterial): string | undefined {
+  const uri = material.leaf?.info.uris[0];
+  if (!uri) return undefined;
+  try {
+    const id = parseSpiffeId(uri);
+    return id.kind === "service" ? id.datacenter : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -3,6 +3,7 @@
  * → healthy endpoints of each target, all watched with blocking queries and kept current.
  * @module
  */
+import type { BlockingQuery } from "../agent/blocking.ts";
 import type { AgentClient } from "../agent/client.ts";
 import { parseGoDuration } from "../agent/duration.ts";
 import type { CompiledDiscoveryChain, ServiceEntry } from "../agent/types.ts";
@@ -19,8 +20,14 @@ export interface ChainTarget {
   datacenter: string;
   /** Connect timeout from the resolver, in ms. */
   connectTimeoutMs: number;
+  /** The subset's `Filter` (a Consul filter expression on the health query), if any. */
+  filter?: string;
+  /** The subset's `OnlyPassing`: only passing instances; otherwise warning ones too. */
+  onlyPassing: boolean;
   /** Healthy endpoints. */
   endpoints: MeshEndpoint[];
+  /** Whether the agent has answered the health query at least once. */
+  isKnown: boolean;
 }
 
 /** A weighted route: a split of the chain, with its targets in failover order. */
@@ -31,15 +38,19 @@ export interface Route {
   targets: string[];
 }
 
-/** Turns health entries into dialable endpoints (never the `consul-virtual` address). */
-export function endpointsOf(entries: ServiceEntry[]): MeshEndpoint[] {
+/**
+ * Turns health entries into dialable endpoints (never the `consul-virtual` address).
+ * @param datacenter the datacenter their certificates must name; default: each node's own
+ *   (only for answers whose datacenter we did not choose, such as a prepared query's)
+ */
+export function endpointsOf(entries: ServiceEntry[], datacenter?: string): MeshEndpoint[] {
   return entries.map((e) => ({
     address: e.Service.Address || e.Node.Address,
     port: e.Service.Port,
     service: e.Service.Kind === "connect-proxy"
       ? e.Service.Proxy?.DestinationServiceName ?? e.Service.Service
       : e.Service.Service,
-    datacenter: e.Node.Datacenter,
+    datacenter: datacenter ?? e.Node.Datacenter,
     id: `${e.Node.Node}/${e.Service.ID}`,
     // Consul's weights: Warning applies to instances with a warning check, Passing otherwise.
     weight: Math.max(
@@ -65,43 +76,70 @@ export function routesOf(chain: CompiledDiscoveryChain): Route[] {
   return [{ weight: 100, targets: resolverTargets(chain.StartNode) }];
 }
 
+/** Options of {@linkcode UpstreamResolver}. */
+export interface UpstreamResolverOptions {
+  /**
+   * The upstream's datacenter: the chain is compiled for it (`compile-dc`). Default: the
+   * agent's.
+   */
+  datacenter?: string;
+  /**
+   * The agent's own datacenter: health queries of targets there go without `dc`. Default:
+   * learnt from the chain when `datacenter` is not set; otherwise every target is asked for
+   * with its `dc`.
+   */
+  localDatacenter?: string;
+  /** Log sink. */
+  log?: Logger;
+  /** Called after a target's endpoint list changed. */
+  onEndpoints?: (target: ChainTarget) => void;
+}
+
+interface WatchedTarget extends ChainTarget {
+  /** What the health watch depends on; a change restarts it. */
+  key: string;
+  stop: AbortController;
+  query?: BlockingQuery<ServiceEntry[]>;
+}
+
 /** Watches one upstream service's chain and endpoints. */
 export class UpstreamResolver {
   readonly #agent: AgentClient;
   readonly #service: string;
   readonly #datacenter?: string;
+  #localDatacenter?: string;
   readonly #log: Logger;
   readonly #onEndpoints?: (target: ChainTarget) => void;
   readonly #controller = new AbortController();
   readonly #loops = new Set<Promise<void>>();
-  readonly #targets = new Map<string, ChainTarget & { stop: AbortController }>();
+  readonly #targets = new Map<string, WatchedTarget>();
   #routes: Route[] = [];
   #ready = Promise.withResolvers<void>();
+  #chainQuery?: BlockingQuery<CompiledDiscoveryChain>;
+  #isChainKnown = false;
+  #changed = Promise.withResolvers<void>();
   /** `Date.now()` of the last change, for the admin state. */
   updatedAt = 0;
 
   /** Starts watching the chain of `service` (in `datacenter`, default the local one). */
-  constructor(
-    agent: AgentClient,
-    service: string,
-    options: {
-      datacenter?: string;
-      log?: Logger;
-      /** Called after a target's endpoint list changed. */
-      onEndpoints?: (target: ChainTarget) => void;
-    } = {},
-  ) {
+  constructor(agent: AgentClient, service: string, options: UpstreamResolverOptions = {}) {
     this.#agent = agent;
     this.#service = service;
-    this.#datacenter = options.datacenter;
+    this.#datacenter = options.datacenter || undefined;
+    this.#localDatacenter = options.localDatacenter || undefined;
     this.#log = options.log ?? silentLogger;
     this.#onEndpoints = options.onEndpoints;
     this.#spawn(this.#watchChain());
   }
 
-  /** Resolves once the chain and its targets' first endpoint lists are known. */
+  /** Resolves once the chain and a first endpoint list of one of its targets are known. */
   get ready(): Promise<void> {
     return this.#ready.promise;
+  }
+
+  /** Whether the agent has answered the discovery chain at least once. */
+  get isChainKnown(): boolean {
+    return this.#isChainKnown;
   }
 
   /** The current routes. */
@@ -114,6 +152,47 @@ export class UpstreamResolver {
     return this.#targets;
   }
 
+  /** Why the chain watch's last request failed, while it fails. */
+  get chainError(): string | undefined {
+    return errorText(this.#chainQuery?.status.lastError);
+  }
+
+  /** Why the health watch of a target last failed, while it fails. */
+  targetError(id: string): string | undefined {
+    return errorText(this.#targets.get(id)?.query?.status.lastError);
+  }
+
+  /**
+   * Waits until `ok()` holds, checking again after each change of the chain or of an endpoint
+   * list. Resolves `false` after `timeoutMs`, or when the resolver closes.
+   */
+  async waitFor(ok: () => boolean, timeoutMs: number): Promise<boolean> {
+    if (ok()) return true;
+    let expired = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        expired = true;
+        resolve();
+      }, Math.max(0, timeoutMs));
+    });
+    try {
+      while (!ok()) {
+        if (expired || this.#controller.signal.aborted) return false;
+        await Promise.race([this.#changed.promise, timeout]);
+      }
+      return true;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #notify(): void {
+    const changed = this.#changed;
+    this.#changed = Promise.withResolvers<void>();
+    changed.resolve();
+  }
+
   #spawn(p: Promise<void>): void {
     this.#loops.add(p);
     p.finally(() => this.#loops.delete(p));
@@ -121,10 +200,13 @@ export class UpstreamResolver {
 
   async #watchChain(): Promise<void> {
     const signal = this.#controller.signal;
+    // The chain is compiled for the upstream's datacenter (hashicorp/consul's proxycfg asks
+    // with `compile-dc` too): its targets, timeouts and failover are that datacenter's.
+    this.#chainQuery = this.#agent.watchDiscoveryChain(this.#service, {
+      compileDc: this.#datacenter,
+    });
     try {
-      for await (
-        const { value: chain } of this.#agent.watchDiscoveryChain(this.#service).subscribe(signal)
-      ) {
+      for await (const { value: chain } of this.#chainQuery.subscribe(signal)) {
         this.#applyChain(chain);
       }
     } catch (err) {
@@ -141,6 +223,8 @@ export class UpstreamResolver {
   policy?: "round_robin" | "least_connections";
 
   #applyChain(chain: CompiledDiscoveryChain): void {
+    // Compiled without compile-dc, the chain is compiled for the agent's own datacenter.
+    if (!this.#datacenter) this.#localDatacenter ??= chain.Datacenter || undefined;
     this.#routes = routesOf(chain);
     const lb = (chain.Nodes[chain.StartNode]?.LoadBalancer as { Policy?: string } | undefined)
       ?.Policy;
@@ -170,39 +254,64 @@ export class UpstreamResolver {
           value: t.ConnectTimeout,
         });
       }
+      const filter = t.Subset?.Filter || undefined;
+      const onlyPassing = t.Subset?.OnlyPassing === true;
+      const key = JSON.stringify([t.Service, t.Datacenter, filter ?? "", onlyPassing]);
       const existing = this.#targets.get(id);
-      if (existing) {
+      if (existing?.key === key) {
         existing.connectTimeoutMs = timeout;
         continue;
       }
-      const target = {
+      existing?.stop.abort(); // its service, datacenter or subset changed: ask again
+      const target: WatchedTarget = {
         id,
         service: t.Service,
         datacenter: t.Datacenter,
         connectTimeoutMs: timeout,
-        endpoints: [] as MeshEndpoint[],
+        filter,
+        onlyPassing,
+        endpoints: [],
+        isKnown: false,
+        key,
         stop: new AbortController(),
       };
       this.#targets.set(id, target);
       this.#spawn(this.#watchTarget(target));
     }
+    this.#isChainKnown = true;
     this.updatedAt = Date.now();
     this.#log.log("info", "upstream chain updated", {
       upstream: this.#service,
       targets: [...wanted].join(","),
     });
+    this.#notify();
   }
 
-  async #watchTarget(target: ChainTarget & { stop: AbortController }): Promise<void> {
+  async #watchTarget(target: WatchedTarget): Promise<void> {
     const signal = AbortSignal.any([this.#controller.signal, target.stop.signal]);
-    const local = !this.#datacenter || target.datacenter === this.#datacenter;
-    const dc = local ? undefined : target.datacenter;
+    // Each target is looked up in its own datacenter (issue #15): a failover target in dc2 is
+    // dc2's instances, not the local ones of the same name.
+    const dc = target.datacenter && target.datacenter === this.#localDatacenter
+      ? undefined
+      : target.datacenter || undefined;
+    // A subset's Filter narrows the instances; OnlyPassing leaves out warning ones too
+    // (otherwise they serve, at their Warning weight, as Envoy does); critical ones never serve.
+    target.query = this.#agent.watchHealthConnect(target.service, {
+      dc,
+      passing: target.onlyPassing,
+      filter: target.filter,
+    });
     try {
-      for await (
-        const { value } of this.#agent.watchHealthConnect(target.service, { dc, passing: true })
-          .subscribe(signal)
-      ) {
-        target.endpoints = endpointsOf(value).map((e) => ({ ...e, target: target.id }));
+      for await (const { value } of target.query.subscribe(signal)) {
+        const usable = target.onlyPassing
+          ? value
+          : value.filter((e) => !e.Checks?.some((c) => c.Status === "critical"));
+        // The identity a peer must prove names the target's datacenter, never the answer's.
+        target.endpoints = endpointsOf(usable, target.datacenter).map((e) => ({
+          ...e,
+          target: target.id,
+        }));
+        target.isKnown = true;
         this.updatedAt = Date.now();
         this.#ready.resolve();
         this.#onEndpoints?.(target);
@@ -210,6 +319,7 @@ export class UpstreamResolver {
           target: target.id,
           endpoints: target.endpoints.length,
         });
+        this.#notify();
       }
     } catch (err) {
       if (!signal.aborted) this.#log.log("error", "health watch stopped", { error: String(err) });
@@ -229,6 +339,12 @@ export class UpstreamResolver {
   /** Stops every watch. */
   async close(): Promise<void> {
     this.#controller.abort();
+    this.#notify(); // wakes waiters, which then see the abort
     await Promise.all([...this.#loops]);
   }
+}
+
+function errorText(err: unknown): string | undefined {
+  if (err === undefined) return undefined;
+  return err instanceof Error ? err.message : String(err);
 }
