@@ -126,7 +126,8 @@ function checkIssuer(issuer: CertificateInfo, below: readonly CertificateInfo[])
       } allows ${issuer.pathLenConstraint} intermediates below it, not ${intermediates}`,
     );
   }
-  if (issuer.nameConstraints) checkNameConstraints(issuer, below[0]!);
+  // As Go does: an issuer's name constraints bind the names of every certificate below it.
+  if (issuer.nameConstraints) { for (const c of below) checkNameConstraints(issuer, c); }
 }
 
 /** Go's `matchDomainConstraint`: `.x` matches proper subdomains, `x` also x itself. */
@@ -138,7 +139,7 @@ function domainMatches(host: string, constraint: string): boolean {
   return h === c || h.endsWith(`.${c}`);
 }
 
-function checkNameConstraints(issuer: CertificateInfo, leaf: CertificateInfo): void {
+function checkNameConstraints(issuer: CertificateInfo, subject: CertificateInfo): void {
   const nc = issuer.nameConstraints!;
   if (nc.unsupported.length > 0) {
     throw new ChainError(
@@ -163,9 +164,9 @@ function checkNameConstraints(issuer: CertificateInfo, leaf: CertificateInfo): v
       );
     }
   };
-  for (const dns of leaf.dnsNames) check("DNS name", dns, dns, nc.permittedDns, nc.excludedDns);
+  for (const dns of subject.dnsNames) check("DNS name", dns, dns, nc.permittedDns, nc.excludedDns);
   if (nc.permittedUri.length + nc.excludedUri.length === 0) return;
-  for (const uri of leaf.uris) {
+  for (const uri of subject.uris) {
     let host = "";
     try {
       host = new URL(uri).hostname;
