@@ -95,6 +95,7 @@ export {
   CertificateError,
   type CertificateInfo,
   EKU,
+  type NameConstraints,
   parseCertificate,
 } from "./src/trust/certificate.ts";
 export {
