@@ -181,6 +181,7 @@ export {
   type InboundConnection,
   type InboundGateway,
   type InboundOptions,
+  type InboundSettings,
   startInbound,
 } from "./src/inbound/gateway.ts";
 export {

@@ -53,6 +53,8 @@ export function readinessProblems(
   else if (config.publicListener && config.app && !proxy.inbound) {
     problems.push("public listener is not up");
   }
+  // What the proxy itself says it waits for or refused (the agent's answer, a failed bind).
+  for (const problem of proxy.problems ?? []) problems.push(problem);
   if (config && proxy.upstreams.length < config.upstreams.length) {
     problems.push(
       `${config.upstreams.length - proxy.upstreams.length} upstream listener(s) not up`,

@@ -6,16 +6,18 @@
 import type { Proxy } from "../proxy/proxy.ts";
 
 /** A proxy, or anything shaped like one (a Connect-native service). */
-export type AdminSubject = Pick<
-  Proxy,
-  | "phase"
-  | "startedAt"
-  | "material"
-  | "events"
-  | "agent"
-  | "config"
-  | "inbound"
-  | "upstreams"
-  | "lastEvent"
-  | "close"
->;
+export type AdminSubject =
+  & Pick<
+    Proxy,
+    | "phase"
+    | "startedAt"
+    | "material"
+    | "events"
+    | "agent"
+    | "config"
+    | "inbound"
+    | "upstreams"
+    | "lastEvent"
+    | "close"
+  >
+  & Partial<Pick<Proxy, "problems">>;

@@ -5,6 +5,7 @@
  * @module
  */
 import type { AgentClient } from "../agent/client.ts";
+import { AgentError } from "../agent/errors.ts";
 import type { Logger } from "../net/log.ts";
 import { leafExpiryMargin, type TlsMaterial } from "../trust/material.ts";
 import type { LifecycleEvent } from "./events.ts";
@@ -21,6 +22,31 @@ export interface FeedOptions {
   log: Logger;
   /** Lifecycle events (`roots`, `leaf`, `watch_error`). */
   emit: (event: LifecycleEvent) => void;
+  /**
+   * Told why the material is missing or was refused, in one line for `/ready` (e.g.
+   * `leaf: /v1/agent/connect/ca/leaf/web: HTTP 403: Permission denied`), and `undefined` once
+   * usable material is installed.
+   */
+  problem?: (text: string | undefined) => void;
+}
+
+/**
+ * Why a request to the agent failed, in one line: the path, the status and Consul's own text
+ * (`/v1/agent/connect/ca/leaf/web: HTTP 403: Permission denied`), or the error's message.
+ *
+ * @example
+ * ```ts ignore
+ * console.log(describeFailure(err)); // /v1/agent/service/web-proxy: HTTP 404: unknown service ID
+ * ```
+ */
+export function describeFailure(err: unknown): string {
+  if (err instanceof AgentError) {
+    const path = err.endpoint.replace(/^[A-Z]+ /, "");
+    const text = err.consulMessage || (err.status === 404 ? "not found" : "error");
+    return `${path}: HTTP ${err.status}: ${text}`;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return message.replace(/^[A-Z]+ (?=\/)/, "");
 }
 
 /** Watches the CA roots into `material` until `signal` aborts. */
@@ -34,6 +60,7 @@ export async function feedRoots(o: FeedOptions): Promise<void> {
             to: String(to),
           }),
         onError: (err, info) => {
+          if (!o.material.roots) o.problem?.(`roots: ${describeFailure(err)}`);
           o.log.log("warn", "roots watch failed; keeping current roots", {
             error: String(err),
             retryInMs: info.retryInMs,
@@ -50,6 +77,7 @@ export async function feedRoots(o: FeedOptions): Promise<void> {
       const before = o.material.roots?.roots.ActiveRootID;
       try {
         await o.material.setRoots(value);
+        o.problem?.(undefined);
         if (o.material.leaf && !(await o.material.leafChainsToRoots())) {
           o.log.log("warn", "our leaf does not chain to the new roots; waiting for its renewal", {
             active: value.ActiveRootID,
@@ -70,6 +98,7 @@ export async function feedRoots(o: FeedOptions): Promise<void> {
         }
       } catch (err) {
         o.log.log("error", "refusing unusable roots", { error: String(err) });
+        o.problem?.(`roots: refused the agent's roots: ${describeFailure(err)}`);
       }
     }
   } catch (err) {
@@ -105,6 +134,7 @@ export async function feedLeaf(
   const query = o.agent.watchLeaf(service, {
     waitMs: o.leafWaitMs ?? 60_000,
     onError: (err, info) => {
+      if (!o.material.leaf) o.problem?.(`leaf: ${describeFailure(err)}`);
       o.log.log("warn", "leaf watch failed; keeping current leaf", {
         error: String(err),
         retryInMs: info.retryInMs,
@@ -147,6 +177,7 @@ export async function feedLeaf(
       try {
         const renewed = !!o.material.leaf;
         const installed = await o.material.setLeaf(value);
+        o.problem?.(undefined);
         stale = false;
         retryMs = 1000;
         const { notBefore, notAfter } = installed.info;
@@ -174,6 +205,9 @@ export async function feedLeaf(
           retryInMs: retryMs,
         });
         o.emit({ type: "watch_error", watch: `leaf:${service}`, error: String(err) });
+        o.problem?.(
+          `leaf: refused the agent's leaf: ${describeFailure(err)}`,
+        );
         if (!stale) refreshIn(retryMs);
       }
     }

@@ -7,7 +7,7 @@
  */
 import type { AgentClient } from "../agent/client.ts";
 import { AgentError } from "../agent/errors.ts";
-import type { AgentService, Intention } from "../agent/types.ts";
+import type { Intention, ServiceRegistration } from "../agent/types.ts";
 import { type InboundGateway, startInbound } from "../inbound/gateway.ts";
 import type { ConnectionEvent } from "../inbound/refusal.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
@@ -16,7 +16,7 @@ import { startUpstream, type UpstreamListener } from "../outbound/listener.ts";
 import { TlsMaterial } from "../trust/material.ts";
 import { configFromService, type ProxyConfig, ProxyConfigError, upstreamKey } from "./config.ts";
 import { EventHub, type LifecycleEvent, type ProxyEvent } from "./events.ts";
-import { feedLeaf, feedRoots } from "./feed.ts";
+import { describeFailure, feedLeaf, feedRoots } from "./feed.ts";
 import { reauthorizeOnChange } from "../inbound/reauthorize.ts";
 
 /** Limits and timeouts of the proxy. */
@@ -109,6 +109,30 @@ export async function findSidecar(agent: AgentClient, serviceId: string): Promis
   return matches[0].ID;
 }
 
+/** The public listener's settings, as applied to the live listener. */
+interface PublicSettings {
+  bind: { hostname: string; port: number };
+  service: string;
+  handshakeTimeoutMs?: number;
+  connectTimeoutMs?: number;
+}
+
+/** A bind failure in one line: the address and what the system said. */
+function bindFailure(bind: { hostname: string; port: number }, err: unknown): string {
+  const code = (err as { code?: string }).code;
+  const why = code === "EADDRINUSE"
+    ? "address already in use"
+    : code === "EACCES"
+    ? "permission denied"
+    : code === "EADDRNOTAVAIL"
+    ? "address not available on this host"
+    : (err as Error).message;
+  return `cannot bind ${formatAddress(bind)}: ${why}`;
+}
+
+/** A wildcard bind address: registered as "" so that the agent fills in the node's address. */
+const WILDCARD = new Set(["0.0.0.0", "::", "[::]"]);
+
 /** A running proxy. */
 export class Proxy implements AsyncDisposable {
   /** The live TLS material. */
@@ -124,7 +148,11 @@ export class Proxy implements AsyncDisposable {
   /** Public listeners replaced by a rebind, still draining their connections. */
   readonly #retired = new Set<InboundGateway>();
   readonly #upstreams = new Map<string, UpstreamListener>();
+  /** Why the proxy does not serve as configured, by source (`leaf`, `public listener`…). */
+  readonly #problems = new Map<string, string>();
   #inbound?: InboundGateway;
+  /** What the live public listener was started or updated with. */
+  #inboundSettings?: PublicSettings;
   #config?: ProxyConfig;
   #leafService?: string;
   #leafStop?: AbortController;
@@ -135,7 +163,11 @@ export class Proxy implements AsyncDisposable {
   #phase: ProxyPhase = "starting";
   #applying: Promise<void> = Promise.resolve();
   readonly #ready = Promise.withResolvers<void>();
-  #heartbeat?: ReturnType<typeof setInterval>;
+  #becomingReady = false;
+  /** The self-registration loop (`register`), stopped by close before it deregisters. */
+  #registration?: Promise<void>;
+  #registerAttempted = false;
+  #closing?: Promise<void>;
 
   private constructor(options: ProxyOptions) {
     this.#o = options;
@@ -157,6 +189,20 @@ export class Proxy implements AsyncDisposable {
     return this.#o.agent;
   }
 
+  /**
+   * Why the proxy does not serve as configured, one line each, for `/ready`: what it is
+   * waiting for and what the agent answered (`leaf: /v1/agent/connect/ca/leaf/web: HTTP 403:
+   * Permission denied`), a leaf or roots it refused, a public listener it could not bind.
+   */
+  get problems(): string[] {
+    return [...this.#problems.values()];
+  }
+
+  #problem(source: string, text: string | undefined): void {
+    if (text === undefined) this.#problems.delete(source);
+    else this.#problems.set(source, text);
+  }
+
   /** Publishes a connection or lifecycle event (and passes connection events to `onEvent`). */
   #emit = (event: ConnectionEvent | LifecycleEvent): void => {
     const stamped = { ...event, at: Date.now() };
@@ -170,7 +216,11 @@ export class Proxy implements AsyncDisposable {
     this.#emit({ type: "phase", phase });
   }
 
-  /** Starts a proxy; resolves once its configuration is known (listeners come up after). */
+  /**
+   * Starts a proxy. Resolves at once (after finding the sidecar's registration for
+   * `sidecarFor`, which fails fast as in Consul): configuration, leaf and roots load in the
+   * background, retried with backoff, and {@linkcode Proxy.problems} says what it waits for.
+   */
   static async start(options: ProxyOptions): Promise<Proxy> {
     const proxy = new Proxy(options);
     await proxy.#start();
@@ -182,7 +232,11 @@ export class Proxy implements AsyncDisposable {
     return this.#phase;
   }
 
-  /** Resolves when leaf, roots and configuration are loaded and listeners are up. */
+  /**
+   * Resolves when leaf, roots and configuration are loaded and listeners are up (and, with
+   * `register`, after the first registration attempt). Rejects when the public listener cannot
+   * be bound at start (as `consul connect proxy` fails), or when the proxy closes first.
+   */
   get ready(): Promise<void> {
     return this.#ready.promise;
   }
@@ -207,59 +261,102 @@ export class Proxy implements AsyncDisposable {
     p.finally(() => this.#loops.delete(p));
   }
 
+  /** Resolves true once `p` resolves, false when the proxy closes first. */
+  async #until(p: Promise<unknown>): Promise<boolean> {
+    const signal = this.#controller.signal;
+    if (signal.aborted) return false;
+    let onAbort = () => {};
+    const aborted = new Promise<false>((resolve) => {
+      onAbort = () => resolve(false);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([p.then(() => true), aborted]);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
   async #start(): Promise<void> {
     const o = this.#o;
     const modes = [o.proxyId, o.sidecarFor, o.config].filter((x) => x !== undefined).length;
     if (modes !== 1) {
       throw new ProxyConfigError("mode", "give exactly one of -proxy-id, -sidecar-for or -service");
     }
-    this.#spawn(feedRoots(this.#feed(this.#controller.signal)));
+    if (o.proxyId === "") throw new ProxyConfigError("proxyId", "is empty");
+    if (o.sidecarFor === "") throw new ProxyConfigError("sidecarFor", "is empty");
+    // Like `consul connect proxy`, a sidecar that cannot be found is an error at once; a
+    // registration that does not exist yet (-proxy-id) is waited for.
+    const id = o.sidecarFor !== undefined ? await findSidecar(o.agent, o.sidecarFor) : o.proxyId;
+    this.#spawn(feedRoots(this.#feed(this.#controller.signal, "roots")));
     if (o.config) {
-      await this.#apply(o.config);
-      if (o.register) await this.#registerSelf(o.config, o.register);
+      this.#spawn(
+        this.#apply(o.config).catch((err) =>
+          this.#log.log("error", "cannot apply the configuration", { error: String(err) })
+        ),
+      );
     } else {
-      const id = o.proxyId ?? await findSidecar(o.agent, o.sidecarFor!);
-      const first = await o.agent.service(id);
-      await this.#apply(configFromService(first.value));
-      this.#spawn(this.#watchService(id, first.value));
+      this.#problem("registration", `registration: waiting for /v1/agent/service/${id}`);
+      this.#spawn(this.#watchService(id!));
     }
-    this.#spawn(this.#whenReady());
+    this.#spawn(this.#whenMaterialReady());
   }
 
-  async #whenReady(): Promise<void> {
-    await this.material.ready;
-    await this.#applying;
-    if (this.#phase === "starting") {
-      this.#setPhase("ready");
-      this.#ready.resolve();
-      this.#log.log("info", "proxy ready", {
-        service: this.#config?.service,
-        public: this.#inbound ? formatAddress(this.#inbound.address) : "disabled",
-        upstreams: this.#upstreams.size,
-      });
-    }
+  async #whenMaterialReady(): Promise<void> {
+    if (await this.#until(this.material.ready)) await this.#markReady();
   }
 
-  #feed(signal: AbortSignal) {
+  /** Turns `ready` once configuration, leaf, roots and the public listener are all there. */
+  async #markReady(): Promise<void> {
+    const config = this.#config;
+    if (this.#phase !== "starting" || this.#becomingReady || this.#controller.signal.aborted) {
+      return;
+    }
+    if (!config || !this.material.isReady) return;
+    if (config.publicListener && config.app && !this.#inbound) return;
+    this.#becomingReady = true;
+    const reg = this.#o.register;
+    if (reg) {
+      // Registered once we can serve: clients are never sent to a proxy still waiting.
+      const body = this.#registrationBody(config, reg);
+      await this.#registerOnce(body, reg);
+      this.#registration = this.#keepRegistered(body, reg);
+    }
+    if (this.#phase !== "starting") return;
+    this.#setPhase("ready");
+    this.#ready.resolve();
+    this.#log.log("info", "proxy ready", {
+      service: config.service,
+      public: this.#inbound ? formatAddress(this.#inbound.address) : "disabled",
+      upstreams: this.#upstreams.size,
+    });
+  }
+
+  #feed(signal: AbortSignal, source: string) {
     return {
       agent: this.#o.agent,
       material: this.material,
       signal,
       log: this.#log,
       emit: this.#emit,
+      problem: (text: string | undefined) => this.#problem(source, text),
     };
   }
 
   #watchLeaf(service: string): void {
     if (this.#leafService === service) return;
     this.#leafStop?.abort();
+    this.#problem("leaf", undefined); // the old service's; the new feed reports its own
     const stop = new AbortController();
     this.#leafStop = stop;
     this.#leafService = service;
     const signal = AbortSignal.any([this.#controller.signal, stop.signal]);
     this.#spawn(
       feedLeaf({
-        ...this.#feed(signal),
+        ...this.#feed(signal, "leaf"),
+        problem: (text) => {
+          if (this.#leafService === service) this.#problem("leaf", text);
+        },
         service,
         expiryMarginMs: this.#o.limits?.leafExpiryMarginMs,
       }),
@@ -290,17 +387,28 @@ export class Proxy implements AsyncDisposable {
     }));
   }
 
-  async #watchService(id: string, first: AgentService): Promise<void> {
+  /**
+   * Follows the registration `id`: the first answer configures the proxy, later changes are
+   * applied. Until the first usable answer, failures are retried with backoff (as Consul's
+   * proxy does for a `-proxy-id` not registered yet) and reported as a problem.
+   */
+  async #watchService(id: string): Promise<void> {
     const signal = this.#controller.signal;
-    let last = JSON.stringify(first);
+    let last: string | undefined;
     try {
       for await (
         const { value } of this.#o.agent.watchService(id, {
           onError: (err, info) => {
-            this.#log.log("warn", "registration watch failed; keeping current configuration", {
-              proxyId: id,
-              error: String(err),
-            });
+            if (!this.#config) {
+              this.#problem("registration", `registration: ${describeFailure(err)}`);
+            }
+            this.#log.log(
+              "warn",
+              this.#config
+                ? "registration watch failed; keeping current configuration"
+                : "cannot read the proxy registration yet; retrying",
+              { proxyId: id, error: describeFailure(err), retryInMs: info.retryInMs },
+            );
             this.#emit({
               type: "watch_error",
               watch: `service:${id}`,
@@ -312,12 +420,18 @@ export class Proxy implements AsyncDisposable {
       ) {
         const text = JSON.stringify(value);
         if (text === last) continue;
+        const first = last === undefined;
         last = text;
         try {
-          this.#log.log("info", "proxy registration changed", { proxyId: id });
-          await this.#apply(configFromService(value));
-          this.#emit({ type: "config", proxyId: id, detail: "registration changed" });
+          if (!first) this.#log.log("info", "proxy registration changed", { proxyId: id });
+          const config = configFromService(value);
+          this.#problem("registration", undefined);
+          await this.#apply(config);
+          if (!first) this.#emit({ type: "config", proxyId: id, detail: "registration changed" });
         } catch (err) {
+          if (!this.#config) {
+            this.#problem("registration", `registration: ${(err as Error).message}`);
+          }
           this.#log.log("error", "ignoring unusable registration", {
             proxyId: id,
             error: String(err),
@@ -376,62 +490,138 @@ export class Proxy implements AsyncDisposable {
         });
       }
     }
-    // Public listener: rebind when its address changes; follow the application address.
-    const prev = this.#config;
     this.#config = config;
-    const samePublic =
-      JSON.stringify(prev?.publicListener) === JSON.stringify(config.publicListener) &&
-      prev?.service === config.service &&
-      prev?.localConnectTimeoutMs === config.localConnectTimeoutMs &&
-      prev?.handshakeTimeoutMs === config.handshakeTimeoutMs;
-    if (this.#inbound && samePublic) {
-      if (config.app) this.#inbound.setApp(config.app);
+    await this.#applyPublic(config);
+    await this.#markReady();
+  }
+
+  /**
+   * The public listener follows the configuration. Settings that need no new socket (service,
+   * handshake and connect timeouts, application address) are applied to the live listener; a
+   * new address gets a new listener while the old one drains its connections. Rebinding the
+   * same port closes the old listening socket first (two sockets cannot listen on one port);
+   * when the new bind fails, the old listener keeps (or resumes) serving and the failure is
+   * logged and reported in {@linkcode Proxy.problems}.
+   */
+  async #applyPublic(config: ProxyConfig): Promise<void> {
+    const limits = this.#o.limits ?? {};
+    const live = this.#inbound;
+    const had = this.#inboundSettings;
+    if (!config.publicListener || !config.app) {
+      this.#inbound = undefined;
+      this.#inboundSettings = undefined;
+      this.#problem("public listener", undefined);
+      if (live) this.#retire(live, had);
       return;
     }
-    const old = this.#inbound;
-    this.#inbound = undefined;
-    if (config.publicListener && config.app) {
-      this.#watchIntentions(config.service);
-      await this.material.ready;
-      if (this.#controller.signal.aborted) return;
+    const app = config.app;
+    const want: PublicSettings = {
+      bind: config.publicListener,
+      service: config.service,
+      handshakeTimeoutMs: config.handshakeTimeoutMs ?? limits.handshakeTimeoutMs,
+      connectTimeoutMs: config.localConnectTimeoutMs ?? limits.localConnectTimeoutMs,
+    };
+    this.#watchIntentions(config.service);
+    const inPlace = (gw: InboundGateway) => {
+      gw.update(want);
+      gw.setApp(app);
+    };
+    if (live && had && sameBind(had.bind, want.bind)) {
+      inPlace(live);
+      this.#inboundSettings = want;
+      this.#problem("public listener", undefined);
+      return;
+    }
+    if (!(await this.#until(this.material.ready))) return;
+    // Two sockets cannot listen on one port (0.0.0.0:P and 127.0.0.1:P neither): the old one
+    // stops accepting first; its open connections go on.
+    const samePort = !!live && !!had && had.bind.port === want.bind.port;
+    if (samePort) live!.pause();
+    try {
       this.#inbound = await startInbound({
         material: this.material,
         service: config.service,
-        authorize: (req, opts) => o.agent.authorize(req, opts),
+        authorize: (req, opts) => this.#o.agent.authorize(req, opts),
         intentions: () => this.#intentions,
-        bind: config.publicListener,
-        app: config.app,
-        handshakeTimeoutMs: config.handshakeTimeoutMs ?? limits.handshakeTimeoutMs,
+        bind: want.bind,
+        app,
+        handshakeTimeoutMs: want.handshakeTimeoutMs,
         authorizeTimeoutMs: limits.authorizeTimeoutMs,
         authorizeCacheTtlMs: limits.authorizeCacheTtlMs,
         // Without the intentions watch nothing would forget a fresh answer: only with it.
         authorizeFreshMs: (limits.revokeGraceMs ?? 0) < 0 ? 0 : limits.authorizeFreshMs,
-        connectTimeoutMs: config.localConnectTimeoutMs ?? limits.localConnectTimeoutMs,
+        connectTimeoutMs: want.connectTimeoutMs,
         idleTimeoutMs: limits.idleTimeoutMs,
         maxConnections: limits.maxInbound,
         log: this.#log,
         onEvent: this.#emit,
       });
-    }
-    // The old listener stops accepting; its connections finish on their own.
-    if (old) {
-      this.#retired.add(old);
-      this.#spawn(old.close(24 * 3600_000).finally(() => this.#retired.delete(old)));
+      this.#inboundSettings = want;
+      this.#problem("public listener", undefined);
+      if (live) this.#retire(live, had);
+    } catch (err) {
+      const failure = bindFailure(want.bind, err);
+      if (!live) {
+        this.#problem("public listener", `public listener: ${failure}`);
+        this.#log.log("error", "cannot start the public listener", { error: failure });
+        // At start there is nothing to keep serving: fail like `consul connect proxy`.
+        if (this.#phase === "starting") {
+          this.#ready.reject(new Error(`public listener: ${failure}`));
+        }
+        return;
+      }
+      try {
+        if (samePort) await live.resume();
+      } catch (again) {
+        const lost = bindFailure(had!.bind, again);
+        this.#inbound = undefined;
+        this.#inboundSettings = undefined;
+        this.#retire(live, had);
+        this.#problem("public listener", `public listener: ${failure}; old address: ${lost}`);
+        this.#log.log("error", "public listener lost: cannot bind the new address or the old", {
+          error: failure,
+          old: lost,
+        });
+        return;
+      }
+      // The rest of the configuration still applies to the listener that stays.
+      inPlace(live);
+      this.#inboundSettings = { ...want, bind: had!.bind };
+      const still = `still serving on ${formatAddress(had!.bind)}`;
+      this.#problem("public listener", `public listener: ${failure}; ${still}`);
+      this.#log.log("error", `cannot move the public listener; ${still}`, { error: failure });
     }
   }
 
-  async #registerSelf(config: ProxyConfig, reg: SelfRegistration): Promise<void> {
-    const agent = this.#o.agent;
-    const checkId = `${reg.id}-ttl`;
-    const body = {
+  /**
+   * A replaced public listener stops accepting at once; connections it accepted still finish
+   * their handshake and authorization, then drain on their own.
+   */
+  #retire(old: InboundGateway, settings: PublicSettings | undefined): void {
+    old.pause();
+    this.#retired.add(old);
+    const limits = this.#o.limits ?? {};
+    const settling = (settings?.handshakeTimeoutMs ?? limits.handshakeTimeoutMs ?? 10_000) +
+      (limits.authorizeTimeoutMs ?? 5000) +
+      (settings?.connectTimeoutMs ?? limits.localConnectTimeoutMs ?? 1000);
+    this.#spawn(
+      sleep(settling, this.#controller.signal)
+        .then(() => old.close(24 * 3600_000))
+        .finally(() => this.#retired.delete(old)),
+    );
+  }
+
+  #registrationBody(config: ProxyConfig, reg: SelfRegistration): ServiceRegistration {
+    const bind = config.publicListener;
+    return {
       Kind: "connect-proxy",
       ID: reg.id,
       Name: reg.name,
-      Address: config.publicListener?.hostname ?? "",
-      Port: config.publicListener?.port ?? 0,
+      Address: bind && !WILDCARD.has(bind.hostname) ? bind.hostname : "",
+      Port: bind?.port ?? 0,
       Proxy: { DestinationServiceName: config.service },
       Check: {
-        CheckID: checkId,
+        CheckID: `${reg.id}-ttl`,
         Name: "proxy heartbeat",
         TTL: "30s",
         Notes: "meshgate heartbeats this check.",
@@ -439,42 +629,77 @@ export class Proxy implements AsyncDisposable {
       },
       Checks: null,
     };
-    await agent.register(body);
-    this.#log.log("info", "registered proxy", { id: reg.id });
-    let beats = 0;
-    this.#heartbeat = setInterval(async () => {
-      try {
-        // Every third beat (30 s), make sure the agent still knows us (it may have restarted).
-        if (++beats % 3 === 0) {
-          try {
-            await agent.service(reg.id);
-          } catch (err) {
-            if (err instanceof AgentError && err.status === 404) {
-              this.#log.log("warn", "agent lost our registration; registering again", {
-                id: reg.id,
-              });
-              await agent.register(body);
-            } else throw err;
-          }
-        }
-        await agent.setCheck(checkId, "pass");
-      } catch (err) {
-        this.#log.log("warn", "heartbeat failed", { id: reg.id, error: String(err) });
-      }
-    }, reg.heartbeatMs ?? 10_000);
+  }
+
+  /** One registration attempt; a failure is logged and reported, and retried by the loop. */
+  async #registerOnce(body: ServiceRegistration, reg: SelfRegistration): Promise<boolean> {
+    this.#registerAttempted = true;
+    try {
+      await this.#o.agent.register(body, { signal: this.#controller.signal });
+      this.#problem("register", undefined);
+      this.#log.log("info", "registered proxy", { id: reg.id });
+      return true;
+    } catch (err) {
+      if (this.#controller.signal.aborted) return false;
+      const why = describeFailure(err);
+      this.#problem("register", `register ${reg.id}: ${why}`);
+      this.#log.log("warn", "cannot register the proxy; retrying", { id: reg.id, error: why });
+      return false;
+    }
   }
 
   /**
-   * Graceful shutdown: stop accepting, drain open connections up to `drainMs`, deregister if
-   * we registered, stop every watch.
+   * Keeps the registration: heartbeats the TTL check, registers again when the agent lost it
+   * (or the first attempt failed, as `consul connect proxy -register` retries), until close.
    */
-  async close(drainMs = 0): Promise<void> {
-    if (this.#phase === "stopped" || this.#phase === "draining") return;
+  async #keepRegistered(body: ServiceRegistration, reg: SelfRegistration): Promise<void> {
+    const agent = this.#o.agent;
+    const signal = this.#controller.signal;
+    const checkId = `${reg.id}-ttl`;
+    let registered = this.#problems.get("register") === undefined;
+    for (let beats = 1; await sleep(reg.heartbeatMs ?? 10_000, signal); beats++) {
+      if (!registered) {
+        registered = await this.#registerOnce(body, reg);
+        continue;
+      }
+      try {
+        // Every third beat (30 s), make sure the agent still knows us (it may have restarted).
+        if (beats % 3 === 0) {
+          try {
+            await agent.service(reg.id, { signal });
+          } catch (err) {
+            if (!(err instanceof AgentError && err.status === 404)) throw err;
+            this.#log.log("warn", "agent lost our registration; registering again", {
+              id: reg.id,
+            });
+            registered = await this.#registerOnce(body, reg);
+            if (!registered) continue;
+          }
+        }
+        await agent.setCheck(checkId, "pass", { signal });
+      } catch (err) {
+        if (signal.aborted) break;
+        this.#log.log("warn", "heartbeat failed", { id: reg.id, error: describeFailure(err) });
+      }
+    }
+  }
+
+  /**
+   * Graceful shutdown: deregister first if we registered (so that clients stop being sent
+   * here), then stop accepting and drain open connections up to `drainMs`, stop every watch.
+   */
+  close(drainMs = 0): Promise<void> {
+    this.#closing ??= this.#close(drainMs);
+    return this.#closing;
+  }
+
+  async #close(drainMs: number): Promise<void> {
     this.#setPhase("draining");
     this.#log.log("info", "proxy draining", { drainMs });
-    clearInterval(this.#heartbeat);
     this.#controller.abort();
     this.#ready.reject(new Error("proxy closed before it was ready"));
+    await this.#registration;
+    if (this.#o.register && this.#registerAttempted) await this.#deregister(this.#o.register);
     await this.#applying;
     await Promise.all([
       this.#inbound?.close(drainMs),
@@ -482,26 +707,54 @@ export class Proxy implements AsyncDisposable {
       ...[...this.#upstreams.values()].map((u) => u.close(drainMs)),
     ]);
     this.#upstreams.clear();
-    if (this.#o.register) {
-      for (let i = 0; i < 3; i++) {
-        try {
-          await this.#o.agent.deregister(this.#o.register.id);
-          break;
-        } catch (err) {
-          this.#log.log("warn", "deregister failed", { error: String(err), attempt: i + 1 });
-          await new Promise((r) => setTimeout(r, 500));
-        }
-      }
-    }
     await Promise.all([...this.#loops]);
     this.#setPhase("stopped");
     this.#log.log("info", "proxy stopped");
+  }
+
+  async #deregister(reg: SelfRegistration): Promise<void> {
+    for (let i = 0; i < 3; i++) {
+      try {
+        await this.#o.agent.deregister(reg.id);
+        this.#log.log("info", "deregistered proxy", { id: reg.id });
+        return;
+      } catch (err) {
+        if (err instanceof AgentError && err.status === 404) return; // not (or no longer) there
+        this.#log.log("warn", "deregister failed", {
+          error: describeFailure(err),
+          attempt: i + 1,
+        });
+        if (i < 2) await new Promise((r) => setTimeout(r, 500));
+      }
+    }
   }
 
   /** Same as {@linkcode Proxy.close} without draining. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+function sameBind(
+  a: { hostname: string; port: number },
+  b: { hostname: string; port: number },
+): boolean {
+  return a.hostname === b.hostname && a.port === b.port;
+}
+
+/** Waits `ms`; false when `signal` aborts first. */
+function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+      resolve(ok);
+    };
+    const onAbort = () => done(false);
+    const timer = setTimeout(() => done(true), ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /**
