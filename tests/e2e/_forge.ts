@@ -49,6 +49,56 @@ function asn1Time(d: Date): string {
 }
 
 /**
+ * Makes an X.509 v1 certificate (no extensions: no SAN, no key usages, no CA flag) whose issuer
+ * name is the subject name of `root` — byte for byte, since `openssl x509 -signkey` keeps it —
+ * but signed with a throwaway key: it chains to `root` by name only.
+ */
+export async function forgeV1(root: string): Promise<Forged> {
+  const dir = await Deno.makeTempDir({ prefix: "meshgate-forge-" });
+  try {
+    await Deno.writeTextFile(`${dir}/root.pem`, splitPemCertificates(root)[0]);
+    await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
+    // The same subject as the root, self-signed with our key.
+    await openssl(dir, [
+      "x509",
+      "-in",
+      "root.pem",
+      "-signkey",
+      "ca.key",
+      "-days",
+      "1",
+      "-out",
+      "ca.pem",
+    ]);
+    await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "key.pem"]);
+    await openssl(dir, ["req", "-new", "-key", "key.pem", "-subj", "/CN=v1", "-out", "req.pem"]);
+    // Without -extfile, `openssl x509 -req` writes a version 1 certificate.
+    await openssl(dir, [
+      "x509",
+      "-req",
+      "-in",
+      "req.pem",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-set_serial",
+      "7",
+      "-days",
+      "1",
+      "-out",
+      "cert.pem",
+    ]);
+    return {
+      certPem: await Deno.readTextFile(`${dir}/cert.pem`),
+      keyPem: await Deno.readTextFile(`${dir}/key.pem`),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
  * Makes a certificate with `openssl ca`: a fresh P-256 key, the given URI SAN, dates and key
  * usages, signed by `issuer`'s key whatever `issuer` is (`openssl ca` does not check that the
  * issuer is a CA, which is the point), or self-signed.
