@@ -106,8 +106,12 @@ const spawnProxy = (args: string[], env: Record<string, string> = {}) =>
     env,
   );
 
-/** Waits for "proxy ready", checks the leaf and roots were loaded, then stops it with SIGTERM. */
+/**
+ * Waits for "proxy ready", checks the leaf and roots were loaded, then stops it with SIGTERM while
+ * its blocking queries wait on the agent: it must exit within the drain timeout (1 s) and slack.
+ */
 async function readyThenStop(p: ReturnType<typeof spawnProxy>, what: string) {
+  let sentAt = 0;
   try {
     await eventually(
       () => p.logs().includes('"proxy ready"') || p.logs().includes('"cannot start proxy"'),
@@ -116,10 +120,19 @@ async function readyThenStop(p: ReturnType<typeof spawnProxy>, what: string) {
     );
     assert.ok(p.logs().includes('"proxy ready"'), `${what}: not ready:\n${p.logs()}`);
     assert.match(p.logs(), /"leaf certificate loaded"/, what);
+    await new Promise((r) => setTimeout(r, 1000));
   } finally {
+    sentAt = performance.now();
     p.child.kill("SIGTERM");
   }
-  assert.equal(await p.exited(), 0, `${what}: exit code; logs:\n${p.logs().slice(-2000)}`);
+  const killer = setTimeout(() => p.child.kill("SIGKILL"), 20_000);
+  try {
+    assert.equal(await p.exited(), 0, `${what}: exit code; logs:\n${p.logs().slice(-2000)}`);
+  } finally {
+    clearTimeout(killer);
+  }
+  const tookMs = performance.now() - sentAt;
+  assert.ok(tookMs < 4000, `${what}: exited ${Math.round(tookMs)} ms after SIGTERM`);
 }
 
 /** Runs the proxy with settings the agent refuses; returns its log after it exits 1. */
