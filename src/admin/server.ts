@@ -13,6 +13,18 @@ export interface AdminServerOptions extends Omit<AdminAppOptions, "boundToLoopba
   port?: number;
 }
 
+/** The admin app could not listen on its address (in use, not available, not allowed). */
+export class AdminBindError extends Error {
+  /**
+   * Creates the error.
+   * @param message the address and why
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "AdminBindError";
+  }
+}
+
 /** A running admin server. */
 export interface AdminServer extends AsyncDisposable {
   /** The bound address. */
@@ -44,7 +56,7 @@ export async function startAdmin(options: AdminServerOptions): Promise<AdminServ
     boundToLoopback: isLoopback(hostname),
     signal: ac.signal,
   });
-  const { promise: listening, resolve, reject } = Promise.withResolvers<Deno.NetAddr>();
+  const { promise: listening, resolve } = Promise.withResolvers<Deno.NetAddr>();
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {
     server = Deno.serve({
@@ -55,12 +67,18 @@ export async function startAdmin(options: AdminServerOptions): Promise<AdminServ
       onError: (err) => new Response(`admin error: ${(err as Error).message}`, { status: 500 }),
     }, app.fetch);
   } catch (err) {
-    reject(err);
-    throw new Error(
-      `cannot serve the admin app on ${hostname}:${options.port ?? 19000}: ${
-        (err as Error).message
-      }`,
-      { cause: err },
+    // (Rejecting `listening` here left a rejection nobody awaited: an uncaught AddrInUse.)
+    ac.abort();
+    if (!options.metrics) metrics.close();
+    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+    const why = err instanceof Deno.errors.AddrInUse
+      ? "address already in use"
+      : (err as Error).message.replace(/ \(os error \d+\)$/, "");
+    throw new AdminBindError(
+      `cannot serve the admin app on ${host}:${options.port ?? 19000}: ${why}`,
+      {
+        cause: err,
+      },
     );
   }
   const addr = await listening;

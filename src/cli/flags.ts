@@ -240,23 +240,85 @@ ${lines.join("\n")}
 `;
 }
 
+/**
+ * Go's `strconv.ParseInt(text, 0, 0)`, which Consul uses for `-listen` and `-upstream` ports:
+ * decimal, `0x`/`0o`/`0b` prefixes, a leading `0` for octal, `_` between digits. `undefined`
+ * when Go would refuse it (`1e3`, `8080.0`, ` 80`, `""`).
+ */
+function parseGoInt(text: string): number | undefined {
+  const m =
+    /^([+-]?)(0[xX](?:_?[0-9a-fA-F])+|0[bB](?:_?[01])+|0[oO](?:_?[0-7])+|0(?:_?[0-7])*|[1-9](?:_?[0-9])*)$/
+      .exec(text);
+  if (!m) return undefined;
+  const digits = m[2].replaceAll("_", "");
+  const prefix = digits.slice(0, 2).toLowerCase();
+  const n = prefix === "0x"
+    ? parseInt(digits.slice(2), 16)
+    : prefix === "0b"
+    ? parseInt(digits.slice(2), 2)
+    : prefix === "0o"
+    ? parseInt(digits.slice(2), 8)
+    : digits.length > 1 && digits[0] === "0"
+    ? parseInt(digits.slice(1), 8)
+    : parseInt(digits, 10);
+  return m[1] === "-" ? -n : n;
+}
+
+interface HostPortRules {
+  /** Host when the text has none (`:8443`, or a bare port where `barePort`). */
+  emptyHost?: string;
+  /** Whether a bare port (no colon) is allowed. */
+  barePort?: boolean;
+  /** Lowest port accepted. @default {1} */
+  minPort?: number;
+  /** Ports as Go's ParseInt(…, 0, 0) reads them (Consul's -listen, -upstream); else decimal. */
+  goPort?: boolean;
+}
+
+/** Host names, IPv4 addresses, and IPv6 addresses (bracketed in the flag, with a zone maybe). */
+const HOST = /^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$/;
+const IPV6 = /^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?:%[A-Za-z0-9._-]+)?$/;
+
+/** Parses `host:port` (`[v6]:port`, `:port`) as Go's `net.SplitHostPort` splits it. */
 function hostPort(
   flag: string,
   text: string,
-  defaultHost?: string,
-  minPort = 1,
+  rules: HostPortRules = {},
 ): { hostname: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\w+)$/.exec(text) ??
-    (defaultHost ? /^()()(\w+)$/.exec(text) : null);
-  if (!m) throw new FlagError(flag, `"${text}" must be host:port`);
-  // Like Consul, the port is parsed with base prefixes (0x1f90 works).
-  const port = Number(m[3]);
-  if (!Number.isInteger(port) || port < minPort || port > 65535) {
+  const { emptyHost, barePort = false, minPort = 1, goPort = false } = rules;
+  let host: string;
+  let portText: string;
+  let bracketed = false;
+  if (text.startsWith("[")) {
+    const m = /^\[([^\]]*)\]:([^:]*)$/.exec(text);
+    if (!m) throw new FlagError(flag, `"${text}" must be host:port ([v6 address]:port)`);
+    [, host, portText] = m;
+    bracketed = true;
+  } else if (text.includes(":")) {
+    const i = text.lastIndexOf(":");
+    host = text.slice(0, i);
+    portText = text.slice(i + 1);
+    if (host.includes(":")) {
+      throw new FlagError(flag, `"${text}": too many colons (write IPv6 addresses as [::1]:port)`);
+    }
+  } else if (barePort) {
+    host = "";
+    portText = text;
+  } else {
+    throw new FlagError(flag, `"${text}" must be host:port`);
+  }
+  const port = goPort ? parseGoInt(portText) : /^[0-9]+$/.test(portText) ? Number(portText) : NaN;
+  if (port === undefined || !Number.isInteger(port) || port < minPort || port > 65535) {
     throw new FlagError(flag, `"${text}": port must be a number ${minPort}-65535`);
   }
-  const hostname = m[1] || m[2] || defaultHost;
-  if (!hostname) throw new FlagError(flag, `"${text}": host is missing`);
-  return { hostname, port };
+  if (host === "") {
+    if (emptyHost === undefined) throw new FlagError(flag, `"${text}": host is missing`);
+    return { hostname: emptyHost, port };
+  }
+  if (bracketed ? !IPV6.test(host) : !HOST.test(host)) {
+    throw new FlagError(flag, `"${text}": "${host}" is not a host name or IP address`);
+  }
+  return { hostname: host, port };
 }
 
 /** Parses `-upstream name[.service|.query]:[host:]port`. */
@@ -277,25 +339,40 @@ export function parseUpstreamFlag(text: string): UpstreamConfig {
     }
     name = name.slice(0, dot);
   }
-  const bind = hostPort("-upstream", text.slice(i + 1), "127.0.0.1");
+  // As Consul: the port alone, or host:port; an empty host is 127.0.0.1.
+  const bind = hostPort("-upstream", text.slice(i + 1), {
+    emptyHost: "127.0.0.1",
+    barePort: true,
+    goPort: true,
+  });
   return { type, name, bind };
 }
 
 function fraction(flag: string, text: string): number {
-  const n = Number(text);
-  if (!Number.isFinite(n) || n < 0 || n > 1) {
+  const n = /^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 0 && n <= 1)) {
     throw new FlagError(`-${flag}`, `"${text}" must be a number from 0 to 1`);
   }
   return n;
 }
 
-function intFlag(flag: string, text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 0) {
-    throw new FlagError(`-${flag}`, `"${text}" must be a whole number ≥ 0`);
+/** The longest delay a timer can take (setTimeout fires at once past it). */
+const MAX_MS = 2 ** 31 - 1;
+
+function intFlag(flag: string, text: string, min = 0, max = MAX_MS): number {
+  if (!/^[0-9]+$/.test(text) || Number(text) < min) {
+    throw new FlagError(`-${flag}`, `"${text}" must be a whole number ≥ ${min}`);
   }
+  const n = Number(text);
+  if (n > max) throw new FlagError(`-${flag}`, `"${text}" must be at most ${max}`);
   return n;
 }
+
+/** Go's `strconv.ParseBool`, which Consul's boolean flags use. */
+const BOOLEANS = new Map([
+  ...["1", "t", "T", "TRUE", "true", "True"].map((v) => [v, "true"] as const),
+  ...["0", "f", "F", "FALSE", "false", "False"].map((v) => [v, "false"] as const),
+]);
 
 /**
  * Parses the command line. `env` supplies `CONNECT_PROXY_ID` and `CONNECT_SIDECAR_FOR`.
@@ -323,17 +400,20 @@ export function parseFlags(
           throw new FlagError(`-${rawName}`, `needs a value <${spec.value}>`);
         }
       }
-    } else if (value !== undefined && !["true", "false"].includes(value)) {
-      throw new FlagError(`-${rawName}`, `takes no value, got "${value}"`);
-    } else value ??= "true";
+    } else if (value !== undefined) {
+      const bool = BOOLEANS.get(value);
+      if (!bool) throw new FlagError(`-${rawName}`, `takes no value or true/false, got "${value}"`);
+      value = bool;
+    } else value = "true";
     values.set(rawName, [...(values.get(rawName) ?? []), value]);
   }
   const one = (n: string) => values.get(n)?.at(-1);
   const flag = (n: string) => one(n) === "true";
   const limits: ProxyLimits = {
-    handshakeTimeoutMs: intFlag("handshake-timeout", one("handshake-timeout") ?? "10000"),
-    authorizeTimeoutMs: intFlag("authorize-timeout", one("authorize-timeout") ?? "5000"),
-    localConnectTimeoutMs: intFlag("connect-timeout", one("connect-timeout") ?? "1000"),
+    // A deadline of 0 would refuse every connection: at least 1 ms.
+    handshakeTimeoutMs: intFlag("handshake-timeout", one("handshake-timeout") ?? "10000", 1),
+    authorizeTimeoutMs: intFlag("authorize-timeout", one("authorize-timeout") ?? "5000", 1),
+    localConnectTimeoutMs: intFlag("connect-timeout", one("connect-timeout") ?? "1000", 1),
     idleTimeoutMs: intFlag("idle-timeout", one("idle-timeout") ?? "0"),
     maxInbound: intFlag("max-inbound", one("max-inbound") ?? "0"),
     maxOutbound: intFlag("max-outbound", one("max-outbound") ?? "0"),
@@ -354,13 +434,13 @@ export function parseFlags(
   const out: CliOptions = {
     help: flag("help"),
     agent: {
-      address: one("http-addr"),
+      address: one("http-addr") || undefined, // empty: the environment, then the default
       token: one("token"),
       tokenFile: one("token-file"),
-      caFile: one("ca-file"),
-      clientCert: one("client-cert"),
-      clientKey: one("client-key"),
-      tlsServerName: one("tls-server-name"),
+      caFile: one("ca-file") || undefined,
+      clientCert: one("client-cert") || undefined,
+      clientKey: one("client-key") || undefined,
+      tlsServerName: one("tls-server-name") || undefined,
     },
     limits,
     drainMs: intFlag("drain-timeout", one("drain-timeout") ?? "10000"),
@@ -372,12 +452,15 @@ export function parseFlags(
   };
   if (out.help) return out;
   const adminBind = one("admin-bind") ?? "127.0.0.1:19000";
-  if (adminBind !== "") out.admin = hostPort("-admin-bind", adminBind, undefined, 0);
-  // -proxy-id wins over -sidecar-for, which wins over flag mode (as in Consul).
-  out.proxyId = one("proxy-id") ?? (env.CONNECT_PROXY_ID || undefined);
+  if (adminBind !== "") {
+    out.admin = hostPort("-admin-bind", adminBind, { emptyHost: "0.0.0.0", minPort: 0 });
+  }
+  // -proxy-id wins over -sidecar-for, which wins over flag mode; an empty value is no value
+  // and the environment applies (as in Consul).
+  out.proxyId = one("proxy-id") || env.CONNECT_PROXY_ID || undefined;
   out.sidecarFor = out.proxyId
     ? undefined
-    : one("sidecar-for") ?? (env.CONNECT_SIDECAR_FOR || undefined);
+    : one("sidecar-for") || env.CONNECT_SIDECAR_FOR || undefined;
   if (out.proxyId || out.sidecarFor) return out;
   const service = one("service");
   if (!service) {
@@ -394,8 +477,14 @@ export function parseFlags(
   const byName = new Map(upstreams.map((u) => [u.name, u]));
   out.config = {
     service,
-    publicListener: listen ? hostPort("-listen", listen) : undefined,
-    app: serviceAddr ? hostPort("-service-addr", serviceAddr) : undefined,
+    // `-listen :8443` listens on every address, as Consul's does.
+    publicListener: listen
+      ? hostPort("-listen", listen, { emptyHost: "0.0.0.0", goPort: true })
+      : undefined,
+    // Go dials the local system for `:8080`.
+    app: serviceAddr
+      ? hostPort("-service-addr", serviceAddr, { emptyHost: "127.0.0.1" })
+      : undefined,
     upstreams: [...byName.values()],
   };
   if (flag("register")) {

@@ -563,11 +563,11 @@ export class Proxy implements AsyncDisposable {
       const failure = bindFailure(want.bind, err);
       if (!live) {
         this.#problem("public listener", `public listener: ${failure}`);
-        this.#log.log("error", "cannot start the public listener", { error: failure });
-        // At start there is nothing to keep serving: fail like `consul connect proxy`.
+        // At start there is nothing to keep serving: fail like `consul connect proxy` (whoever
+        // awaits `ready` reports it, once).
         if (this.#phase === "starting") {
           this.#ready.reject(new Error(`public listener: ${failure}`));
-        }
+        } else this.#log.log("error", "cannot start the public listener", { error: failure });
         return;
       }
       try {

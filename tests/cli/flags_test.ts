@@ -129,3 +129,118 @@ Deno.test("cli: the proxy command exits 2 with a clear message on a bad flag", a
     /meshgate: -service: -service, -sidecar-for or -proxy-id must be specified/,
   );
 });
+
+Deno.test("cli flags: an empty -proxy-id or -sidecar-for is no value (the environment applies), not a mode", () => {
+  const flagMode = [
+    "-service",
+    "web",
+    "-listen",
+    "127.0.0.1:8443",
+    "-service-addr",
+    "127.0.0.1:80",
+  ];
+  for (const empty of [["-proxy-id", ""], ["-sidecar-for", ""], ["--proxy-id="]]) {
+    const o = parseFlags([...empty, ...flagMode]);
+    assert.equal(o.proxyId, undefined, empty.join(" "));
+    assert.equal(o.sidecarFor, undefined, empty.join(" "));
+    assert.equal(o.config?.service, "web", empty.join(" "));
+  }
+  assert.equal(parseFlags(["-proxy-id", ""], { CONNECT_PROXY_ID: "p1" }).proxyId, "p1");
+  assert.equal(parseFlags(["-sidecar-for", ""], { CONNECT_SIDECAR_FOR: "a-1" }).sidecarFor, "a-1");
+  assert.throws(
+    () => parseFlags(["-proxy-id", ""]),
+    /-service, -sidecar-for or -proxy-id must be specified/,
+  );
+});
+
+Deno.test("cli flags: -listen, -upstream ports as Consul parses them (Go's ParseInt base 0)", () => {
+  const listen = (l: string) =>
+    parseFlags(["-service", "w", "-listen", l, "-service-addr", ":80"]).config?.publicListener;
+  assert.deepEqual(listen(":8443"), { hostname: "0.0.0.0", port: 8443 }, "every address");
+  assert.deepEqual(listen("[::1]:0x20fb"), { hostname: "::1", port: 8443 });
+  assert.deepEqual(listen("localhost:0o20373"), { hostname: "localhost", port: 8443 });
+  assert.deepEqual(listen("127.0.0.1:020373"), { hostname: "127.0.0.1", port: 8443 }, "octal");
+  assert.deepEqual(listen("127.0.0.1:8_443"), { hostname: "127.0.0.1", port: 8443 });
+  assert.deepEqual(
+    parseFlags(["-service", "w", "-listen", ":1", "-service-addr", ":8080"]).config?.app,
+    { hostname: "127.0.0.1", port: 8080 },
+    "-service-addr :8080 dials the local system",
+  );
+  assert.deepEqual(parseUpstreamFlag("db::9191").bind, { hostname: "127.0.0.1", port: 9191 });
+  assert.deepEqual(parseUpstreamFlag("db:0b11").bind, { hostname: "127.0.0.1", port: 3 });
+});
+
+Deno.test("cli flags: every bad value is a clear error naming the flag", () => {
+  const flagMode = (...extra: string[]) => ["-service", "x", ...extra];
+  const cases: [string[], RegExp][] = [
+    [
+      flagMode("-listen", "127.0.0.1:1e3", "-service-addr", ":1"),
+      /^-listen: "127\.0\.0\.1:1e3": port must be a number 1-65535$/,
+    ],
+    [flagMode("-listen", "127.0.0.1:8080.0", "-service-addr", ":1"), /^-listen: .*port must be/],
+    [flagMode("-listen", "127.0.0.1: 80", "-service-addr", ":1"), /^-listen: .*port must be/],
+    [flagMode("-listen", "127.0.0.1:09", "-service-addr", ":1"), /^-listen: .*port must be/],
+    [flagMode("-listen", "127.0.0.1:", "-service-addr", ":1"), /^-listen: .*port must be/],
+    [flagMode("-listen", "127.0.0.1:65536", "-service-addr", ":1"), /^-listen: .*port must be/],
+    [flagMode("-listen", "8443", "-service-addr", ":1"), /^-listen: "8443" must be host:port$/],
+    [flagMode("-listen", "::1:8443", "-service-addr", ":1"), /^-listen: .*too many colons/],
+    [
+      flagMode("-listen", "bad host:8443", "-service-addr", ":1"),
+      /^-listen: .*"bad host" is not a host name/,
+    ],
+    [
+      flagMode("-listen", ":1", "-service-addr", "127.0.0.1:0x50"),
+      /^-service-addr: .*port must be/,
+    ],
+    [flagMode("-upstream", "db:1e3"), /^-upstream: "1e3": port must be/],
+    [
+      ["-sidecar-for", "a", "-authorize-timeout", ""],
+      /^-authorize-timeout: "" must be a whole number ≥ 1$/,
+    ],
+    [
+      ["-sidecar-for", "a", "-authorize-timeout", "0"],
+      /^-authorize-timeout: "0" must be a whole number ≥ 1$/,
+    ],
+    [["-sidecar-for", "a", "-handshake-timeout", "1e3"], /^-handshake-timeout: "1e3" must be/],
+    [["-sidecar-for", "a", "-connect-timeout", "0x10"], /^-connect-timeout: "0x10" must be/],
+    [["-sidecar-for", "a", "-drain-timeout", " 5"], /^-drain-timeout: " 5" must be/],
+    [
+      ["-sidecar-for", "a", "-drain-timeout", "9999999999"],
+      /^-drain-timeout: .* must be at most 2147483647$/,
+    ],
+    [["-sidecar-for", "a", "-max-inbound", ""], /^-max-inbound: "" must be a whole number ≥ 0$/],
+    [["-sidecar-for", "a", "-revoke-grace", ""], /^-revoke-grace: "" must be/],
+    [
+      ["-sidecar-for", "a", "-access-log-sample", ""],
+      /^-access-log-sample: "" must be a number from 0 to 1$/,
+    ],
+    [["-sidecar-for", "a", "-access-log-sample", "1e-1"], /^-access-log-sample: "1e-1" must be/],
+    [
+      ["-sidecar-for", "a", "-admin-bind", "127.0.0.1:x"],
+      /^-admin-bind: .*port must be a number 0-65535$/,
+    ],
+    [
+      ["-sidecar-for", "a", "-log-json=maybe"],
+      /^-log-json: takes no value or true\/false, got "maybe"$/,
+    ],
+  ];
+  for (const [args, re] of cases) {
+    assert.throws(
+      () => parseFlags(args),
+      (e) => e instanceof FlagError && re.test(e.message),
+      args.join(" "),
+    );
+  }
+});
+
+Deno.test("cli flags: booleans take Go's spellings; empty agent settings fall back to the environment", () => {
+  assert.equal(parseFlags(["-sidecar-for", "a", "-log-json=1"]).logJson, true);
+  assert.equal(parseFlags(["-sidecar-for", "a", "-log-json=F"]).logJson, false);
+  const o = parseFlags(["-sidecar-for", "a", "-http-addr", "", "-ca-file", ""]);
+  assert.equal(o.agent.address, undefined);
+  assert.equal(o.agent.caFile, undefined);
+  assert.deepEqual(parseFlags(["-sidecar-for", "a", "-admin-bind", ":0"]).admin, {
+    hostname: "0.0.0.0",
+    port: 0,
+  });
+});

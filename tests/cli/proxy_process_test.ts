@@ -110,3 +110,159 @@ Deno.test({
     await agent.close();
   },
 });
+
+/** A plain listener holding a loopback port, as another sidecar would. */
+async function squat(): Promise<{ port: number; close: () => Promise<void> }> {
+  const { default: net } = await import("node:net");
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+const STACK_LINE = /^\s+at /m;
+
+Deno.test({
+  name: "cli: an admin address in use (two sidecars, default flags) is one warning; the proxy runs",
+  sanitizeResources: false,
+  async fn() {
+    await using dev = await devAgent();
+    const agent = clientFor(dev);
+    const app = await echoServer();
+    const port = freePort();
+    await agent.register({
+      ID: "db-1",
+      Name: "db",
+      Port: app.port,
+      Connect: { SidecarService: { Port: port } },
+    });
+    const other = await squat(); // the first sidecar's admin app
+    const p = spawnProxy([
+      "-sidecar-for",
+      "db-1",
+      "-http-addr",
+      dev.address,
+      "-admin-bind",
+      `127.0.0.1:${other.port}`,
+      "-log-json",
+    ]);
+    try {
+      await eventually(() => p.logs().includes('"proxy ready"'), 20_000, "the proxy to be ready");
+      const web = (await agent.leaf("web")).value;
+      const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
+      const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
+      assert.equal(new TextDecoder().decode(await roundTrip(c, "served")), "served");
+    } finally {
+      p.child.kill("SIGTERM");
+    }
+    assert.equal(await p.exited(), 0);
+    const lines = p.logs().trim().split("\n").map((l) => JSON.parse(l));
+    const warning = lines.filter((l) => /admin app/.test(l["@message"]));
+    assert.equal(warning.length, 1, p.logs());
+    assert.equal(warning[0]["@level"], "warn");
+    assert.equal(
+      warning[0].error,
+      `cannot serve the admin app on 127.0.0.1:${other.port}: address already in use`,
+    );
+    assert.doesNotMatch(p.logs(), STACK_LINE);
+    await other.close();
+    await app.close();
+    await agent.close();
+  },
+});
+
+Deno.test({
+  name:
+    "cli: -proxy-id not registered yet — the admin app comes up and /ready says why; then it starts",
+  sanitizeResources: false,
+  async fn() {
+    await using dev = await devAgent();
+    const agent = clientFor(dev);
+    const app = await echoServer();
+    const p = spawnProxy([
+      "-proxy-id",
+      "db-proxy",
+      "-http-addr",
+      dev.address,
+      "-admin-bind",
+      "127.0.0.1:0",
+      "-log-json",
+    ]);
+    try {
+      await eventually(() => p.logs().includes("admin listening"), 20_000, "the admin app");
+      const url = p.logs().split("\n").filter((l) => l.includes("admin listening"))
+        .map((l) => JSON.parse(l).url)[0] as string;
+      const ready = async () => {
+        const res = await fetch(`${url}ready`);
+        return { status: res.status, problems: (await res.json()).problems as string[] };
+      };
+      await eventually(
+        async () =>
+          (await ready()).problems.some((m) =>
+            m.startsWith("registration: /v1/agent/service/db-proxy: HTTP 404")
+          ),
+        10_000,
+        "/ready to name the missing registration",
+      );
+      await agent.register({
+        Kind: "connect-proxy",
+        ID: "db-proxy",
+        Name: "db-proxy",
+        Port: freePort(),
+        Proxy: { DestinationServiceName: "db", LocalServicePort: app.port },
+      });
+      await eventually(async () => (await ready()).status === 200, 20_000, "/ready 200");
+    } finally {
+      p.child.kill("SIGTERM");
+    }
+    assert.equal(await p.exited(), 0);
+    assert.doesNotMatch(p.logs(), STACK_LINE);
+    await app.close();
+    await agent.close();
+  },
+});
+
+Deno.test({
+  name: "cli: expected failures are one line and an exit code, never a stack trace",
+  sanitizeResources: false,
+  async fn() {
+    await using dev = await devAgent();
+    const busy = await squat();
+    const closed = freePort();
+    const cases: [string, string[], number, RegExp][] = [
+      [
+        "public port in use",
+        ["-service", "db", "-listen", `127.0.0.1:${busy.port}`, "-service-addr", ":1"],
+        1,
+        new RegExp(`cannot bind 127\\.0\\.0\\.1:${busy.port}: address already in use`),
+      ],
+      [
+        "agent unreachable",
+        ["-sidecar-for", "db-1", "-http-addr", `127.0.0.1:${closed}`],
+        1,
+        /cannot start proxy.*agent unreachable/,
+      ],
+      ["bad agent address", ["-sidecar-for", "db-1", "-http-addr", "ftp://x"], 2, /-http-addr/],
+      [
+        "bad flag value",
+        ["-sidecar-for", "db-1", "-authorize-timeout", ""],
+        2,
+        /-authorize-timeout/,
+      ],
+    ];
+    for (const [what, args, code, message] of cases) {
+      const http = args.includes("-http-addr") ? [] : ["-http-addr", dev.address];
+      const p = spawnProxy([...args, ...http, "-admin-bind", ""]);
+      assert.equal(await p.exited(), code, `${what}: ${p.logs()}`);
+      assert.match(p.logs(), message, what);
+      assert.doesNotMatch(p.logs(), STACK_LINE, what);
+      if (code === 1) {
+        const errors = p.logs().split("\n").filter((l) => /error/i.test(l));
+        assert.equal(errors.length, 1, `${what}: one error line: ${p.logs()}`);
+      }
+    }
+    await busy.close();
+  },
+});
