@@ -32,11 +32,30 @@ export interface HttpOverConnections {
   close(): void;
 }
 
+/** Options of {@linkcode httpOverConnections}. */
+export interface HttpOverConnectionsOptions {
+  /**
+   * How long an idle keep-alive connection is kept open (Deno's node:http adds a second);
+   * 0 = no limit. @default {65000}
+   */
+  keepAliveTimeoutMs?: number;
+}
+
 /** Creates the HTTP layer for `handler`. */
-export function httpOverConnections(handler: MeshHandler, log: Logger): HttpOverConnections {
+export function httpOverConnections(
+  handler: MeshHandler,
+  log: Logger,
+  options: HttpOverConnectionsOptions = {},
+): HttpOverConnections {
+  const keepAliveTimeoutMs = options.keepAliveTimeoutMs ?? 65_000;
+  if (!Number.isFinite(keepAliveTimeoutMs) || keepAliveTimeoutMs < 0) {
+    throw new RangeError(
+      `serve: keepAliveTimeoutMs must be a number >= 0: current value is ${keepAliveTimeoutMs}`,
+    );
+  }
   const infos = new WeakMap<net.Socket, MeshRequestInfo>();
   const server = http.createServer((req, res) => void respond(req, res));
-  server.keepAliveTimeout = 65_000;
+  server.keepAliveTimeout = keepAliveTimeoutMs;
   // This server never listens (connections are handed to it), and Deno 2.9's node:http
   // destroys a socket after each response when its server is not listening — no keep-alive.
   // It is "listening" in the sense that matters: it accepts connections until close().

@@ -41,6 +41,11 @@ export interface ConnectOptions {
   handshakeTimeoutMs?: number;
   /** How long `connect()` waits for the first leaf and roots. @default {30000} */
   readyTimeoutMs?: number;
+  /**
+   * `fetch`: how long a pooled connection may stay idle before it is closed; keep it below
+   * the servers' keep-alive timeout. @default {30000}
+   */
+  fetchIdleTimeoutMs?: number;
 }
 
 /** Where and how to serve. */
@@ -51,6 +56,13 @@ export interface ServeOptions {
   hostname?: string;
   /** Most concurrent connections; 0 = unlimited. @default {0} */
   maxConnections?: number;
+  /**
+   * HTTP (`serve`): how long an idle keep-alive connection stays open before the server closes
+   * it (advertised in `Keep-Alive: timeout=…`; Deno's node:http waits a second longer); 0 = no
+   * limit. Clients should give up idle connections sooner (the mesh `fetch` does after 30 s,
+   * or a second before the advertised timeout). @default {65000}
+   */
+  keepAliveTimeoutMs?: number;
 }
 
 /** A running mTLS server of a Connect-native service. */
@@ -219,7 +231,9 @@ export class ConnectService implements AsyncDisposable {
    * request; the handler gets the caller's identity.
    */
   async serve(handler: MeshHandler, options: ServeOptions): Promise<MeshServer> {
-    const http = httpOverConnections(handler, this.#log);
+    const http = httpOverConnections(handler, this.#log, {
+      keepAliveTimeoutMs: options.keepAliveTimeoutMs,
+    });
     const gw = await this.#gateway(options, (c) => http.accept(c));
     const close = async (drainMs = 0) => {
       await gw.close(drainMs);
@@ -299,7 +313,7 @@ export class ConnectService implements AsyncDisposable {
     this.#fetch ??= createMeshFetch(async (host) => {
       await this.material.ready;
       return await dialThrough(this.#connector(host));
-    });
+    }, { idleTimeoutMs: this.#o.fetchIdleTimeoutMs });
     return this.#fetch.fetch(input, init);
   }
 
