@@ -541,7 +541,22 @@ export class Proxy implements AsyncDisposable {
       this.#inbound = await startInbound({
         material: this.material,
         service: config.service,
-        authorize: (req, opts) => this.#o.agent.authorize(req, opts),
+        // A 4xx from authorize (a 403: the token lacks service:write or intention:read on our
+        // service) is not an outage: every caller is refused until the token changes, so
+        // /ready says why until the agent answers again.
+        authorize: async (req, opts) => {
+          try {
+            const result = await this.#o.agent.authorize(req, opts);
+            this.#problem("authorize", undefined);
+            return result;
+          } catch (err) {
+            if (err instanceof AgentError && !err.retryable) {
+              const why = `authorize: ${describeFailure(err)}; every inbound connection is refused`;
+              this.#problem("authorize", why);
+            }
+            throw err;
+          }
+        },
         intentions: () => this.#intentions,
         bind: want.bind,
         app,
