@@ -116,6 +116,7 @@ class ConnectionPool {
     signal.throwIfAborted();
     const dialing = this.#dial(host).then((socket) => {
       this.#adopt(socket);
+      if (this.#closed) throw new Error("the client was closed while dialling");
       return socket;
     });
     const { promise, resolve, reject } = Promise.withResolvers<tls.TLSSocket>();
