@@ -185,3 +185,35 @@ Deno.test("drain: a self-registered proxy deregisters before it drains, not afte
   await app.close();
   await agent.close();
 });
+
+Deno.test("register: a listener on every address (-listen :8443) registers no address, so the agent's is used", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  const app = await echoServer();
+  const proxy = await startProxy({
+    agent,
+    config: {
+      service: "db",
+      upstreams: [],
+      publicListener: { hostname: "0.0.0.0", port: freePort() },
+      app: { hostname: "127.0.0.1", port: app.port },
+    },
+    register: { id: "db-proxy", name: "db-proxy" },
+  });
+  try {
+    await proxy.ready;
+    assert.equal(dev.catalog.get("db-proxy")?.Address, "");
+  } finally {
+    await proxy.close();
+    await app.close();
+    await agent.close();
+  }
+});
+
+Deno.test("startProxy: an empty proxyId or sidecarFor is a clear error", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  await assert.rejects(startProxy({ agent, proxyId: "" }), /^ProxyConfigError: proxyId: is empty$/);
+  await assert.rejects(startProxy({ agent, sidecarFor: "" }), /sidecarFor: is empty/);
+  await agent.close();
+});
