@@ -152,7 +152,8 @@ class ConnectionPool {
    * `idleMs` shortens the idle timeout for this socket (the server's keep-alive hint).
    */
   park(host: string, socket: tls.TLSSocket, idleMs = Infinity): void {
-    const ms = Math.min(this.#idleTimeoutMs, idleMs);
+    // setTimeout takes at most 2^31-1 ms (beyond, it fires at once).
+    const ms = Math.min(this.#idleTimeoutMs, idleMs, 2_147_483_647);
     if (this.#closed || !isOpen(socket) || ms <= 0) {
       socket.destroy();
       return;
