@@ -29,7 +29,16 @@ export class AgentError extends Error {
    */
   constructor(endpoint: string, status: number, consulMessage: string, options?: ErrorOptions) {
     const text = consulMessage.trim();
-    super(`${endpoint}: ${status} ${text || statusText(status)}`, options);
+    // Consul names the missing permission in most 403s, not all (health/connect says only
+    // "Permission denied"): then say what the endpoint needs.
+    const needs = status === 403 && !/lacks permission/.test(text)
+      ? neededPermission(endpoint)
+      : undefined;
+    super(
+      `${endpoint}: ${status} ${text || statusText(status)}` +
+        (needs ? ` (the ACL token needs ${needs})` : ""),
+      options,
+    );
     this.name = "AgentError";
     this.endpoint = endpoint;
     this.status = status;
@@ -154,6 +163,44 @@ export function isRetryable(err: unknown): boolean {
       err instanceof AgentDecodeError
     ? err.retryable
     : false;
+}
+
+/**
+ * What the ACL token needs for an endpoint meshgate calls, as measured against Consul 1.22.7
+ * with `default_policy = "deny"` (tests/integration/acl_test.ts); `undefined` for others.
+ */
+function neededPermission(endpoint: string): string | undefined {
+  const path = endpoint.replace(/^[A-Z]+ /, "").replace(/\?.*$/, "");
+  const name = (prefix: string) => {
+    const raw = path.slice(prefix.length);
+    try {
+      return JSON.stringify(decodeURIComponent(raw));
+    } catch {
+      return JSON.stringify(raw);
+    }
+  };
+  if (path.startsWith("/v1/health/connect/")) {
+    return `service:read on ${name("/v1/health/connect/")}; node:read and service:read on ` +
+      "its sidecar proxies, or their endpoints are left out";
+  }
+  if (path.startsWith("/v1/discovery-chain/")) {
+    return `service:read on ${name("/v1/discovery-chain/")}`;
+  }
+  if (path.startsWith("/v1/agent/connect/ca/leaf/")) {
+    return `service:write on ${name("/v1/agent/connect/ca/leaf/")}`;
+  }
+  if (path === "/v1/agent/connect/authorize") {
+    return "service:write and intention:read on the target service";
+  }
+  if (path === "/v1/connect/intentions/match") return "intention:read on the service";
+  if (path === "/v1/agent/service/register") {
+    return "service:write on the registered name (and on a proxy's destination service)";
+  }
+  if (path.startsWith("/v1/agent/service/deregister/") || path.startsWith("/v1/agent/check/")) {
+    return "service:write on the service";
+  }
+  if (path.startsWith("/v1/agent/service/")) return "service:read on the service";
+  return undefined;
 }
 
 function statusText(status: number): string {
