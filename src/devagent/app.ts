@@ -86,6 +86,13 @@ function json(c: Context, value: unknown, status = 200): Response {
   });
 }
 
+/** A duration in its largest whole unit, as Consul's configuration shows its defaults (`72h`). */
+function shortDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return `${ms / 1000}s`;
+}
+
 function text(c: Context, message: string, status: number): Response {
   return c.body(message, status as 400, { "Content-Type": "text/plain; charset=utf-8" });
 }
@@ -150,12 +157,17 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
     datacenter,
     () => ca.trustDomain,
     (destination, sources) => intentions.replaceDestination(destination, sources),
+    (service) => catalog.virtualIp(service),
   );
   const leaves = new Leaves(store, ca, { rotationJitterMs: options.rotationJitterMs });
   const faults = new Faults();
   const defaultWait = options.defaultWaitMs ?? 300_000;
   const jitter = options.blockingJitter ?? true;
   let caConfigIndex = store.index;
+  /** When each service's leaf was last fetched (issued or revalidated), for `Age`. */
+  const leafFetchedAt = new Map<string, number>();
+  /** Authorize targets asked about before: Consul's intention-match cache then hits. */
+  const authorizeCached = new Set<string>();
   const queries = new Map<
     string,
     { Name: string; Service: { Service: string; OnlyPassing: boolean } }
@@ -176,10 +188,11 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
     leaves.onRotation();
   }
 
+  // Consul's parseWait reads `wait` and `index` with `Query().Get`: an empty value is no value.
   function blockingParams(c: Context): { index: number; waitMs: number } {
     const q = c.req.query();
     let waitMs = defaultWait;
-    if (q.wait !== undefined) {
+    if (q.wait) {
       try {
         waitMs = parseGoDuration(q.wait);
       } catch {
@@ -190,25 +203,52 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
     waitMs = Math.min(waitMs, MAX_WAIT);
     if (jitter) waitMs += Math.random() * (waitMs / 16);
     let index = 0;
-    if (q.index !== undefined) {
+    if (q.index) {
       if (!/^\d+$/.test(q.index)) throw new BadRequest("Invalid index");
       index = Number(q.index);
     }
     return { index, waitMs };
   }
 
-  async function block(c: Context, current: () => number): Promise<number> {
+  /**
+   * Blocks while the resource's index is not above the requested one, then answers its index.
+   * A resource no write ever touched (`seen` false) answers the raft index the request arrived
+   * at, as Consul does (the table's index for a read, the snapshot's for a streaming one), not 1.
+   */
+  async function block(
+    c: Context,
+    current: () => number,
+    seen: () => boolean = () => true,
+  ): Promise<number> {
+    const arrivedAt = store.index;
     const { index, waitMs } = blockingParams(c);
     if (index > 0) {
       await store.waitUntil(() => current() > index, waitMs, c.req.raw.signal);
     }
-    return current();
+    return seen() ? current() : arrivedAt;
   }
 
-  function meta(c: Context, index: number): void {
+  /** Options of {@linkcode meta}: what Consul's `setMeta` writes besides the index. */
+  interface MetaOptions {
+    /** `X-Consul-KnownLeader`; a streaming answer has none to report. @default {true} */
+    knownLeader?: boolean;
+    /** `X-Consul-Query-Backend`, set by endpoints that run a server query. */
+    backend?: "blocking-query" | "streaming";
+    /** `X-Consul-Effective-Consistency: leader`, set where the handler records the level. */
+    consistency?: boolean;
+  }
+
+  function meta(c: Context, index: number, options: MetaOptions = {}): void {
     c.header("X-Consul-Index", String(Math.max(1, index)));
-    c.header("X-Consul-KnownLeader", "true");
+    c.header("X-Consul-KnownLeader", String(options.knownLeader ?? true));
     c.header("X-Consul-LastContact", "0");
+    if (options.consistency) c.header("X-Consul-Effective-Consistency", "leader");
+    if (options.backend) c.header("X-Consul-Query-Backend", options.backend);
+  }
+
+  /** A handler that returns nothing: Consul still sends its JSON content type. */
+  function empty(c: Context): Response {
+    return c.body(null, 200, { "Content-Type": "application/json; charset=utf-8" });
   }
 
   async function body(c: Context, prefix?: string): Promise<unknown> {
@@ -238,6 +278,7 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
               Server: true,
               Version: "1.22.7",
               BuildDate: "2026-04-22T00:00:00Z",
+              BindAddr: catalog.node.Address,
             },
             DebugConfig: {
               ConnectEnabled: true,
@@ -280,7 +321,7 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
           catalog.register(await body(c), {
             replaceExistingChecks: q !== undefined && q !== "false",
           });
-          return c.body(null, 200);
+          return empty(c);
         },
       },
     },
@@ -289,7 +330,7 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
       methods: {
         PUT: (c, m) => {
           catalog.deregister(decodeURIComponent(m[1]));
-          return c.body(null, 200);
+          return empty(c);
         },
       },
     },
@@ -298,14 +339,12 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
       methods: {
         GET: async (c, m) => {
           const id = decodeURIComponent(m[1]);
-          if (c.req.query("index") !== undefined && !/^\d+$/.test(c.req.query("index")!)) {
-            throw new BadRequest("Invalid index");
-          }
+          // Consul parses `wait` and `index` first, with or without `hash`: `?wait=zz` is a 400.
+          const { waitMs } = blockingParams(c);
           let view = serviceView(id);
           if (!view) return text(c, `unknown service ID: ${id}`, 404);
           const hash = c.req.query("hash");
           if (hash && hash === view.hash) {
-            const { waitMs } = blockingParams(c);
             await store.waitUntil(
               () => serviceView(id)?.hash !== hash,
               waitMs,
@@ -337,7 +376,7 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
             const status = m[1] === "pass" ? "passing" : m[1] === "warn" ? "warning" : "critical";
             catalog.updateCheck(id, status, c.req.query("note") ?? "");
           }
-          return c.body(null, 200);
+          return empty(c);
         },
       },
     },
@@ -345,9 +384,22 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
       pattern: /^\/v1\/agent\/connect\/authorize$/,
       methods: {
         POST: async (c) => {
-          c.header("X-Cache", "HIT");
-          c.header("Age", "0");
-          return json(c, intentions.authorize(await body(c)));
+          const raw = await body(c);
+          const result = intentions.authorize(raw);
+          // Consul answers from its intention-match cache: the first question about a target
+          // fetches (MISS), later ones hit the background-refreshed entry (HIT, Age 0). Errors
+          // come before the cache and carry neither header.
+          const target = String(
+            Object.entries(raw as object).find(([k]) => k.toLowerCase() === "target")?.[1],
+          );
+          if (authorizeCached.has(target)) {
+            c.header("X-Cache", "HIT");
+            c.header("Age", "0");
+          } else {
+            authorizeCached.add(target);
+            c.header("X-Cache", "MISS");
+          }
+          return json(c, result);
         },
       },
     },
@@ -356,8 +408,11 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
       methods: {
         GET: async (c, m) => {
           const index = await block(c, () => store.topicIndex(ROOTS_TOPIC));
-          meta(c, index);
-          if (m[1]) c.header("X-Cache", "HIT"), c.header("Age", "0");
+          meta(c, index, { backend: "blocking-query" });
+          // The agent's roots cache refreshes in the background: a read hits it (Age 0); a
+          // blocking read waits for the next fetch (MISS).
+          if (m[1] && blockingParams(c).index > 0) c.header("X-Cache", "MISS");
+          else if (m[1]) c.header("X-Cache", "HIT"), c.header("Age", "0");
           const roots = ca.roots;
           return json(c, {
             ActiveRootID: ca.activeRoot.ID,
@@ -374,19 +429,27 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
           const service = decodeURIComponent(m[1]);
           const q = c.req.query();
           let waitMs = 600_000;
-          if (q.wait !== undefined) {
+          if (q.wait) {
             try {
               waitMs = Math.min(parseGoDuration(q.wait), MAX_WAIT) || 600_000;
             } catch {
               throw new BadRequest("Invalid wait time");
             }
           }
-          if (q.index !== undefined && !/^\d+$/.test(q.index)) {
+          if (q.index && !/^\d+$/.test(q.index)) {
             throw new BadRequest("Invalid index");
           }
           const minIndex = Number(q.index ?? 0);
           let cert;
-          if (minIndex > 0) {
+          // Consul's leaf manager: a read without an index revalidates (a MISS, no Age); a
+          // blocking read whose index is already behind is served from the cache at once (a HIT
+          // with the Age of the last fetch); one that has to wait is a MISS.
+          if (minIndex > 0 && leaves.index(service) > minIndex) {
+            cert = await leaves.current(service);
+            const age = (Date.now() - (leafFetchedAt.get(service) ?? Date.now())) / 1000;
+            c.header("X-Cache", "HIT");
+            c.header("Age", age.toFixed(0));
+          } else if (minIndex > 0) {
             if (leaves.index(service) === 0) await leaves.current(service);
             await store.waitUntil(
               () => leaves.index(service) > minIndex,
@@ -394,11 +457,12 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
               c.req.raw.signal,
             );
             cert = await leaves.current(service);
+            leafFetchedAt.set(service, Date.now());
             c.header("X-Cache", "MISS");
           } else {
-            const before = leaves.index(service);
             cert = await leaves.current(service);
-            c.header("X-Cache", before === cert.ModifyIndex ? "HIT" : "MISS");
+            leafFetchedAt.set(service, Date.now());
+            c.header("X-Cache", "MISS");
           }
           c.header("X-Consul-Index", String(Math.max(1, cert.ModifyIndex)));
           return json(c, cert);
@@ -412,7 +476,7 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
           json(c, {
             Provider: "consul",
             Config: {
-              LeafCertTTL: `${Math.round(ca.leafTtlMs / 1000)}s`,
+              LeafCertTTL: shortDuration(ca.leafTtlMs),
               IntermediateCertTTL: "8760h",
               RootCertTTL: "87600h",
             },
@@ -453,7 +517,7 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
           } else {
             caConfigIndex = store.bump("ca-config");
           }
-          return c.body(null, 200);
+          return empty(c);
         },
       },
     },
@@ -492,15 +556,21 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
           }
           const names = c.req.queries("name") ?? [];
           if (!names.length) throw new BadRequest("required query parameter 'name' not set", 500);
-          const index = await block(c, () => store.topicIndex(INTENTIONS_TOPIC));
-          meta(c, index);
+          const index = await block(
+            c,
+            () => store.topicIndex(INTENTIONS_TOPIC),
+            () => store.seen(INTENTIONS_TOPIC),
+          );
+          meta(c, index, { backend: "blocking-query", consistency: true });
           const all = intentions.list();
           const field = by[0] === "source" ? "SourceName" : "DestinationName";
+          // A name nothing matches maps to `null` (a nil Go slice), as Consul 1.22.7 answers.
           return json(
             c,
-            Object.fromEntries(
-              names.map((n) => [n, all.filter((i) => i[field] === "*" || i[field] === n)]),
-            ),
+            Object.fromEntries(names.map((n) => {
+              const matched = all.filter((i) => i[field] === "*" || i[field] === n);
+              return [n, matched.length ? matched : null];
+            })),
           );
         },
       },
@@ -526,8 +596,12 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
       pattern: /^\/v1\/connect\/intentions$/,
       methods: {
         GET: async (c) => {
-          const index = await block(c, () => store.topicIndex(INTENTIONS_TOPIC));
-          meta(c, index);
+          const index = await block(
+            c,
+            () => store.topicIndex(INTENTIONS_TOPIC),
+            () => store.seen(INTENTIONS_TOPIC),
+          );
+          meta(c, index, { backend: "blocking-query" });
           let list = intentions.list();
           const filter = c.req.query("filter");
           const m = filter && /^(\w+)\s*==\s*["`]([^"`]*)["`]$/.exec(filter.trim());
@@ -554,14 +628,12 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
               }
             }
           }
-          const dc = c.req.query("compile-dc");
-          if (dc && dc !== datacenter) {
-            throw new BadRequest(`compile-dc "${dc}" is not known to this agent`, 500);
-          }
-          config.compile(name);
-          const index = await block(c, () => config.chainIndex(name));
-          meta(c, index);
-          return json(c, { Chain: config.compile(name) });
+          // Consul compiles for any `compile-dc` it is given (targets and SNIs in that dc).
+          const dc = c.req.query("compile-dc") || datacenter;
+          config.compile(name, dc);
+          const index = await block(c, () => config.chainIndex(name), () => config.anyWritten);
+          meta(c, index, { backend: "blocking-query", consistency: true });
+          return json(c, { Chain: config.compile(name, dc) });
         }]),
       ),
     },
@@ -582,11 +654,19 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
           // Subset filters (service-resolver `Subsets.*.Filter`) arrive here as `filter=`.
           const filter = c.req.query("filter");
           const matches = filter ? compileFilter(filter) : undefined;
-          const index = await block(c, () => store.topicIndex(topics.health(name)));
-          meta(c, index);
-          c.header("X-Consul-Query-Backend", "blocking-query");
+          const topic = topics.health(name);
+          const index = await block(c, () => store.topicIndex(topic), () => store.seen(topic));
+          // Consul 1.22 answers a blocking read from its streaming backend (no leader to report)
+          // and a plain read with a server query.
+          const streaming = blockingParams(c).index > 0;
+          meta(c, index, {
+            consistency: true,
+            backend: streaming ? "streaming" : "blocking-query",
+            knownLeader: !streaming,
+          });
           let entries = catalog.healthConnect(name, passing);
-          const tags = c.req.queries("tag") ?? [];
+          // Only the streaming path filters by `tag`: the server's connect query ignores it.
+          const tags = streaming ? c.req.queries("tag") ?? [] : [];
           if (tags.length) {
             entries = entries.filter((e) => tags.every((t) => e.Service.Tags.includes(t)));
           }
@@ -609,11 +689,13 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
       methods: {
         GET: (c, m) => {
           const e = config.get(m[1], decodeURIComponent(m[2]));
+          meta(c, config.tableIndex, { backend: "blocking-query" });
           return e ? json(c, e) : text(c, `Config entry not found for "${m[1]}" / "${m[2]}"`, 404);
         },
         DELETE: (c, m) => {
           config.delete(m[1], decodeURIComponent(m[2]));
-          return json(c, true);
+          // Consul answers `{}` (the `Deleted` boolean only for a `cas` delete).
+          return json(c, {});
         },
       },
     },
@@ -623,14 +705,35 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
         POST: async (c) => {
           const b = await body(c) as {
             Name?: string;
+            Session?: string;
             Service?: { Service?: string; OnlyPassing?: boolean };
           };
+          // Consul's PreparedQuery.Apply: parseQuery's checks, then the state store's.
+          const name = b.Name ?? "";
+          if (!name && !b.Session) {
+            throw new BadRequest("Invalid prepared query: Must be bound to a session", 500);
+          }
           if (!b.Service?.Service) {
-            throw new BadRequest("Must provide a Service name to query", 500);
+            throw new BadRequest(
+              "Invalid prepared query: Must provide a Service name to query",
+              500,
+            );
+          }
+          if (name && [...queries.values()].some((q) => q.Name === name)) {
+            throw new BadRequest(
+              `raft apply failed: name '${name}' aliases an existing query name`,
+              500,
+            );
+          }
+          if (queries.has(name)) {
+            throw new BadRequest(
+              `raft apply failed: name '${name}' aliases an existing query ID`,
+              500,
+            );
           }
           const id = crypto.randomUUID();
           queries.set(id, {
-            Name: b.Name ?? "",
+            Name: name,
             Service: { Service: b.Service.Service, OnlyPassing: b.Service.OnlyPassing === true },
           });
           store.bump("queries");
@@ -643,9 +746,17 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
       methods: {
         DELETE: (c, m) => {
           const id = decodeURIComponent(m[1]);
-          if (!queries.delete(id)) return text(c, "Query not found", 404);
+          if (id.length !== 36) {
+            throw new BadRequest(
+              "Prepared Query lookup failed: failed prepared query lookup: index error: UUID must be 36 characters",
+              500,
+            );
+          }
+          if (!queries.delete(id)) {
+            throw new BadRequest(`Cannot modify non-existent prepared query: '${id}'`, 500);
+          }
           store.bump("queries");
-          return json(c, null);
+          return empty(c);
         },
       },
     },
@@ -654,24 +765,50 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
       methods: {
         GET: (c, m) => {
           const key = decodeURIComponent(m[1]);
+          // Consul's execute answers index 1 (the RPC sets none) and, failing, knows no leader.
+          const dc = c.req.query("dc");
+          if (dc && dc !== datacenter) {
+            meta(c, 1, { knownLeader: false, backend: "blocking-query" });
+            throw new BadRequest("No path to datacenter", 500);
+          }
           const q = queries.get(key) ?? [...queries.values()].find((x) => x.Name === key);
-          if (!q) return text(c, "Query not found", 404);
+          if (!q) {
+            meta(c, 1, { knownLeader: false, backend: "blocking-query" });
+            return text(c, "Query not found", 404);
+          }
           const service = q.Service.Service;
           const connect = c.req.query("connect");
           const entries = connect !== undefined && connect !== "false"
             ? catalog.healthConnect(service, false)
             : [];
-          meta(c, store.topicIndex(topics.health(service)));
+          meta(c, 1, { consistency: true, backend: "blocking-query" });
           return json(c, {
             Service: service,
+            // Unlike the health endpoint, execute leaves Go's nil slices as null.
             Nodes: entries.filter((e) =>
               e.Checks.every((ch) =>
                 ch.Status !== "critical" && !(q.Service.OnlyPassing && ch.Status === "warning")
               )
-            ),
+            ).map((e) => ({
+              ...e,
+              Service: { ...e.Service, Tags: e.Service.Tags.length ? e.Service.Tags : null },
+              Checks: e.Checks.map((ch) => ({
+                ...ch,
+                ServiceTags: ch.ServiceTags.length ? ch.ServiceTags : null,
+              })),
+            })),
             DNS: { TTL: "" },
             Datacenter: datacenter,
+            PeerName: "",
             Failovers: 0,
+            // The embedded QueryMeta.
+            Index: 1,
+            LastContact: 0,
+            KnownLeader: true,
+            ConsistencyLevel: "leader",
+            NotModified: false,
+            Backend: 0,
+            ResultsFilteredByACLs: false,
           });
         },
       },

@@ -301,7 +301,9 @@ export class ConnectCA {
         ]),
         new x509.SubjectKeyIdentifierExtension((await keyId(keys.publicKey)).toHex()),
         new x509.AuthorityKeyIdentifierExtension(signer.keyId.toHex()),
-        new x509.SubjectAlternativeNameExtension([{ type: "url", value: uri }], false),
+        // Critical, as Go's x509 marks the SAN of a certificate with an empty subject (RFC 5280
+        // §4.2.1.6) and so as Consul's leaves carry it.
+        new x509.SubjectAlternativeNameExtension([{ type: "url", value: uri }], true),
       ],
     });
     const leafPem = cert.toString("pem").replaceAll("\r\n", "\n").trimEnd() + "\n";
@@ -365,7 +367,7 @@ export class ConnectCA {
           x509.ExtendedKeyUsage.serverAuth,
         ]),
         new x509.AuthorityKeyIdentifierExtension(signer.keyId.toHex()),
-        new x509.SubjectAlternativeNameExtension([{ type: "url", value: uri }]),
+        new x509.SubjectAlternativeNameExtension([{ type: "url", value: uri }], true),
       ],
     });
     return {

@@ -147,6 +147,10 @@ export class Catalog {
   readonly #options: CatalogOptions;
   readonly #services = new Map<string, LocalService>();
   readonly #checks = new Map<string, LocalCheck>();
+  /** Virtual IPs by mesh service name, as Consul's catalog assigns them (240.0.0.0/4). */
+  readonly #virtualIps = new Map<string, string>();
+  readonly #freedVirtualIps: string[] = [];
+  #virtualIpCounter = 0;
   #closed = false;
 
   /** Creates it; see the class documentation. */
@@ -175,6 +179,25 @@ export class Catalog {
   /** All local services. */
   all(): AgentService[] {
     return [...this.#services.values()].map((s) => s.service);
+  }
+
+  /**
+   * The virtual IP of a mesh service name: Consul's catalog gives one to the destination of each
+   * registered connect proxy (and to each Connect-native service) on first registration, counting
+   * up from 240.0.0.1, and frees it when the last instance named so is gone (freed IPs first).
+   */
+  virtualIp(name: string): string | undefined {
+    return this.#virtualIps.get(name);
+  }
+
+  #assignVirtualIp(name: string): void {
+    if (this.#virtualIps.has(name)) return;
+    let ip = this.#freedVirtualIps.shift();
+    if (!ip) {
+      const n = ++this.#virtualIpCounter;
+      ip = `${240 + (n >>> 24)}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+    }
+    this.#virtualIps.set(name, ip);
   }
 
   /** The mesh name a service's health entry is listed under (destination for proxies). */
@@ -385,6 +408,8 @@ export class Catalog {
         if (c.check.ServiceID === svc.ID && !keep.has(id)) this.#removeCheck(id);
       }
     }
+    const mesh = this.#meshName(svc);
+    if (mesh) this.#assignVirtualIp(mesh);
     this.#touch(svc);
   }
 
@@ -550,6 +575,12 @@ export class Catalog {
     if (!entry) return;
     this.#services.delete(id);
     for (const [cid, c] of this.#checks) if (c.check.ServiceID === id) this.#removeCheck(cid);
+    const name = entry.service.Service;
+    const ip = this.#virtualIps.get(name);
+    if (ip && ![...this.#services.values()].some((s) => s.service.Service === name)) {
+      this.#virtualIps.delete(name);
+      this.#freedVirtualIps.push(ip);
+    }
     this.#touch(entry.service);
   }
 
@@ -594,7 +625,9 @@ export class Catalog {
           Tags: s.Tags,
           Address: s.Address,
           TaggedAddresses: {
-            "consul-virtual": { Address: "240.0.0.1", Port: s.Port },
+            ...(this.#virtualIps.has(name)
+              ? { "consul-virtual": { Address: this.#virtualIps.get(name)!, Port: s.Port } }
+              : {}),
             ...s.TaggedAddresses,
           },
           // The catalog keeps an empty map as null (1.22.7).

@@ -13,7 +13,7 @@ import type {
 } from "../agent/types.ts";
 import { formatGoDuration, parseGoDuration } from "../agent/duration.ts";
 import { BadRequest } from "./strict.ts";
-import type { Store } from "./store.ts";
+import { contentHash, type Store } from "./store.ts";
 
 const KINDS = new Set([
   "service-resolver",
@@ -32,6 +32,17 @@ interface StoredEntry {
   entry: ConfigEntry;
   createIndex: number;
   modifyIndex: number;
+}
+
+/** A Go duration (string, or a number of nanoseconds) as integer nanoseconds; 0 when unset. */
+function durationNs(value: unknown): number {
+  if (typeof value === "number") return Math.trunc(value);
+  if (typeof value !== "string" || value === "") return 0;
+  try {
+    return Math.round(parseGoDuration(value) * 1e6);
+  } catch {
+    return 0;
+  }
 }
 
 interface FailoverSpec {
@@ -54,14 +65,17 @@ export class ConfigEntries {
     datacenter: string,
     trustDomain: () => string,
     onIntentions?: (destination: string, sources: Record<string, string>[]) => void,
+    virtualIp?: (service: string) => string | undefined,
   ) {
     this.#store = store;
     this.#datacenter = datacenter;
     this.#trustDomain = trustDomain;
     this.#onIntentions = onIntentions;
+    this.#virtualIp = virtualIp;
   }
 
   readonly #onIntentions?: (destination: string, sources: Record<string, string>[]) => void;
+  readonly #virtualIp?: (service: string) => string | undefined;
 
   /** `PUT /v1/config`. */
   put(body: unknown): void {
@@ -125,17 +139,36 @@ export class ConfigEntries {
     this.#store.bump(configTopic(entry.Name), configTopic("*"));
   }
 
-  /** `GET /v1/config/:kind/:name`. */
+  /**
+   * `GET /v1/config/:kind/:name`, with Consul's `Hash` (a uint64 of the entry's content; here
+   * 52 bits of its FNV hash, so it stays exact in JSON).
+   */
   get(
     kind: string,
     name: string,
-  ): (ConfigEntry & { CreateIndex: number; ModifyIndex: number }) | undefined {
+  ): (ConfigEntry & { Hash: number; CreateIndex: number; ModifyIndex: number }) | undefined {
     const e = this.#entries.get(`${kind}/${name}`);
-    return e && { ...e.entry, CreateIndex: e.createIndex, ModifyIndex: e.modifyIndex };
+    return e && {
+      ...e.entry,
+      Hash: parseInt(contentHash(e.entry).padStart(16, "0").slice(-13), 16),
+      CreateIndex: e.createIndex,
+      ModifyIndex: e.modifyIndex,
+    };
+  }
+
+  /** Whether any config entry was ever written (an unwritten table answers the raft index). */
+  get anyWritten(): boolean {
+    return this.#store.seen(configTopic("*"));
+  }
+
+  /** The index of the config-entries table: its last write, or the raft index if none. */
+  get tableIndex(): number {
+    return this.anyWritten ? this.#store.topicIndex(configTopic("*")) : this.#store.index;
   }
 
   /** `DELETE /v1/config/:kind/:name`: idempotent. */
   delete(kind: string, name: string): void {
+    if (!KINDS.has(kind)) throw new BadRequest(`invalid config entry kind: ${kind}`);
     if (kind === "service-intentions") {
       // Deleting the entry deletes every intention of that destination (as Consul does).
       this.#onIntentions?.(name, []);
@@ -180,17 +213,27 @@ export class ConfigEntries {
     return { ...(filter ? { Filter: filter } : {}), ...(onlyPassing ? { OnlyPassing: true } : {}) };
   }
 
-  /** Compiles the chain of `service` for the double's datacenter. */
-  compile(service: string): CompiledDiscoveryChain {
-    const dc = this.#datacenter;
+  /**
+   * Compiles the chain of `service` as Consul's `discoverychain.Compile` does, for the double's
+   * datacenter or the one `compile-dc` names: each target carries the `ConnectTimeout` of its own
+   * service's resolver (a failover target to another service gets that service's, 5 s by
+   * default), resolver nodes carry `RequestTimeout` in nanoseconds, failover targets pass through
+   * their own resolver's redirect and default subset without becoming nodes, and the chain
+   * carries the service's virtual IP (`AutoVirtualIPs`) once the catalog assigned one.
+   */
+  compile(service: string, datacenter: string = this.#datacenter): CompiledDiscoveryChain {
+    const dc = datacenter;
     const td = this.#trustDomain();
     const visited = new Set<string>([service]);
     const nodes: Record<string, DiscoveryGraphNode> = {};
     const targets: Record<string, DiscoveryTarget> = {};
     let isDefault = true;
 
+    const targetId = (svc: string, subset: string, datacenter: string) =>
+      `${subset ? subset + "." : ""}${svc}.default.default.${datacenter}`;
+
     const target = (svc: string, subset = "", datacenter = dc, timeout = "5s"): string => {
-      const id = `${subset ? subset + "." : ""}${svc}.default.default.${datacenter}`;
+      const id = targetId(svc, subset, datacenter);
       const sni = `${subset ? subset + "." : ""}${svc}.default.${datacenter}.internal.${td}`;
       targets[id] ??= {
         ID: id,
@@ -209,7 +252,26 @@ export class ConfigEntries {
       return id;
     };
 
-    const resolverNode = (svc: string, subset = "", datacenter = dc, depth = 0): string => {
+    /** Consul's `rewriteTarget`: another service resets the subset unless one is named. */
+    const rewrite = (
+      from: { svc: string; subset: string; dc: string },
+      to: { Service?: string; ServiceSubset?: string; Datacenter?: string },
+    ) => {
+      const svc = to.Service && to.Service !== from.svc ? to.Service : from.svc;
+      return {
+        svc,
+        subset: to.ServiceSubset || (svc !== from.svc ? "" : from.subset),
+        dc: to.Datacenter || from.dc,
+      };
+    };
+
+    /** Consul's `getResolverNode`: returns the resolved target's ID. */
+    const resolve = (
+      at: { svc: string; subset: string; dc: string },
+      forFailover = false,
+      depth = 0,
+    ): string => {
+      const { svc } = at;
       visited.add(svc);
       const resolver = this.#entry("service-resolver", svc);
       if (resolver) isDefault = false;
@@ -217,58 +279,61 @@ export class ConfigEntries {
         | { Service?: string; ServiceSubset?: string; Datacenter?: string }
         | undefined;
       if (redirect && depth < 8) {
-        return resolverNode(
-          redirect.Service ?? svc,
-          redirect.ServiceSubset ?? "",
-          redirect.Datacenter ?? datacenter,
-          depth + 1,
-        );
+        const next = rewrite(at, redirect);
+        if (targetId(next.svc, next.subset, next.dc) !== targetId(svc, at.subset, at.dc)) {
+          return resolve(next, forFailover, depth + 1);
+        }
+      }
+      const defaultSubset = String(resolver?.DefaultSubset ?? "");
+      if (!at.subset && defaultSubset && depth < 8) {
+        return resolve({ ...at, subset: defaultSubset }, forFailover, depth + 1);
       }
       const timeoutMs = resolver?.ConnectTimeout
         ? parseGoDuration(String(resolver.ConnectTimeout))
         : 0;
-      const timeout = formatGoDuration(timeoutMs || 5000);
-      const effectiveSubset = subset || String(resolver?.DefaultSubset ?? "");
-      const id = target(svc, effectiveSubset, datacenter, timeout);
+      const timeout = formatGoDuration(timeoutMs > 0 ? timeoutMs : 5000);
+      const id = target(svc, at.subset, at.dc, timeout);
       const key = `resolver:${id}`;
-      if (nodes[key]) return key;
-      const failover = (resolver?.Failover as Record<string, FailoverSpec> | undefined)?.[
-        effectiveSubset || "*"
-      ] ?? (resolver?.Failover as Record<string, FailoverSpec> | undefined)?.["*"];
-      const failoverTargets: string[] = [];
-      if (failover) {
-        if (failover.Targets?.length) {
-          for (const t of failover.Targets) {
-            failoverTargets.push(
-              target(t.Service ?? svc, t.ServiceSubset ?? "", t.Datacenter ?? datacenter, timeout),
-            );
-          }
-        } else if (failover.Datacenters?.length) {
-          for (const d of failover.Datacenters) {
-            failoverTargets.push(
-              target(failover.Service ?? svc, failover.ServiceSubset ?? "", d, timeout),
-            );
-          }
-        } else if (failover.Service || failover.ServiceSubset) {
-          failoverTargets.push(
-            target(failover.Service ?? svc, failover.ServiceSubset ?? "", datacenter, timeout),
-          );
-        }
-        for (const t of failoverTargets) visited.add(targets[t].Service);
-      }
-      nodes[key] = {
+      if (nodes[key] || forFailover) return id;
+      const requestTimeoutNs = durationNs(resolver?.RequestTimeout);
+      const node: DiscoveryGraphNode = {
         Type: "resolver",
         Name: id,
         Resolver: {
           ...(resolver ? {} : { Default: true }),
           ConnectTimeout: timeout,
+          ...(requestTimeoutNs ? { RequestTimeout: requestTimeoutNs } : {}),
           Target: id,
-          ...(failoverTargets.length ? { Failover: { Targets: failoverTargets } } : {}),
         },
         ...(resolver?.LoadBalancer ? { LoadBalancer: resolver.LoadBalancer } : {}),
       };
-      return key;
+      // Recorded before the failover is followed, so a loop ends here (as Consul does).
+      nodes[key] = node;
+      const specs = resolver?.Failover as Record<string, FailoverSpec> | undefined;
+      const failover = specs?.[at.subset] ?? specs?.["*"];
+      if (!failover) return id;
+      let candidates: { svc: string; subset: string; dc: string }[];
+      if (failover.Datacenters?.length) {
+        candidates = failover.Datacenters.map((d) =>
+          rewrite(at, {
+            Service: failover.Service,
+            ServiceSubset: failover.ServiceSubset,
+            Datacenter: d,
+          })
+        );
+      } else if (failover.Targets?.length) {
+        candidates = failover.Targets.map((t) => rewrite(at, t));
+      } else {
+        candidates = [rewrite(at, failover)];
+      }
+      const failoverTargets = candidates
+        .filter((c) => targetId(c.svc, c.subset, c.dc) !== id) // never fail over to yourself
+        .map((c) => resolve(c, true));
+      if (failoverTargets.length) node.Resolver!.Failover = { Targets: failoverTargets };
+      return id;
     };
+    const resolverNode = (svc: string, subset = ""): string =>
+      `resolver:${resolve({ svc, subset, dc })}`;
 
     const protocol = this.#protocol(service);
     let start: string;
@@ -288,6 +353,7 @@ export class ConfigEntries {
     }
     if (protocol !== "tcp") isDefault = false;
     this.#visited.set(service, visited);
+    const vip = this.#virtualIp?.(service);
     return {
       ServiceName: service,
       Namespace: "default",
@@ -298,8 +364,11 @@ export class ConfigEntries {
       StartNode: start,
       Nodes: nodes,
       Targets: targets,
-      AutoVirtualIPs: null,
-      ManualVirtualIPs: null,
+      // Consul reads the service's virtual IP into the chain: none is `null`, one is `[ip]`
+      // with an empty (not null) manual list.
+      ...(vip
+        ? { AutoVirtualIPs: [vip], ManualVirtualIPs: [] }
+        : { AutoVirtualIPs: null, ManualVirtualIPs: null }),
     };
   }
 }

@@ -37,6 +37,11 @@ export class Store {
     return max;
   }
 
+  /** Whether any write ever touched `topic`. */
+  seen(topic: string): boolean {
+    return this.#topics.has(topic);
+  }
+
   /**
    * Waits until `ready()` is true, `waitMs` passes, `signal` aborts or the store closes.
    * Re-checks on every write.

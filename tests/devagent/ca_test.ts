@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { ConnectCA, EKU, parseCertificate, parseSpiffeId, verifyChain } from "../../mod.ts";
+import "reflect-metadata"; // @peculiar/x509 needs it loaded first
+import * as x509 from "@peculiar/x509";
 import { fixture } from "../_helpers.ts";
 
 Deno.test("test-double CA: roots and leaves have the fields and extensions Consul's built-in CA gives", async () => {
@@ -31,6 +33,10 @@ Deno.test("test-double CA: roots and leaves have the fields and extensions Consu
   );
   assert.equal(leaf.authorityKeyId, root.SigningKeyID);
   assert.equal(leaf.isCA, false);
+  // The subject is empty, so the SAN is critical (RFC 5280 §4.2.1.6), as in Consul's leaves.
+  const san = new x509.X509Certificate(issued.cert.CertPEM)
+    .getExtension(x509.SubjectAlternativeNameExtension);
+  assert.equal(san?.critical, true);
   assert.match(issued.cert.SerialNumber, /^[0-9a-f]{2}(:[0-9a-f]{2})*$/);
   assert.equal(issued.cert.SerialNumber, leaf.serial);
   assert.match(issued.cert.PrivateKeyPEM, /^-----BEGIN EC PRIVATE KEY-----/);
