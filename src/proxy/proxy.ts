@@ -96,7 +96,12 @@ export async function findSidecar(agent: AgentClient, serviceId: string): Promis
     s.Proxy?.DestinationServiceID?.toLowerCase() === serviceId.toLowerCase()
   );
   if (matches.length === 0) {
-    throw new ProxyConfigError("-sidecar-for", `No sidecar proxy registered for ${serviceId}`);
+    // With ACLs on, the agent leaves out what the token cannot read, and says nothing.
+    throw new ProxyConfigError(
+      "-sidecar-for",
+      `No sidecar proxy registered for ${serviceId} (or none this ACL token can see: it needs ` +
+        "service:read on the sidecar's name)",
+    );
   }
   if (matches.length > 1) {
     throw new ProxyConfigError(

@@ -294,6 +294,19 @@ Deno.test({
         },
       );
 
+      await step(
+        "-sidecar-for without a token: the agent hides the sidecar, the error says so",
+        async () => {
+          // Consul answers /v1/agent/services with what the token may read, and nothing else:
+          // for the anonymous token (default deny), nothing.
+          const err = await startProxy({ agent: client(), sidecarFor: "db-1" }).catch((e) => e);
+          assert.match(
+            String(err),
+            /No sidecar proxy registered for db-1 \(or none this ACL token can see: it needs service:read/,
+          );
+        },
+      );
+
       const lines: string[] = [];
       const log = createLogger({ level: "info", json: true, write: (l) => lines.push(l) });
       const dbEvents: ProxyEvent[] = [];

@@ -76,3 +76,18 @@ Deno.test("acl: authorize answering 403 refuses every caller and /ready names it
     await agent.close();
   }
 });
+
+Deno.test("acl: -sidecar-for that finds nothing says the token may not see it", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  try {
+    const err = await startProxy({ agent, sidecarFor: "db-1" }).catch((e) => e);
+    assert.equal(
+      err.message,
+      "-sidecar-for: No sidecar proxy registered for db-1 (or none this ACL token can see: it " +
+        "needs service:read on the sidecar's name)",
+    );
+  } finally {
+    await agent.close();
+  }
+});
