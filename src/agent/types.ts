@@ -22,7 +22,10 @@ export interface CARoot {
   NotAfter: string;
   /** The root certificate PEM. */
   RootCert: string;
-  /** PEMs that peers send after their leaf (cross-signed root first after a rotation). */
+  /**
+   * PEMs that peers send after their leaf (cross-signed root first after a rotation). Consul
+   * sends `null` when there are none; the client's decoder turns that into `[]`.
+   */
   IntermediateCerts: string[] | null;
   /** True for exactly one root: the one that signs new leaves. */
   Active: boolean;
@@ -285,7 +288,7 @@ export interface CatalogService {
   Address: string;
   /** Named addresses; `consul-virtual` must never be dialled. */
   TaggedAddresses?: Record<string, ServiceAddress>;
-  /** Metadata; `null` when empty. */
+  /** Metadata; Consul sends `null` when empty (the client's decoder gives `{}`). */
   Meta: Record<string, string> | null;
   /** Port. */
   Port: number;
@@ -383,6 +386,14 @@ export interface PreparedQueryResult {
   Datacenter: string;
   /** How many failovers were tried. */
   Failovers: number;
+  /** The cluster peer that answered (`""` locally). */
+  PeerName?: string;
+  /** The embedded `QueryMeta`: Consul 1.22.7 sends `Index` (1), `LastContact`, `KnownLeader`… */
+  Index?: number;
+  /** Whether the answering server knew a leader. */
+  KnownLeader?: boolean;
+  /** `leader`, `stale` or `consistent`. */
+  ConsistencyLevel?: string;
 }
 
 /** A target of a compiled discovery chain. */
@@ -423,7 +434,7 @@ export interface DiscoveryResolver {
   Default?: boolean;
   /** Go duration string. */
   ConnectTimeout: string;
-  /** Integer nanoseconds. */
+  /** Integer nanoseconds (Go's `time.Duration`); absent when the resolver sets none. */
   RequestTimeout?: number;
   /** The primary target ID. */
   Target: string;
@@ -469,9 +480,12 @@ export interface CompiledDiscoveryChain {
   Nodes: Record<string, DiscoveryGraphNode>;
   /** Targets by ID. */
   Targets: Record<string, DiscoveryTarget>;
-  /** Usually `null`. */
+  /**
+   * The service's virtual IP (`["240.0.0.1"]`) once the catalog gave it one (a connect proxy or
+   * a Connect-native instance was registered); `null` before. The client's decoder gives `[]`.
+   */
   AutoVirtualIPs?: string[] | null;
-  /** Usually `null`. */
+  /** `[]` beside an assigned virtual IP, else `null` (`[]` after the client's decoder). */
   ManualVirtualIPs?: string[] | null;
 }
 
