@@ -15,12 +15,17 @@ import {
   startConsulWithAcls,
 } from "./_consul.ts";
 import {
+  decodeAgentSelf,
   decodeAgentService,
   decodeAgentServices,
+  decodeAuthorize,
+  decodeCAConfig,
   decodeChain,
+  decodeIntention,
   decodeIntentionMatch,
   decodeIntentions,
   decodeLeaf,
+  decodePreparedQuery,
   type Decoder,
   decodeRoots,
   decodeServiceEntries,
@@ -90,7 +95,10 @@ const HEADERS: Record<string, "value" | "present" | "index"> = {
 class Recorder {
   readonly observations = new Map<string, Observation>();
   /** Every recorded step's answer, for checks beyond the comparison. */
-  readonly answers = new Map<string, { status: number; json?: unknown }>();
+  readonly answers = new Map<
+    string,
+    { method: string; path: string; status: number; json?: unknown }
+  >();
   /** Strings replaced before values are compared (trust domain, node name…). */
   readonly replacements: [string, string][] = [];
   /** @param token sent as `X-Consul-Token` when given */
@@ -154,7 +162,7 @@ class Recorder {
     } catch {
       // a plain-text answer
     }
-    if (step) this.answers.set(step, { status: res.status, json });
+    if (step) this.answers.set(step, { method, path, status: res.status, json });
     const index = res.headers.has("X-Consul-Index")
       ? Number(res.headers.get("X-Consul-Index"))
       : undefined;
@@ -626,6 +634,43 @@ function diff(double: Recorder, consul: Recorder): string[] {
   return out;
 }
 
+/** meshgate's decoder for each read it makes, by path. */
+const DECODERS: [RegExp, Decoder<unknown>][] = [
+  [/^\/v1\/agent\/connect\/ca\/roots/, decodeRoots],
+  [/^\/v1\/agent\/connect\/ca\/leaf\//, decodeLeaf],
+  [/^\/v1\/agent\/service\/(?!register|deregister)/, decodeAgentService],
+  [/^\/v1\/agent\/services/, decodeAgentServices],
+  [/^\/v1\/agent\/self/, decodeAgentSelf],
+  [/^\/v1\/agent\/connect\/authorize/, decodeAuthorize],
+  [/^\/v1\/connect\/ca\/configuration/, decodeCAConfig],
+  [/^\/v1\/discovery-chain\//, decodeChain],
+  [/^\/v1\/health\/connect\//, decodeServiceEntries],
+  [/^\/v1\/query\/[^/]+\/execute/, decodePreparedQuery],
+  [/^\/v1\/connect\/intentions\/match/, decodeIntentionMatch],
+  [/^\/v1\/connect\/intentions\/exact/, decodeIntention],
+  [/^\/v1\/connect\/intentions(\?|$)/, decodeIntentions],
+];
+
+/** Runs meshgate's decoders on every successful read (and authorize) an agent answered. */
+function undecodable(rec: Recorder): string[] {
+  const out: string[] = [];
+  let decoded = 0;
+  for (const [step, a] of rec.answers) {
+    if (a.method !== "GET" && !a.path.includes("authorize")) continue;
+    if (a.status !== 200 || a.json === undefined) continue;
+    const decode = DECODERS.find(([re]) => re.test(a.path))?.[1];
+    if (!decode) continue;
+    try {
+      decode(structuredClone(a.json));
+      decoded++;
+    } catch (err) {
+      out.push(`${step}: meshgate cannot decode the answer: ${(err as Error).message}`);
+    }
+  }
+  if (decoded < 40) out.push(`only ${decoded} answers decoded: the scenario lost its reads`);
+  return out;
+}
+
 /** The differences `ALLOWED` does not explain, and allowances that explained nothing. */
 function judge(double: Recorder, consul: Recorder, allowed: Allowance[]): string[] {
   const used = new Set<Allowance>();
@@ -727,6 +772,8 @@ Deno.test({
     const real = new Recorder(consul.url);
     await Promise.all([scenario(double), scenario(real)]);
     assert.deepEqual(judge(double, real, ALLOWED), []);
+    assert.deepEqual(undecodable(real), []);
+    assert.deepEqual(undecodable(double), []);
   },
 });
 
