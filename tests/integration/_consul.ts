@@ -291,3 +291,274 @@ export async function createAclToken(
   }
   return JSON.parse(await consulCli(consul, consul.managementToken, args)) as AclToken;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Agents of any shape (servers, clients, several datacenters), for the multi-datacenter and
+// server-cluster suites.
+
+const handedOut = new Set<number>();
+
+/**
+ * `count` ports that accept a TCP listener on 127.0.0.1 right now, scanning `from`..`to` (a
+ * helper's own range, outside the kernel's ephemeral range so that no outgoing socket takes one
+ * while an agent restarts). A port is handed out once per process.
+ */
+export function reservePorts(count: number, range: { from: number; to: number }): number[] {
+  const out: number[] = [];
+  for (let port = range.from; port <= range.to && out.length < count; port++) {
+    if (handedOut.has(port)) continue;
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+    } catch {
+      continue; // taken
+    }
+    handedOut.add(port);
+    out.push(port);
+  }
+  if (out.length < count) {
+    throw new Error(
+      `reservePorts: only ${out.length} of ${count} free ports in ${range.from}-${range.to}`,
+    );
+  }
+  return out;
+}
+
+/** The ports of one agent (DNS, HTTPS and gRPC are off). */
+export interface ConsulPorts {
+  /** HTTP API. */
+  http: number;
+  /** Serf LAN gossip (TCP and UDP). */
+  serfLan: number;
+  /** Serf WAN gossip (servers). */
+  serfWan: number;
+  /** Server RPC and Raft. */
+  server: number;
+}
+
+/** How to start one agent with {@linkcode startConsulAgent}. */
+export interface ConsulAgentOptions {
+  /** Node name, unique in the cluster. */
+  node: string;
+  /** Its ports; the agent keeps them across restarts. */
+  ports: ConsulPorts;
+  /** `-datacenter`. @default {"dc1"} */
+  datacenter?: string;
+  /** `-dev` (in-memory, a server that bootstraps alone). */
+  dev?: boolean;
+  /** `-server`. */
+  server?: boolean;
+  /** `-bootstrap-expect`. */
+  bootstrapExpect?: number;
+  /** `-retry-join` addresses (`127.0.0.1:<serf_lan>`). */
+  retryJoin?: string[];
+  /** `-retry-join-wan` addresses (`127.0.0.1:<serf_wan>`). */
+  retryJoinWan?: string[];
+  /** More `-hcl` fragments. */
+  hcl?: string[];
+  /** `-log-level`. @default {"warn"} */
+  logLevel?: string;
+}
+
+/** One real agent process, which can be killed and started again on the same data dir. */
+export interface ConsulAgent extends AsyncDisposable {
+  /** The node name. */
+  readonly node: string;
+  /** The datacenter. */
+  readonly datacenter: string;
+  /** Its ports. */
+  readonly ports: ConsulPorts;
+  /** `http://127.0.0.1:<http>`. */
+  readonly url: string;
+  /** `127.0.0.1:<http>`, for `AgentClient({ address })`. */
+  readonly address: string;
+  /** The binary. */
+  readonly binary: string;
+  /** The data dir (kept across restarts, removed by `stop()`). */
+  readonly dataDir: string;
+  /** The process ID while it runs. */
+  readonly pid: number | undefined;
+  /** Whether the process runs. */
+  readonly isRunning: boolean;
+  /** Its log so far (the last 256 KiB), across restarts. */
+  logs(): string;
+  /** Sends `signal` and waits until the process is gone (SIGKILL after `graceMs`). */
+  kill(signal?: Deno.Signal, graceMs?: number): Promise<void>;
+  /** Starts the process again (same flags, same data dir); resolves once HTTP answers. */
+  start(): Promise<void>;
+  /** Kills the process if it runs and removes the data dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts one `consul agent` on loopback and waits until its HTTP API answers (not for a leader:
+ * a cluster has none until enough servers joined; see {@linkcode waitForLeader}).
+ */
+export async function startConsulAgent(options: ConsulAgentOptions): Promise<ConsulAgent> {
+  const binary = consulBinary();
+  if (!binary) throw new Error("no consul binary");
+  const { node, ports } = options;
+  const datacenter = options.datacenter ?? "dc1";
+  const dataDir = await Deno.makeTempDir({ prefix: `meshgate-consul-${node}-` });
+  const args = [
+    "agent",
+    `-node=${node}`,
+    `-datacenter=${datacenter}`,
+    "-bind=127.0.0.1",
+    "-client=127.0.0.1",
+    `-log-level=${options.logLevel ?? "warn"}`,
+    `-data-dir=${dataDir}`,
+    "-hcl=disable_update_check = true",
+    `-hcl=ports { http = ${ports.http}, https = -1, grpc = -1, grpc_tls = -1, dns = -1, ` +
+    `serf_lan = ${ports.serfLan}, serf_wan = ${ports.serfWan}, server = ${ports.server} }`,
+    ...(options.dev ? ["-dev"] : []),
+    ...(options.server ? ["-server"] : []),
+    ...(options.bootstrapExpect ? [`-bootstrap-expect=${options.bootstrapExpect}`] : []),
+    ...(options.retryJoin ?? []).flatMap((a) => [`-retry-join=${a}`, "-retry-interval=1s"]),
+    ...(options.retryJoinWan ?? []).flatMap((
+      a,
+    ) => [`-retry-join-wan=${a}`, "-retry-interval-wan=1s"]),
+    ...(options.hcl ?? []).map((h) => `-hcl=${h}`),
+  ];
+  let log = "";
+  let child: Deno.ChildProcess | undefined;
+  let draining: Promise<unknown> = Promise.resolve();
+  let stopped = false;
+  const url = `http://127.0.0.1:${ports.http}`;
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      log = (log + chunk).slice(-262_144);
+    }
+  };
+  const kill = async (signal: Deno.Signal = "SIGTERM", graceMs = 5000) => {
+    const c = child;
+    if (!c) return;
+    try {
+      c.kill(signal);
+    } catch {
+      // already gone
+    }
+    const timer = setTimeout(() => {
+      try {
+        c.kill("SIGKILL");
+      } catch {
+        // gone
+      }
+    }, graceMs);
+    await c.status;
+    clearTimeout(timer);
+    await draining;
+    if (child === c) child = undefined;
+  };
+  const start = async () => {
+    if (stopped) throw new Error(`consul ${node}: stopped for good`);
+    if (child) throw new Error(`consul ${node}: already running (pid ${child.pid})`);
+    const c = new Deno.Command(binary, { args, stdout: "piped", stderr: "piped" }).spawn();
+    child = c;
+    draining = Promise.all([collect(c.stdout), collect(c.stderr)]);
+    let exited = false;
+    c.status.then(() => exited = true);
+    const deadline = Date.now() + 30_000;
+    while (true) {
+      if (exited) {
+        await kill();
+        throw new Error(`consul ${node} exited at start:\n${log.slice(-3000)}`);
+      }
+      try {
+        const res = await fetch(`${url}/v1/agent/self`, { signal: AbortSignal.timeout(2000) });
+        await res.body?.cancel();
+        if (res.ok) return;
+      } catch {
+        // not up yet
+      }
+      if (Date.now() > deadline) {
+        await kill("SIGKILL");
+        throw new Error(`consul ${node}: HTTP did not answer within 30 s:\n${log.slice(-3000)}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const stop = async () => {
+    stopped = true;
+    await kill("SIGTERM", 3000);
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  };
+  try {
+    await start();
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    node,
+    datacenter,
+    ports,
+    url,
+    address: `127.0.0.1:${ports.http}`,
+    binary,
+    dataDir,
+    get pid() {
+      return child?.pid;
+    },
+    get isRunning() {
+      return child !== undefined;
+    },
+    logs: () => log,
+    kill,
+    start,
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}
+
+/**
+ * Polls `check` every `intervalMs` until it returns a value other than `undefined`/`false`, or
+ * fails after `ms` with `what` (and `detail()`, e.g. agent logs). Errors thrown by `check` count
+ * as "not yet"; the last one is in the failure message.
+ */
+export async function waitUntil<T>(
+  what: string,
+  ms: number,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  options: { intervalMs?: number; detail?: () => string } = {},
+): Promise<T> {
+  const started = Date.now();
+  let last = "";
+  while (true) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v as T;
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err);
+    }
+    if (Date.now() - started > ms) {
+      throw new Error(
+        `timed out after ${ms} ms waiting for ${what}` + (last ? ` (last error: ${last})` : "") +
+          (options.detail ? `\n${options.detail()}` : ""),
+      );
+    }
+    await new Promise((r) => setTimeout(r, options.intervalMs ?? 100));
+  }
+}
+
+/** `GET` a Consul HTTP path as JSON, with a 5 s timeout; throws on a non-2xx answer. */
+export async function consulGet<T = unknown>(url: string, path: string): Promise<T> {
+  const res = await fetch(`${url}${path}`, { signal: AbortSignal.timeout(5000) });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`GET ${path}: HTTP ${res.status}: ${text.slice(0, 300)}`);
+  return JSON.parse(text) as T;
+}
+
+/**
+ * Waits until the agent at `url` knows a Raft leader and returns its server address
+ * (`127.0.0.1:<server port>`); `not` skips a leader that is known to be dead.
+ */
+export function waitForLeader(
+  url: string,
+  ms: number,
+  options: { not?: string; detail?: () => string } = {},
+): Promise<string> {
+  return waitUntil(`a Raft leader seen by ${url}`, ms, async () => {
+    const leader = await consulGet<string>(url, "/v1/status/leader");
+    return leader && leader !== options.not ? leader : undefined;
+  }, { intervalMs: 100, detail: options.detail });
+}
