@@ -76,6 +76,12 @@ export interface AgentClientOptions extends AgentConnectionOptions {
   requestTimeoutMs?: number;
   /** Defaults for every blocking query the client creates. */
   watchDefaults?: Omit<BlockingQueryOptions<unknown>, "name" | "mode" | "equals">;
+  /**
+   * Adds `stale` to every read the Consul servers answer (everything but `/v1/agent/…`), so any
+   * server, not only the leader, may answer it (the Consul CLI's `-stale`).
+   * @default {false}
+   */
+  stale?: boolean;
 }
 
 /** Per-request options. */
@@ -164,6 +170,7 @@ export class AgentClient {
   readonly #fetch: typeof fetch & { close?: () => void };
   readonly #timeoutMs: number;
   readonly #watchDefaults: AgentClientOptions["watchDefaults"];
+  readonly #stale: boolean;
   readonly #watches = new Map<string, BlockingQuery<unknown>>();
   #reach: AgentReachability = {};
 
@@ -179,6 +186,7 @@ export class AgentClient {
     this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
     this.#timeoutMs = options.requestTimeoutMs ?? 30_000;
     this.#watchDefaults = options.watchDefaults;
+    this.#stale = options.stale ?? false;
   }
 
   /** Whether a token is configured (the token itself is never exposed). */
@@ -211,6 +219,11 @@ export class AgentClient {
     const query: AgentQuery = { ...call.query };
     if (this.config.namespace) query.ns = this.config.namespace;
     if (this.config.partition) query.partition = this.config.partition;
+    // As Consul's Go client: the configured datacenter unless the call names its own.
+    if (this.config.datacenter && !query.dc) query.dc = this.config.datacenter;
+    if (this.#stale && call.method === "GET" && !call.path.startsWith("/v1/agent/")) {
+      query.stale = true;
+    }
     for (const [k, v] of Object.entries(query)) {
       if (v === undefined || v === false) continue;
       for (const item of Array.isArray(v) ? v : [v]) {

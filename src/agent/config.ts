@@ -30,6 +30,11 @@ export interface AgentConnectionOptions {
   sslVerify?: boolean;
   /** CA bundle for the agent's HTTPS certificate (`CONSUL_CACERT`). */
   caFile?: string;
+  /**
+   * Directory of CA certificates (PEM) for the agent's HTTPS, read recursively
+   * (`CONSUL_CAPATH`). As in Consul, a CA file (`caFile` or `CONSUL_CACERT`) wins over it.
+   */
+  caPath?: string;
   /** Client certificate for the agent (`CONSUL_CLIENT_CERT`). */
   clientCert?: string;
   /** Client key for the agent (`CONSUL_CLIENT_KEY`). */
@@ -40,6 +45,11 @@ export interface AgentConnectionOptions {
   namespace?: string;
   /** Enterprise admin partition (`CONSUL_PARTITION`); sent only when set. */
   partition?: string;
+  /**
+   * Datacenter to query (the Consul CLI's `-datacenter`): sent as `dc` on every request that
+   * names none itself, as Consul's Go client does. Default: the agent's.
+   */
+  datacenter?: string;
 }
 
 /** The resolved connection settings. The token is kept out of this object on purpose. */
@@ -61,6 +71,8 @@ export interface AgentConfig {
   sslVerify: boolean;
   /** CA bundle path. */
   caFile?: string;
+  /** CA directory path (used only without a CA bundle). */
+  caPath?: string;
   /** Client certificate path. */
   clientCert?: string;
   /** Client key path. */
@@ -71,6 +83,8 @@ export interface AgentConfig {
   namespace?: string;
   /** Partition to send, if any. */
   partition?: string;
+  /** Datacenter to send as `dc`, if any. */
+  datacenter?: string;
 }
 
 /** Environment variables the client reads, as the Consul CLI names them. */
@@ -81,6 +95,7 @@ export const AGENT_ENV_VARS = [
   "CONSUL_HTTP_SSL",
   "CONSUL_HTTP_SSL_VERIFY",
   "CONSUL_CACERT",
+  "CONSUL_CAPATH",
   "CONSUL_CLIENT_CERT",
   "CONSUL_CLIENT_KEY",
   "CONSUL_TLS_SERVER_NAME",
@@ -155,11 +170,13 @@ export function resolveAgentConfig(
     ...(tokenFile ? { tokenFile, tokenFileSetting } : {}),
     sslVerify,
     caFile: options.caFile ?? (env.CONSUL_CACERT || undefined),
+    caPath: options.caPath ?? (env.CONSUL_CAPATH || undefined),
     clientCert: options.clientCert ?? (env.CONSUL_CLIENT_CERT || undefined),
     clientKey: options.clientKey ?? (env.CONSUL_CLIENT_KEY || undefined),
     tlsServerName: options.tlsServerName ?? (env.CONSUL_TLS_SERVER_NAME || undefined),
     namespace: options.namespace ?? (env.CONSUL_NAMESPACE || undefined),
     partition: options.partition ?? (env.CONSUL_PARTITION || undefined),
+    datacenter: options.datacenter || undefined,
   };
   let config: AgentConfig;
   if (address.startsWith("unix://")) {

@@ -8,13 +8,18 @@ import type { ProxyConfig } from "../proxy/config.ts";
 import type { ProxyLimits } from "../proxy/proxy.ts";
 import type { UpstreamConfig } from "../outbound/listener.ts";
 import type { AgentConnectionOptions } from "../agent/config.ts";
+import type { AgentClientOptions } from "../agent/client.ts";
+import { parseGoDuration } from "../agent/duration.ts";
 
 /** What the command line asks for. */
 export interface CliOptions {
   /** Print help and exit. */
   help: boolean;
-  /** Agent connection settings from flags (environment fills the rest). */
-  agent: AgentConnectionOptions;
+  /**
+   * Agent settings from flags (environment fills the rest): Consul's HTTP API flags, `-stale`
+   * included.
+   */
+  agent: AgentConnectionOptions & Pick<AgentClientOptions, "stale">;
   /** `-proxy-id`. */
   proxyId?: string;
   /** `-sidecar-for`. */
@@ -39,6 +44,8 @@ export interface CliOptions {
   logLevel: LogLevel;
   /** `-log-json`. */
   logJson: boolean;
+  /** `-pprof-addr` and `-pprof-timeout`: where to serve profiles; absent when off. */
+  pprof?: { hostname: string; port: number; timeoutMs: number };
 }
 
 /** A bad flag. */
@@ -54,112 +61,202 @@ export class FlagError extends Error {
   }
 }
 
-interface FlagSpec {
+/** Where a flag comes from: `consul connect proxy`'s own, Consul's HTTP API flags, or ours. */
+export type FlagSection = "proxy" | "http" | "meshgate";
+
+/** One flag: how it parses and what `-help` says about it. */
+export interface FlagSpec {
+  /** The name without dashes, e.g. `sidecar-for`. */
   name: string;
+  /** The value's placeholder; absent for a boolean flag (`-flag`, `-flag=false`). */
   value?: string;
+  /** One line of help. */
   help: string;
+  /** The default, as shown in `-help`. */
   default?: string;
+  /** The help section. */
+  section: FlagSection;
 }
 
 /** Every flag, for parsing and for `-help`. */
 export const FLAGS: FlagSpec[] = [
+  // ---- consul connect proxy's own flags (Consul 1.22 command/connect/proxy) ----
   {
+    section: "proxy",
     name: "sidecar-for",
     value: "id",
     help: "run the sidecar registered for this service instance ID (env CONNECT_SIDECAR_FOR)",
   },
   {
+    section: "proxy",
     name: "proxy-id",
     value: "id",
     help: "run the connect-proxy registration with this ID (env CONNECT_PROXY_ID)",
   },
-  { name: "service", value: "name", help: "flag mode: the service this proxy represents" },
   {
+    section: "proxy",
+    name: "service",
+    value: "name",
+    help: "flag mode: the service this proxy represents",
+  },
+  {
+    section: "proxy",
     name: "listen",
     value: "host:port",
     help: "flag mode: public mTLS listener (none: client-only proxy)",
   },
   {
+    section: "proxy",
     name: "service-addr",
     value: "host:port",
     help: "flag mode: the local application (required with -listen)",
   },
   {
+    section: "proxy",
     name: "upstream",
     value: "name[.service|.query]:[host:]port",
     help: "flag mode: an upstream listener (repeatable)",
   },
   {
+    section: "proxy",
     name: "register",
     help: "flag mode: register this proxy with the agent and keep a TTL check passing",
   },
   {
+    section: "proxy",
     name: "register-id",
     value: "suffix",
     help: "suffix of the registered ID (<service>-proxy-<suffix>)",
   },
   {
+    section: "proxy",
+    name: "log-level",
+    value: "level",
+    help: "trace, debug, info, warn, error (any case; err = error)",
+    default: "info",
+  },
+  { section: "proxy", name: "log-json", help: "log one JSON object per line" },
+  {
+    section: "proxy",
+    name: "pprof-addr",
+    value: "host:port",
+    help: "serve V8 CPU and heap-allocation profiles on http://<addr>/debug/pprof/ " +
+      "(Chrome DevTools formats: Go's pprof cannot profile V8; needs --allow-sys=inspector); " +
+      ":port is every address",
+  },
+  {
+    section: "proxy",
+    name: "pprof-timeout",
+    value: "duration",
+    help: "a profile's ?seconds= window must be shorter than this, as Go's pprof under " +
+      "Consul's WriteTimeout (Go duration, at least 1s)",
+    default: "30s",
+  },
+  // ---- Consul's HTTP API flags (command/flags/http.go: client and server flags) ----
+  {
+    section: "http",
     name: "http-addr",
     value: "addr",
-    help: "agent address (env CONSUL_HTTP_ADDR)",
+    help: "agent address: host:port, http(s)://…, unix://path (env CONSUL_HTTP_ADDR)",
     default: "127.0.0.1:8500",
   },
-  { name: "token", value: "token", help: "ACL token (env CONSUL_HTTP_TOKEN)" },
+  { section: "http", name: "token", value: "token", help: "ACL token (env CONSUL_HTTP_TOKEN)" },
   {
+    section: "http",
     name: "token-file",
     value: "path",
     help: "file with the ACL token, wins over -token, re-read when it changes " +
       "(env CONSUL_HTTP_TOKEN_FILE)",
   },
-  { name: "ca-file", value: "path", help: "CA bundle for the agent's HTTPS (env CONSUL_CACERT)" },
   {
+    section: "http",
+    name: "ca-file",
+    value: "path",
+    help: "CA bundle for the agent's HTTPS (env CONSUL_CACERT)",
+  },
+  {
+    section: "http",
+    name: "ca-path",
+    value: "dir",
+    help: "directory of CA certificates (PEM) for the agent's HTTPS, read recursively; " +
+      "-ca-file / CONSUL_CACERT wins over it, as in Consul (env CONSUL_CAPATH)",
+  },
+  {
+    section: "http",
     name: "client-cert",
     value: "path",
     help: "client certificate for the agent (env CONSUL_CLIENT_CERT)",
   },
-  { name: "client-key", value: "path", help: "client key for the agent (env CONSUL_CLIENT_KEY)" },
   {
+    section: "http",
+    name: "client-key",
+    value: "path",
+    help: "client key for the agent (env CONSUL_CLIENT_KEY)",
+  },
+  {
+    section: "http",
     name: "tls-server-name",
     value: "name",
     help: "server name to verify on the agent (env CONSUL_TLS_SERVER_NAME)",
   },
   {
+    section: "http",
+    name: "datacenter",
+    value: "dc",
+    help: "datacenter to query: sent as ?dc= on every request, as Consul's client does " +
+      "(an upstream's own datacenter wins); default the agent's",
+  },
+  {
+    section: "http",
+    name: "stale",
+    help: "let any Consul server, not only the leader, answer reads (?stale on health, " +
+      "discovery chain, intentions, prepared queries): faster, maybe stale",
+  },
+  // ---- meshgate's own ----
+  {
+    section: "meshgate",
     name: "handshake-timeout",
     value: "ms",
     help: "inbound TLS handshake timeout",
     default: "10000",
   },
   {
+    section: "meshgate",
     name: "authorize-timeout",
     value: "ms",
     help: "authorize timeout (refuse after it)",
     default: "5000",
   },
   {
+    section: "meshgate",
     name: "connect-timeout",
     value: "ms",
     help: "local application connect timeout",
     default: "1000",
   },
   {
+    section: "meshgate",
     name: "idle-timeout",
     value: "ms",
     help: "close proxied connections idle this long (0: never)",
     default: "0",
   },
   {
+    section: "meshgate",
     name: "max-inbound",
     value: "n",
     help: "most concurrent inbound connections (0: unlimited)",
     default: "0",
   },
   {
+    section: "meshgate",
     name: "max-outbound",
     value: "n",
     help: "most concurrent connections per upstream (0: unlimited)",
     default: "0",
   },
   {
+    section: "meshgate",
     name: "authorize-cache-ttl",
     value: "ms",
     help:
@@ -167,6 +264,7 @@ export const FLAGS: FlagSpec[] = [
     default: "0",
   },
   {
+    section: "meshgate",
     name: "authorize-fresh",
     value: "ms",
     help:
@@ -174,6 +272,7 @@ export const FLAGS: FlagSpec[] = [
     default: "0",
   },
   {
+    section: "meshgate",
     name: "revoke-grace",
     value: "ms",
     help:
@@ -181,6 +280,7 @@ export const FLAGS: FlagSpec[] = [
     default: "0",
   },
   {
+    section: "meshgate",
     name: "leaf-expiry-margin",
     value: "ms",
     help:
@@ -188,46 +288,58 @@ export const FLAGS: FlagSpec[] = [
     default: "0",
   },
   {
+    section: "meshgate",
     name: "drain-timeout",
     value: "ms",
     help: "how long shutdown waits for open connections",
     default: "10000",
   },
   {
+    section: "meshgate",
     name: "admin-bind",
     value: "addr:port",
     help: "admin app (state, metrics, dashboard); empty to disable",
     default: "127.0.0.1:19000",
   },
   {
+    section: "meshgate",
     name: "admin-token",
     value: "token",
     help: "bearer token for POST /v1/drain (env MESHGATE_ADMIN_TOKEN)",
   },
   {
+    section: "meshgate",
     name: "access-log",
     value: "path",
     help: "one JSON line per connection at close (or refusal) to this file, - for stdout",
   },
   {
+    section: "meshgate",
     name: "access-log-sample",
     value: "fraction",
     help: "log this fraction of connections (0-1)",
     default: "1",
   },
-  { name: "log-level", value: "level", help: "trace, debug, info, warn, error", default: "info" },
-  { name: "log-json", help: "log one JSON object per line" },
-  { name: "help", help: "show this help" },
+  { section: "meshgate", name: "help", help: "show this help" },
+];
+
+const SECTIONS: [FlagSection, string][] = [
+  ["proxy", "Command options (as consul connect proxy):"],
+  ["http", "HTTP API options (as every consul command; the CONSUL_* environment applies):"],
+  ["meshgate", "meshgate options:"],
 ];
 
 /** The `-help` text. */
 export function helpText(): string {
-  const lines = FLAGS.map((f) => {
+  const line = (f: FlagSpec) => {
     const left = `  -${f.name}${f.value ? ` <${f.value}>` : ""}`;
     return `${left.padEnd(52)} ${f.help}${
       f.default !== undefined ? ` (default ${f.default})` : ""
     }`;
-  });
+  };
+  const sections = SECTIONS.map(([section, title]) =>
+    `${title}\n${FLAGS.filter((f) => f.section === section).map(line).join("\n")}`
+  );
   return `Usage: deno task proxy [flags]   (also: meshgate proxy [flags])
 
 Runs a Consul Connect sidecar proxy. Pick one mode:
@@ -235,8 +347,10 @@ Runs a Consul Connect sidecar proxy. Pick one mode:
   -proxy-id <id>      a connect-proxy registration
   -service <name>     flags only: -listen, -service-addr, -upstream, optionally -register
 
-Flags (one dash or two):
-${lines.join("\n")}
+Every flag of consul connect proxy (Consul 1.22) works here with the same meaning.
+Flags take one dash or two, and -flag value or -flag=value.
+
+${sections.join("\n\n")}
 `;
 }
 
@@ -368,6 +482,22 @@ function intFlag(flag: string, text: string, min = 0, max = MAX_MS): number {
   return n;
 }
 
+/** A Go duration (`30s`, `1m30s`, `500ms`), as Go's `flag.DurationVar` reads it, in ms. */
+function goDurationFlag(flag: string, text: string): number {
+  let ms: number;
+  try {
+    // Go reads the text as given: no spaces around it.
+    ms = text === text.trim() ? parseGoDuration(text) : NaN;
+  } catch {
+    ms = NaN;
+  }
+  if (Number.isNaN(ms)) {
+    throw new FlagError(`-${flag}`, `"${text}" is not a duration (e.g. 30s, 1m30s, 500ms)`);
+  }
+  if (ms > MAX_MS) throw new FlagError(`-${flag}`, `"${text}" must be at most 596h`);
+  return ms;
+}
+
 /** Go's `strconv.ParseBool`, which Consul's boolean flags use. */
 const BOOLEANS = new Map([
   ...["1", "t", "T", "TRUE", "true", "True"].map((v) => [v, "true"] as const),
@@ -427,7 +557,9 @@ export function parseFlags(
   };
   let logLevel: LogLevel;
   try {
-    logLevel = parseLogLevel(one("log-level") ?? "info");
+    const level = one("log-level") ?? "info";
+    // Consul still takes its former ERR level.
+    logLevel = parseLogLevel(level.toUpperCase() === "ERR" ? "error" : level);
   } catch (err) {
     throw new FlagError("-log-level", (err as Error).message);
   }
@@ -438,9 +570,12 @@ export function parseFlags(
       token: one("token"),
       tokenFile: one("token-file"),
       caFile: one("ca-file") || undefined,
+      caPath: one("ca-path") || undefined,
       clientCert: one("client-cert") || undefined,
       clientKey: one("client-key") || undefined,
       tlsServerName: one("tls-server-name") || undefined,
+      datacenter: one("datacenter") || undefined,
+      stale: flag("stale"),
     },
     limits,
     drainMs: intFlag("drain-timeout", one("drain-timeout") ?? "10000"),
@@ -451,6 +586,16 @@ export function parseFlags(
     logJson: flag("log-json"),
   };
   if (out.help) return out;
+  // As Consul: an empty -pprof-addr is off; the timeout is read whether or not it is used.
+  const pprofTimeoutMs = goDurationFlag("pprof-timeout", one("pprof-timeout") ?? "30s");
+  const pprofAddr = one("pprof-addr");
+  if (pprofAddr) {
+    out.pprof = {
+      ...hostPort("-pprof-addr", pprofAddr, { emptyHost: "0.0.0.0", minPort: 0 }),
+      // Consul serves with at least one second, whatever is asked.
+      timeoutMs: Math.max(pprofTimeoutMs, 1000),
+    };
+  }
   const adminBind = one("admin-bind") ?? "127.0.0.1:19000";
   if (adminBind !== "") {
     out.admin = hostPort("-admin-bind", adminBind, { emptyHost: "0.0.0.0", minPort: 0 });

@@ -14,6 +14,7 @@ import { startAccessLog } from "../proxy/access_log.ts";
 import { type Proxy, startProxy } from "../proxy/proxy.ts";
 import { createDenoAgentClient, namedEnv, PROXY_ENV_VARS } from "../transport/agent_client.ts";
 import { type CliOptions, FlagError, helpText, parseFlags } from "./flags.ts";
+import { type PprofServer, startPprof } from "./pprof.ts";
 
 /**
  * Runs the proxy command line until SIGINT/SIGTERM; returns the exit code: 0 after a clean
@@ -113,6 +114,7 @@ async function run(args: string[]): Promise<number> {
     resolve();
   });
   const admin = opts.admin ? await serveAdmin(proxy, opts, log, stop) : undefined;
+  const pprof = opts.pprof ? await servePprof(opts.pprof, log) : undefined;
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   await stopped;
@@ -125,6 +127,7 @@ async function run(args: string[]): Promise<number> {
   stopAccessLog?.();
   accessFile?.close();
   await admin?.close();
+  await pprof?.close();
   await agent.close();
   return fatal ? 1 : 0;
 }
@@ -136,6 +139,7 @@ function agentSettingError(err: unknown, agent: CliOptions["agent"]): string {
     address: ["-http-addr", true],
     tokenFile: ["-token-file", true],
     CONSUL_CACERT: ["-ca-file", agent.caFile],
+    CONSUL_CAPATH: ["-ca-path", agent.caPath],
     CONSUL_CLIENT_CERT: ["-client-cert", agent.clientCert],
     CONSUL_CLIENT_KEY: ["-client-key", agent.clientKey],
   };
@@ -177,6 +181,27 @@ async function serveAdmin(
         error: (err as Error).message,
       },
     );
+    return undefined;
+  }
+}
+
+/**
+ * Serves `-pprof-addr`; when it cannot be bound, says so in one line and runs without it, as
+ * without the admin app (Consul's proxy would exit: profiling is not worth a sidecar).
+ */
+async function servePprof(
+  options: NonNullable<CliOptions["pprof"]>,
+  log: Logger,
+): Promise<PprofServer | undefined> {
+  try {
+    const pprof = await startPprof(options);
+    log.log("info", "pprof listening (V8 profiles)", { url: pprof.url });
+    return pprof;
+  } catch (err) {
+    log.log("warn", "running without -pprof-addr", {
+      address: `${options.hostname}:${options.port}`,
+      error: (err as Error).message,
+    });
     return undefined;
   }
 }

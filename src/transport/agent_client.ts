@@ -7,6 +7,7 @@
 import { AgentClient, type AgentClientOptions } from "../agent/client.ts";
 import { AGENT_ENV_VARS, resolveAgentConfig } from "../agent/config.ts";
 import { AgentConfigError } from "../agent/errors.ts";
+import { readCaPath } from "./ca_path.ts";
 import { createNodeFetch } from "./node_fetch.ts";
 import { TokenFile } from "./token_file.ts";
 
@@ -79,7 +80,8 @@ export async function createDenoAgentClient(
     : undefined;
   // Deno's fetch cannot skip verification, verify another server name, or dial a unix socket;
   // node:http(s) can, so those (and any agent TLS setting) go through it.
-  const needsNode = config.transport === "unix" || config.caFile || config.clientCert ||
+  const needsNode = config.transport === "unix" || config.caFile || config.caPath ||
+    config.clientCert ||
     !config.sslVerify || config.tlsServerName;
   let fetchFn = options.fetch;
   if (needsNode && !fetchFn) {
@@ -90,7 +92,12 @@ export async function createDenoAgentClient(
       );
     }
     fetchFn = createNodeFetch({
-      ca: config.caFile ? await read("CONSUL_CACERT", config.caFile) : undefined,
+      // As Consul (go-rootcerts): a CA file wins over a CA directory.
+      ca: config.caFile
+        ? await read("CONSUL_CACERT", config.caFile)
+        : config.caPath
+        ? await readCaPath(config.caPath, "CONSUL_CAPATH")
+        : undefined,
       cert: config.clientCert ? await read("CONSUL_CLIENT_CERT", config.clientCert) : undefined,
       key: config.clientKey ? await read("CONSUL_CLIENT_KEY", config.clientKey) : undefined,
       verify: config.sslVerify,

@@ -244,3 +244,99 @@ Deno.test("cli flags: booleans take Go's spellings; empty agent settings fall ba
     port: 0,
   });
 });
+
+Deno.test("cli flags: Consul's -ca-path, -datacenter and -stale reach the agent options", () => {
+  const o = parseFlags([
+    "-sidecar-for",
+    "web-1",
+    "-ca-path",
+    "/etc/consul.d/ca",
+    "-datacenter",
+    "dc2",
+    "-stale",
+  ]);
+  assert.equal(o.agent.caPath, "/etc/consul.d/ca");
+  assert.equal(o.agent.datacenter, "dc2");
+  assert.equal(o.agent.stale, true);
+  const none = parseFlags(["-sidecar-for", "web-1"]);
+  assert.equal(none.agent.caPath, undefined);
+  assert.equal(none.agent.datacenter, undefined);
+  assert.equal(none.agent.stale, false);
+  // Empty values are unset (the environment applies), as Consul's StringValue flags.
+  const empty = parseFlags(["-sidecar-for", "a", "-ca-path", "", "--datacenter="]);
+  assert.equal(empty.agent.caPath, undefined);
+  assert.equal(empty.agent.datacenter, undefined);
+  assert.equal(parseFlags(["-sidecar-for", "a", "-stale=false"]).agent.stale, false);
+  assert.equal(parseFlags(["-sidecar-for", "a", "--stale=T"]).agent.stale, true);
+});
+
+Deno.test("cli flags: -pprof-addr and -pprof-timeout as Consul reads them", () => {
+  const pprof = (...extra: string[]) => parseFlags(["-sidecar-for", "a", ...extra]).pprof;
+  assert.equal(pprof(), undefined, "off by default");
+  assert.equal(pprof("-pprof-addr", ""), undefined, "empty is off");
+  assert.deepEqual(pprof("-pprof-addr", ":6060"), {
+    hostname: "0.0.0.0",
+    port: 6060,
+    timeoutMs: 30_000,
+  });
+  assert.deepEqual(pprof("-pprof-addr", "127.0.0.1:0", "-pprof-timeout", "1m30s"), {
+    hostname: "127.0.0.1",
+    port: 0,
+    timeoutMs: 90_000,
+  });
+  // Consul serves with at least one second whatever is asked.
+  assert.equal(pprof("-pprof-addr", "[::1]:6060", "-pprof-timeout", "10ms")?.timeoutMs, 1000);
+  assert.equal(pprof("-pprof-addr", ":1", "-pprof-timeout", "0")?.timeoutMs, 1000);
+  assert.equal(pprof("-pprof-addr", ":1", "-pprof-timeout", "-5s")?.timeoutMs, 1000);
+});
+
+Deno.test("cli flags: -log-level takes Consul's spellings (any case, ERR)", () => {
+  for (
+    const [text, level] of [["ERR", "error"], ["err", "error"], ["WARN", "warn"], [
+      "TRACE",
+      "trace",
+    ]]
+  ) {
+    assert.equal(parseFlags(["-sidecar-for", "a", "-log-level", text]).logLevel, level, text);
+  }
+});
+
+Deno.test("cli flags: bad values of Consul's flags are errors naming the flag", () => {
+  const cases: [string[], RegExp][] = [
+    [["-pprof-addr", "6060"], /^-pprof-addr: "6060" must be host:port$/],
+    [["-pprof-addr", "127.0.0.1:99999"], /^-pprof-addr: .*port must be a number 0-65535$/],
+    [["-pprof-addr", ":1", "-pprof-timeout", "30"], /^-pprof-timeout: "30" is not a duration/],
+    [["-pprof-timeout", "soon"], /^-pprof-timeout: "soon" is not a duration/],
+    [["-pprof-timeout", " 5s"], /^-pprof-timeout: " 5s" is not a duration/],
+    [["-pprof-timeout", "1000h"], /^-pprof-timeout: "1000h" must be at most 596h$/],
+    [["-stale=maybe"], /^-stale: takes no value or true\/false, got "maybe"$/],
+    [["-datacenter"], /^-datacenter: needs a value <dc>$/],
+    [["-ca-path"], /^-ca-path: needs a value <dir>$/],
+  ];
+  for (const [args, re] of cases) {
+    assert.throws(
+      () => parseFlags(["-sidecar-for", "a", ...args]),
+      (e) => e instanceof FlagError && re.test(e.message),
+      args.join(" "),
+    );
+  }
+});
+
+Deno.test("cli help: Consul's flags in their own sections, ours apart", () => {
+  const help = helpText();
+  const proxy = help.indexOf("Command options (as consul connect proxy):");
+  const http = help.indexOf("HTTP API options");
+  const ours = help.indexOf("meshgate options:");
+  assert.ok(proxy > 0 && http > proxy && ours > http, help);
+  // Where the flag's own line is (the usage at the top names some modes too).
+  const at = (flag: string) => proxy + help.slice(proxy).search(new RegExp(`^  -${flag}[ <]`, "m"));
+  for (const f of ["sidecar-for", "pprof-addr", "pprof-timeout", "log-level"]) {
+    assert.ok(at(f) > proxy && at(f) < http, f);
+  }
+  for (const f of ["http-addr", "ca-path", "datacenter", "stale", "token-file"]) {
+    assert.ok(at(f) > http && at(f) < ours, f);
+  }
+  for (const f of ["admin-bind", "drain-timeout", "access-log"]) assert.ok(at(f) > ours, f);
+  assert.match(help, /-pprof-timeout <duration>.*\(default 30s\)/);
+  assert.match(help, /-pprof-addr <host:port>.*--allow-sys=inspector/);
+});
