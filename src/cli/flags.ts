@@ -320,7 +320,7 @@ export const FLAGS: FlagSpec[] = [
     help: "log this fraction of connections (0-1)",
     default: "1",
   },
-  { section: "meshgate", name: "help", help: "show this help" },
+  { section: "meshgate", name: "help", help: "show this help (also -h, as Go's flag package)" },
 ];
 
 const SECTIONS: [FlagSection, string][] = [
@@ -347,7 +347,8 @@ Runs a Consul Connect sidecar proxy. Pick one mode:
   -proxy-id <id>      a connect-proxy registration
   -service <name>     flags only: -listen, -service-addr, -upstream, optionally -register
 
-Every flag of consul connect proxy (Consul 1.22) works here with the same meaning.
+Every flag of consul connect proxy (Consul 1.22) works here with the same meaning
+(-pprof-addr serves V8 profiles: Go's pprof cannot profile JavaScript).
 Flags take one dash or two, and -flag value or -flag=value.
 
 ${sections.join("\n\n")}
@@ -520,7 +521,8 @@ export function parseFlags(
       throw new FlagError(arg, "unexpected argument (flags start with - or --)");
     }
     const [rawName, inline] = arg.replace(/^--?/, "").split(/=(.*)/s, 2);
-    const spec = known.get(rawName);
+    // Go's flag package takes -h for -help.
+    const spec = known.get(rawName === "h" ? "help" : rawName);
     if (!spec) throw new FlagError(`-${rawName}`, "unknown flag (see -help)");
     let value = inline;
     if (spec.value) {
@@ -535,7 +537,7 @@ export function parseFlags(
       if (!bool) throw new FlagError(`-${rawName}`, `takes no value or true/false, got "${value}"`);
       value = bool;
     } else value = "true";
-    values.set(rawName, [...(values.get(rawName) ?? []), value]);
+    values.set(spec.name, [...(values.get(spec.name) ?? []), value]);
   }
   const one = (n: string) => values.get(n)?.at(-1);
   const flag = (n: string) => one(n) === "true";

@@ -4,17 +4,7 @@
 // it the test says so loudly and skips.
 import assert from "node:assert/strict";
 import { FlagError, FLAGS, helpText, parseFlags } from "../../src/cli/flags.ts";
-
-function consulBinary(): string | undefined {
-  const explicit = Deno.env.get("MESHGATE_CONSUL_BIN");
-  const cache = Deno.env.get("MESHGATE_CACHE") ?? `${Deno.env.get("HOME")}/.cache/meshgate`;
-  const path = explicit || `${cache}/consul-v1.22.7/consul`;
-  try {
-    return Deno.statSync(path).isFile ? path : undefined;
-  } catch {
-    return undefined;
-  }
-}
+import { announceSkip, consulBinary } from "../integration/_consul.ts";
 
 /** One flag as Consul's help prints it: `  -name=<value>` or `  -name` (a boolean). */
 interface ConsulFlag {
@@ -23,7 +13,7 @@ interface ConsulFlag {
 }
 
 /** The flags in the text of `consul <command> -h` (Go's flag usage, as Consul formats it). */
-export function parseConsulHelp(text: string): ConsulFlag[] {
+function parseConsulHelp(text: string): ConsulFlag[] {
   return [...text.matchAll(/^ {2}-([A-Za-z0-9][A-Za-z0-9_-]*)(=<[^>]*>)?\s*$/gm)].map((m) => ({
     name: m[1],
     takesValue: m[2] !== undefined,
@@ -31,12 +21,7 @@ export function parseConsulHelp(text: string): ConsulFlag[] {
 }
 
 const binary = consulBinary();
-if (!binary) {
-  console.warn(
-    "\n*** consul_flag_parity_test.ts: SKIPPED — no consul binary (set MESHGATE_CONSUL_BIN or " +
-      "run `deno task consul:build`) ***\n",
-  );
-}
+if (!binary) announceSkip("consul_flag_parity_test.ts");
 
 Deno.test("consul flag parity: the help parser reads Consul's flag lines", () => {
   const sample = `Usage: consul connect proxy [options]

@@ -340,3 +340,10 @@ Deno.test("cli help: Consul's flags in their own sections, ours apart", () => {
   assert.match(help, /-pprof-timeout <duration>.*\(default 30s\)/);
   assert.match(help, /-pprof-addr <host:port>.*--allow-sys=inspector/);
 });
+
+Deno.test("cli flags: -h is -help, as in every Go command", () => {
+  for (const h of ["-h", "--h", "-help", "--help", "-h=true"]) {
+    assert.equal(parseFlags([h]).help, true, h);
+  }
+  assert.equal(parseFlags(["-h=false", "-sidecar-for", "a"]).help, false);
+});
