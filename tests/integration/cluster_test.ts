@@ -186,7 +186,7 @@ Deno.test({
       const startedAt = proxies.map((p) => p.startedAt);
       const stillSame = () => {
         assert.deepEqual(proxies.map((p) => p.startedAt), startedAt);
-        assert.deepEqual(proxies.map((p) => p.phase), ["ready", "ready"]);
+        assert.ok(proxies.every((p) => p.phase === "ready"), "every proxy still ready");
       };
 
       await step("web → db through the sidecars", 30_000, async () => {
@@ -235,30 +235,6 @@ Deno.test({
           stillSame();
         },
       );
-
-      await step("after the election an intention reaches the proxies", 45_000, async () => {
-        const long = await openLong(upDb);
-        const since = Date.now();
-        await agent.putConfigEntry({
-          Kind: "service-intentions",
-          Name: "db",
-          Sources: [{ Name: "web", Action: "deny" }],
-        });
-        await waitUntil(
-          "db's sidecar to refuse web",
-          20_000,
-          async () => (await greeting(upDb)) === "closed",
-        );
-        clock("deny enforced after election", since);
-        await waitUntil("the open connection to be revoked", 15_000, () => long.isClosed);
-        await agent.deleteConfigEntry("service-intentions", "db");
-        await waitUntil(
-          "web to be allowed again",
-          20_000,
-          async () => (await greeting(upDb)) === "db",
-        );
-        stillSame();
-      });
 
       await step(
         "after the election a new upstream reaches web's sidecar and works",
@@ -316,6 +292,34 @@ Deno.test({
           );
         },
       );
+
+      await step("after the election an intention reaches the proxies", 45_000, async () => {
+        // On cache, which nothing after this step needs: an agent's authorize can keep answering
+        // a deny for a long while after the intention is deleted (see multi_dc_test.ts), so a
+        // deny is never undone here.
+        const long = await openLong(upCache);
+        const since = Date.now();
+        const mark = events.length;
+        await agent.putConfigEntry({
+          Kind: "service-intentions",
+          Name: "cache",
+          Sources: [{ Name: "web", Action: "deny" }],
+        });
+        await waitUntil(
+          "cache's sidecar to refuse web (denied)",
+          20_000,
+          async () =>
+            (await greeting(upCache)) === "closed" &&
+            events.some((e, i) =>
+              i >= mark && e.proxy === "cache" && e.event.type === "refused" &&
+              e.event.refusal.reason === "denied"
+            ),
+        );
+        clock("deny enforced after election", since);
+        await waitUntil("the open connection to be revoked", 15_000, () => long.isClosed);
+        assert.equal(await greeting(upDb), "db", "web → db is untouched");
+        stillSame();
+      });
 
       await step("after the election a CA rotation renews the leaves", 75_000, async () => {
         const before = (await agent.roots()).value.ActiveRootID;
