@@ -1,7 +1,9 @@
-// `deno task bench`: meshgate against direct, stunnel and haproxy, all measured in one run so
-// that the ratios mean something on a noisy machine. `--smoke` is the 10-second CI variant (that
+// `deno task bench`: meshgate against direct, stunnel, haproxy and Consul's built-in proxy, all
+// measured in one run so that the ratios mean something on a noisy machine. `--smoke` is the 10-second CI variant (that
 // it runs, not how fast). Installs the Debian tools it needs when they are missing, and says so.
 import {
+  consulBinary,
+  consulBuiltinPair,
   direct,
   freePort,
   haproxyPair,
@@ -137,26 +139,97 @@ async function withCpu<T>(pids: number[], fn: () => Promise<T>): Promise<[T, num
   return [value, cpuSeconds(pids) - before];
 }
 
-function rssKiB(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+/** KiB of proportional set size (Pss in /proc/<pid>/smaps_rollup) of the processes together. */
+function pssKiB(pids: number[]): number {
+  let kib = 0;
+  for (const pid of pids) {
+    const rollup = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
+    const pss = /^Pss:\s+(\d+) kB/m.exec(rollup);
+    if (!pss) throw new Error(`no Pss line in /proc/${pid}/smaps_rollup`);
+    kib += Number(pss[1]);
+  }
+  return kib;
 }
 
-/** KiB of resident memory per idle connection held through the tunnel, per proxy process. */
-async function idleMemory(t: Tunnel): Promise<number> {
-  if (!t.pids.length) return NaN;
-  const before = t.pids.map(rssKiB);
-  const conns: Deno.Conn[] = [];
-  for (let i = 0; i < idleConns; i++) {
-    conns.push(await Deno.connect({ hostname: "127.0.0.1", port: t.port }));
-    if (i % 100 === 99) await new Promise((r) => setTimeout(r, 50));
+/** The request each idle connection carries (nginx answers with the 1-byte file, keep-alive). */
+const IDLE_REQUEST = new TextEncoder().encode("GET /1b HTTP/1.1\r\nHost: bench\r\n\r\n");
+
+/** Opens a connection through `port`, and resolves once a request went through and came back. */
+async function carriedConnection(port: number): Promise<Deno.Conn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timer = setTimeout(() => conn.close(), 60_000);
+  try {
+    for (let off = 0; off < IDLE_REQUEST.length;) {
+      off += await conn.write(IDLE_REQUEST.subarray(off));
+    }
+    const buf = new Uint8Array(1024);
+    let got = "";
+    // The response's headers, then the file's one byte.
+    while (!got.includes("\r\n\r\nx")) {
+      const n = await conn.read(buf);
+      if (n === null) throw new Error("the tunnel closed an idle connection before its answer");
+      got += new TextDecoder().decode(buf.subarray(0, n));
+      if (/^HTTP\/1\.1 (?!200)/.test(got)) {
+        throw new Error(`nginx answered ${got.split("\r\n")[0]}`);
+      }
+    }
+    return conn;
+  } catch (err) {
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+    throw err;
+  } finally {
+    clearTimeout(timer);
   }
-  await new Promise((r) => setTimeout(r, 2000));
-  const after = t.pids.map(rssKiB);
-  for (const c of conns) c.close();
-  await new Promise((r) => setTimeout(r, 1000));
-  const perProxy = after.map((a, i) => (a - before[i]) / idleConns);
-  return perProxy.reduce((x, y) => x + y, 0) / perProxy.length;
+}
+
+/**
+ * Memory per idle connection, per side of the tunnel (KiB per connection, client side and server
+ * side). Method (issue #18): read each side's proportional set size (Pss from
+ * /proc/<pid>/smaps_rollup: its resident pages, each shared page divided among the processes that
+ * map it, so code and libraries shared by the two sides are not counted twice and untouched
+ * reservations not at all), then open `idleConns` connections through the tunnel, 25 at a time,
+ * each of which first carries a request end to end — client → client side → server side → nginx —
+ * and its answer back (`GET /1b` on a keep-alive connection: nginx answers with a 1-byte file and
+ * keeps the connection open), and hold them all idle. After 2 s (0.2 s with `--smoke`) read the
+ * Pss again: its growth divided by the connections held is the figure. A connection that has
+ * carried bytes has its mTLS handshake, its dial to the next hop and whatever buffers the proxy
+ * keeps after a read, which is what a user's pooled, idle connection costs; one merely accepted
+ * may have none of these yet. The processes have already served the load phases, so memory their
+ * allocators kept from those is reused and not counted (a garbage collection in between can even
+ * make a small sample negative: `--smoke`'s 50 connections are no measurement). The agent is not
+ * counted (its work grows with calls, not with connections held).
+ */
+async function idleMemory(t: Tunnel): Promise<{ client: number; server: number }> {
+  if (!t.sides) return { client: NaN, server: NaN };
+  const sides = t.sides;
+  const before = { client: pssKiB(sides.client), server: pssKiB(sides.server) };
+  const conns: Deno.Conn[] = [];
+  try {
+    let next = 0;
+    let failure: unknown;
+    const opener = async () => {
+      while (next < idleConns && failure === undefined) {
+        next++;
+        try {
+          conns.push(await carriedConnection(t.port));
+        } catch (err) {
+          failure ??= err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 25 }, opener));
+    if (failure !== undefined) throw failure;
+    await new Promise((r) => setTimeout(r, smoke ? 200 : 2000));
+    return {
+      client: (pssKiB(sides.client) - before.client) / conns.length,
+      server: (pssKiB(sides.server) - before.server) / conns.length,
+    };
+  } finally {
+    for (const c of conns) c.close();
+    await new Promise((r) => setTimeout(r, smoke ? 100 : 1000));
+  }
 }
 
 /** Mean authorize call and handshake time on meshgate's server side (from its /metrics). */
@@ -183,12 +256,14 @@ interface Figures {
   mbps4: number[];
   ka: { rps: number; p50: number; p99: number }[];
   nc: { rps: number; p50: number; p99: number }[];
-  idle: number[];
+  /** KiB of Pss per idle connection (after a byte end to end), client and server side. */
+  idleClient: number[];
+  idleServer: number[];
   /** CPU of the tunnel's processes: ms per 100 MB (1 stream), µs per request. */
   cpuMb: number[];
   cpuKa: number[];
   cpuNc: number[];
-  /** CPU of the agent (authorize) per new connection, µs; meshgate only. */
+  /** CPU of the agent per new connection, µs: authorize (and, Consul's, discovery). */
   agentNc: number[];
 }
 
@@ -200,15 +275,19 @@ async function main() {
   const dir = await Deno.makeTempDir({ prefix: "meshgate-bench-" });
   // Backends: nginx serving 1 KiB, and an iperf3 server.
   const httpPort = freePort();
-  await Deno.mkdir(`${dir}/www`);
+  // nginx's worker runs as another user (nobody when started as root): it must be able to reach
+  // www/ through the temporary directory (0700 as made), else every answer is a 403.
+  await Deno.chmod(dir, 0o711);
+  await Deno.mkdir(`${dir}/www`, { mode: 0o755 });
   await Deno.writeTextFile(`${dir}/www/1k`, "x".repeat(1024));
+  await Deno.writeTextFile(`${dir}/www/1b`, "x");
   await Deno.writeTextFile(
     `${dir}/nginx.conf`,
     `worker_processes 1;\npid ${dir}/nginx.pid;\nerror_log stderr;\n` +
       `events { worker_connections 8192; }\nhttp {\n  access_log off;\n` +
       `  client_body_temp_path ${dir}/tmp;\n  proxy_temp_path ${dir}/tmp;\n` +
       `  fastcgi_temp_path ${dir}/tmp;\n  uwsgi_temp_path ${dir}/tmp;\n  scgi_temp_path ${dir}/tmp;\n` +
-      `  keepalive_requests 1000000;\n` +
+      `  keepalive_requests 1000000;\n  keepalive_timeout 600s;\n` +
       `  server { listen 127.0.0.1:${httpPort}; root ${dir}/www; }\n}\n`,
   );
   await Deno.mkdir(`${dir}/tmp`);
@@ -217,6 +296,13 @@ async function main() {
   const iperf = spawn("iperf3", ["-s", "-p", String(iperfPort)]);
   await listening(httpPort, "nginx");
   await listening(iperfPort, "iperf3");
+  // What proves a tunnel forwards end to end: an HTTP request to nginx, iperf3's 37-byte cookie
+  // (its server answers with one byte, then drops the unfinished test and listens on).
+  const probes = new Map([
+    [httpPort, IDLE_REQUEST],
+    [iperfPort, new TextEncoder().encode("meshgatebenchprobe".padEnd(36, "x") + "\0")],
+  ]);
+  const consul = consulBinary();
 
   const kinds: [string, (backend: number, tag: string) => Promise<Tunnel>][] = [
     ["direct", (b) => Promise.resolve(direct(b))],
@@ -238,13 +324,27 @@ async function main() {
         }),
     ],
     ["stunnel", async (b, tag) => stunnelPair(await sub(dir, `stunnel-${tag}`), b)],
+    // Consul's built-in proxy (`consul connect proxy`, both sides) with a real `consul agent -dev`.
+    [
+      "consul-builtin",
+      async (b, tag) =>
+        consulBuiltinPair(consul!, await sub(dir, `consul-${tag}`), b, probes.get(b)!),
+    ],
   ];
   const only = flag("--only")?.split(",");
-  if (only) {
-    for (let i = kinds.length - 1; i >= 0; i--) {
-      if (kinds[i][0] !== "direct" && !only.includes(kinds[i][0])) kinds.splice(i, 1);
+  const notes: string[] = [];
+  for (let i = kinds.length - 1; i >= 0; i--) {
+    const name = kinds[i][0];
+    if (only && name !== "direct" && !only.includes(name)) kinds.splice(i, 1);
+    else if (name === "consul-builtin" && !consul) {
+      kinds.splice(i, 1);
+      notes.push(
+        "consul-builtin SKIPPED: no Consul binary (set MESHGATE_CONSUL_BIN, or run " +
+          "`deno task consul:build`, which needs Go)",
+      );
     }
   }
+  for (const note of notes) console.log(banner(note));
   const results = new Map<
     string,
     Figures & { authz?: Awaited<ReturnType<typeof authorizeShare>> }
@@ -260,14 +360,24 @@ async function main() {
         mbps4: [],
         ka: [],
         nc: [],
-        idle: [],
+        idleClient: [],
+        idleServer: [],
         cpuMb: [],
         cpuKa: [],
         cpuNc: [],
         agentNc: [],
       };
-      const forHttp = await start(httpPort, "http");
-      running.push({ name, forHttp, forIperf: await start(iperfPort, "iperf"), figures });
+      // Both instances at once (an agent's start is mostly waiting); on a failure, neither stays.
+      const t0 = Date.now();
+      const both = await Promise.allSettled([start(httpPort, "http"), start(iperfPort, "iperf")]);
+      const failed = both.find((x) => x.status === "rejected");
+      if (failed) {
+        for (const x of both) if (x.status === "fulfilled") await x.value.close();
+        throw failed.reason;
+      }
+      const [forHttp, forIperf] = both.map((x) => (x as PromiseFulfilledResult<Tunnel>).value);
+      running.push({ name, forHttp, forIperf, figures });
+      console.log(`bench: ${name} up in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }
     for (let r = 0; r < reps; r++) {
       for (const { name, forHttp, forIperf, figures } of running) {
@@ -286,6 +396,9 @@ async function main() {
           forHttp.pids,
           () => measure(`${name} keep-alive`, () => http(forHttp.port, false), none),
         );
+        if ("errors" in ka && ka.errors) {
+          console.log(`bench: ${name} keep-alive: wrk: ${ka.errors}`);
+        }
         figures.ka.push(ka);
         figures.cpuKa.push(cpuKa * 1e6 / (ka.rps * seconds));
         const agentBefore = forHttp.agentPid ? cpuSeconds([forHttp.agentPid]) : NaN;
@@ -293,6 +406,9 @@ async function main() {
           forHttp.pids,
           () => measure(`${name} new connections`, () => http(forHttp.port, true), none),
         );
+        if ("errors" in nc && nc.errors) {
+          console.log(`bench: ${name} new connections: wrk: ${nc.errors}`);
+        }
         figures.nc.push(nc);
         figures.cpuNc.push(cpuNc * 1e6 / (nc.rps * seconds));
         const agentCpu = forHttp.agentPid ? cpuSeconds([forHttp.agentPid]) - agentBefore : NaN;
@@ -300,7 +416,14 @@ async function main() {
       }
     }
     for (const { name, forHttp, figures } of running) {
-      figures.idle.push(await idleMemory(forHttp));
+      console.log(`bench: ${name}: memory of ${idleConns} idle connections…`);
+      const idle = await measure(
+        `${name} idle memory`,
+        () => idleMemory(forHttp),
+        { client: NaN, server: NaN },
+      );
+      figures.idleClient.push(idle.client);
+      figures.idleServer.push(idle.server);
       results.set(name, { ...figures, authz: await authorizeShare(forHttp) });
     }
   } finally {
@@ -312,7 +435,13 @@ async function main() {
     await iperf.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-  report(results, floor);
+  report(results, floor, notes);
+}
+
+/** A line nobody scrolls past. */
+function banner(text: string): string {
+  const bar = "#".repeat(72);
+  return `\nbench: ${bar}\nbench: ${text}\nbench: ${bar}\n`;
 }
 
 async function sub(dir: string, name: string): Promise<string> {
@@ -326,9 +455,12 @@ function report(
     Figures & { authz?: { authorizeMs: number; handshakeMs: number; calls: number } }
   >,
   floor: PrimitiveCost[],
+  notes: string[],
 ) {
   const row = (name: string) => {
     const f = results.get(name)!;
+    const idleClient = median(f.idleClient);
+    const idleServer = median(f.idleServer);
     return {
       mbps1: median(f.mbps1),
       mbps4: median(f.mbps4),
@@ -338,21 +470,22 @@ function report(
       nc: median(f.nc.map((x) => x.rps)),
       ncP50: median(f.nc.map((x) => x.p50)),
       ncP99: median(f.nc.map((x) => x.p99)),
-      idle: median(f.idle),
+      idleClient,
+      idleServer,
+      idle: (idleClient + idleServer) / 2,
       cpuMb: median(f.cpuMb),
       cpuKa: median(f.cpuKa),
       cpuNc: median(f.cpuNc),
       agentNc: median(f.agentNc),
     };
   };
+  type Row = ReturnType<typeof row>;
   const names = [...results.keys()];
   const rows = new Map(names.map((n) => [n, row(n)]));
-  const d = rows.get("direct")!;
-  const h = rows.get("haproxy");
-  const hf = rows.get("haproxy-full");
   const fmt = (x: number, digits = 0) => Number.isNaN(x) ? "–" : x.toFixed(digits);
   const ratio = (x: number, base: number | undefined, higherIsBetter = true) =>
-    base === undefined || Number.isNaN(x) || Number.isNaN(base) || base === 0
+    // A ratio of a figure that is not positive (idle memory that shrank: noise) means nothing.
+    base === undefined || !(x > 0) || !(base > 0)
       ? "–"
       : `${(higherIsBetter ? x / base : base / x).toFixed(2)}×`;
   const lines = [
@@ -360,19 +493,30 @@ function report(
     `${seconds} s each, medians; ${Deno.build.os}/${Deno.build.arch}, ` +
     `${navigator.hardwareConcurrency} cores)`,
     "",
-    "| tunnel | 1 stream MB/s | 4 streams MB/s | keep-alive req/s | p50 ms | p99 ms | new conn req/s | p50 ms | p99 ms | idle KiB/conn/proxy |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ...notes.map((n) => `**${n}**\n`),
+    "| tunnel | 1 stream MB/s | 4 streams MB/s | keep-alive req/s | p50 ms | p99 ms | new conn req/s | p50 ms | p99 ms |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ...names.map((n) => {
       const r = rows.get(n)!;
       return `| ${n} | ${fmt(r.mbps1)} | ${fmt(r.mbps4)} | ${fmt(r.ka)} | ${fmt(r.kaP50, 2)} | ` +
-        `${fmt(r.kaP99, 2)} | ${fmt(r.nc)} | ${fmt(r.ncP50, 2)} | ${fmt(r.ncP99, 2)} | ` +
-        `${fmt(r.idle, 1)} |`;
+        `${fmt(r.kaP99, 2)} | ${fmt(r.nc)} | ${fmt(r.ncP50, 2)} | ${fmt(r.ncP99, 2)} |`;
+    }),
+    "",
+    `Memory per idle connection (${idleConns} held, each after carrying a request to the ` +
+    "backend and its answer back; growth of the proxy processes' Pss from " +
+    "/proc/<pid>/smaps_rollup, KiB per connection; lower is better):",
+    "",
+    "| tunnel | client side | server side | per proxy (mean of the sides) |",
+    "| --- | --- | --- | --- |",
+    ...names.filter((n) => n !== "direct").map((n) => {
+      const r = rows.get(n)!;
+      return `| ${n} | ${fmt(r.idleClient, 1)} | ${fmt(r.idleServer, 1)} | ${fmt(r.idle, 1)} |`;
     }),
     "",
     "CPU the tunnel's own processes spent (both sides together; lower is better — a measure " +
     "of cost that does not depend on how the two cores were shared):",
     "",
-    "| tunnel | ms per 100 MB, 1 stream | µs per keep-alive request | µs per new connection | agent µs per new connection (authorize) |",
+    "| tunnel | ms per 100 MB, 1 stream | µs per keep-alive request | µs per new connection | agent µs per new connection (meshgate: authorize; consul-builtin: authorize and upstream discovery) |",
     "| --- | --- | --- | --- | --- |",
     ...names.filter((n) => n !== "direct").map((n) => {
       const r = rows.get(n)!;
@@ -385,37 +529,46 @@ function report(
     "| primitive | µs per round trip |",
     "| --- | --- |",
     ...floor.map((p) => `| ${p.name} | ${fmt(p.cpuUs, 1)} |`),
-    "",
-    "Ratios of meshgate (higher is better; for latency, base ÷ meshgate):",
-    "",
-    "| figure | vs direct | vs haproxy | vs haproxy-full (no session resumption) |",
-    "| --- | --- | --- | --- |",
   ];
   const m = rows.get("meshgate");
+  const h = rows.get("haproxy");
+  const c = rows.get("consul-builtin");
   if (m) {
-    const fig: [string, number, number, number | undefined, boolean, number?][] = [
-      ["1 stream MB/s", m.mbps1, d.mbps1, h?.mbps1, true],
-      ["4 streams MB/s", m.mbps4, d.mbps4, h?.mbps4, true],
-      ["keep-alive req/s", m.ka, d.ka, h?.ka, true],
-      ["keep-alive p99", m.kaP99, d.kaP99, h?.kaP99, false],
-      ["new connections/s", m.nc, d.nc, h?.nc, true, hf?.nc],
-      ["new connection p99", m.ncP99, d.ncP99, h?.ncP99, false, hf?.ncP99],
-      ["idle KiB per connection", m.idle, NaN, h?.idle, false],
-      ["CPU per 100 MB", m.cpuMb, NaN, h?.cpuMb, false],
-      ["CPU per keep-alive request", m.cpuKa, NaN, h?.cpuKa, false],
-      ["CPU per new connection", m.cpuNc, NaN, h?.cpuNc, false, hf?.cpuNc],
+    lines.push(
+      "",
+      "Ratios of meshgate (higher is better; for latency, memory and CPU, base ÷ meshgate):",
+      "",
+      "| figure | vs direct | vs haproxy | vs haproxy-full (no session resumption) | vs consul-builtin |",
+      "| --- | --- | --- | --- | --- |",
+    );
+    const d = rows.get("direct")!;
+    const hf = rows.get("haproxy-full");
+    // label, figure, higher is better, compared with direct, compared with haproxy-full.
+    const fig: [string, keyof Row, boolean, boolean, boolean][] = [
+      ["1 stream MB/s", "mbps1", true, true, false],
+      ["4 streams MB/s", "mbps4", true, true, false],
+      ["keep-alive req/s", "ka", true, true, false],
+      ["keep-alive p99", "kaP99", false, true, false],
+      ["new connections/s", "nc", true, true, true],
+      ["new connection p99", "ncP99", false, true, true],
+      ["idle KiB per connection, client side", "idleClient", false, false, false],
+      ["idle KiB per connection, server side", "idleServer", false, false, false],
+      ["idle KiB per connection, per proxy", "idle", false, false, false],
+      ["CPU per 100 MB", "cpuMb", false, false, false],
+      ["CPU per keep-alive request", "cpuKa", false, false, false],
+      ["CPU per new connection", "cpuNc", false, false, true],
+      ["agent CPU per new connection", "agentNc", false, false, false],
     ];
+    const line = (label: string, x: Row, key: keyof Row, up: boolean, vsD: boolean, vsF: boolean) =>
+      `| ${label} | ${vsD ? ratio(x[key], d[key], up) : "–"} | ` +
+      `${key === "agentNc" ? "–" : ratio(x[key], h?.[key], up)} | ` +
+      `${vsF ? ratio(x[key], hf?.[key], up) : "–"} | ${ratio(x[key], c?.[key], up)} |`;
+    for (const [label, key, up, vsD, vsF] of fig) lines.push(line(label, m, key, up, vsD, vsF));
     const f = rows.get("meshgate-fresh");
     if (f) {
-      fig.push(
-        ["new connections/s, -authorize-fresh", f.nc, d.nc, h?.nc, true, hf?.nc],
-        ["new connection p99, -authorize-fresh", f.ncP99, d.ncP99, h?.ncP99, false, hf?.ncP99],
-      );
-    }
-    for (const [label, x, base, hbase, up, hfbase] of fig) {
       lines.push(
-        `| ${label} | ${ratio(x, base, up)} | ${ratio(x, hbase, up)} | ` +
-          `${hfbase === undefined ? "–" : ratio(x, hfbase, up)} |`,
+        line("new connections/s, -authorize-fresh", f, "nc", true, true, true),
+        line("new connection p99, -authorize-fresh", f, "ncP99", false, true, true),
       );
     }
     const a = results.get("meshgate")!.authz;
@@ -432,19 +585,23 @@ function report(
   console.log("\n" + text);
   if (m) {
     for (
-      const [label, x, hbase] of [
-        ["throughput 1 stream", m.mbps1, h?.mbps1],
-        ["throughput 4 streams", m.mbps4, h?.mbps4],
-        ["keep-alive req/s", m.ka, h?.ka],
-        ["new connections/s", m.nc, h?.nc],
+      const [label, key, up] of [
+        ["throughput 1 stream", "mbps1", true],
+        ["throughput 4 streams", "mbps4", true],
+        ["keep-alive req/s", "ka", true],
+        ["new connections/s", "nc", true],
+        ["idle KiB per connection per proxy", "idle", false],
       ] as const
     ) {
+      const digits = key === "idle" ? 1 : 0;
       console.log(
-        `summary: ${label}: meshgate ${fmt(x)} vs haproxy ${fmt(hbase ?? NaN)} ` +
-          `(${ratio(x, hbase)})`,
+        `summary: ${label}: meshgate ${fmt(m[key], digits)} vs haproxy ` +
+          `${fmt(h?.[key] ?? NaN, digits)} (${ratio(m[key], h?.[key], up)})` +
+          (c ? `, vs consul-builtin ${fmt(c[key], digits)} (${ratio(m[key], c[key], up)})` : ""),
       );
     }
   }
+  for (const note of notes) console.log(banner(note));
   if (!smoke) {
     Deno.mkdirSync(new URL("./results", import.meta.url), { recursive: true });
     Deno.writeTextFileSync(new URL("./results/latest.md", import.meta.url), text);

@@ -1,15 +1,21 @@
-// The four ways from a client to a backend that the benchmark compares, all on 127.0.0.1:
-// direct, a meshgate pair (two proxy processes, the test double as agent), a stunnel pair and
-// a haproxy pair — the TLS ones with ECDSA P-256 certificates and client-certificate checks.
+// The ways from a client to a backend that the benchmark compares, all on 127.0.0.1: direct, a
+// meshgate pair (two proxy processes, the test double as agent), a stunnel pair, a haproxy pair —
+// the TLS ones with ECDSA P-256 certificates and client-certificate checks — and Consul's built-in
+// proxy pair (two `consul connect proxy` processes and a real `consul agent -dev`).
 import { x509 } from "../src/trust/_x509.ts";
 
 /** A running tunnel: connect to `port` to reach the backend it was started for. */
 export interface Tunnel {
   name: string;
   port: number;
-  /** PIDs of the proxy processes (for resident-memory figures). */
+  /** PIDs of the proxy processes, both sides (for CPU figures). */
   pids: number[];
-  /** The agent's PID (the test double, answering authorize), when meshgate. */
+  /** The same PIDs by side: the client side (the caller's) and the server side (the backend's). */
+  sides?: { client: number[]; server: number[] };
+  /**
+   * The agent's PID, when the pair has one: the test double for meshgate (answering authorize),
+   * the real Consul agent for consul-builtin (answering authorize and upstream discovery).
+   */
   agentPid?: number;
   /** The meshgate server side's admin URL (authorize latency), when meshgate. */
   adminUrl?: string;
@@ -136,6 +142,7 @@ export async function stunnelPair(dir: string, backend: number): Promise<Tunnel>
     name: "stunnel",
     port: front,
     pids: [server.child.pid, client.child.pid],
+    sides: { client: [client.child.pid], server: [server.child.pid] },
     close: async () => void await Promise.all([server.stop(), client.stop()]),
   };
 }
@@ -173,6 +180,7 @@ export async function haproxyPair(
     name: options.name ?? "haproxy",
     port: front,
     pids: [server.child.pid, client.child.pid],
+    sides: { client: [client.child.pid], server: [server.child.pid] },
     close: async () => void await Promise.all([server.stop(), client.stop()]),
   };
 }
@@ -261,6 +269,7 @@ export async function meshgatePair(
     name: label,
     port: front,
     pids: [server.child.pid, client.child.pid],
+    sides: { client: [client.child.pid], server: [server.child.pid] },
     agentPid: agent.child.pid,
     adminUrl: `http://127.0.0.1:${adminPort}/`,
     close: async () => {
@@ -268,6 +277,157 @@ export async function meshgatePair(
       await agent.stop();
     },
   };
+}
+
+const CONSUL_VERSION = "v1.22.7";
+
+/**
+ * The Consul binary: `MESHGATE_CONSUL_BIN`, else where `scripts/build_consul.sh` caches it
+ * (`deno task consul:build`); undefined when there is none. Never builds: a build takes minutes.
+ */
+export function consulBinary(): string | undefined {
+  const home = Deno.env.get("HOME") ?? "";
+  const cache = Deno.env.get("MESHGATE_CACHE") ?? `${home}/.cache/meshgate`;
+  for (
+    const path of [Deno.env.get("MESHGATE_CONSUL_BIN"), `${cache}/consul-${CONSUL_VERSION}/consul`]
+  ) {
+    if (!path) continue;
+    try {
+      if (Deno.statSync(path).isFile) return path;
+    } catch {
+      // not there
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Writes `request` through `port` and resolves once at least one byte comes back; rejects on
+ * EOF, an error, or after `ms`.
+ */
+export async function forwardsOnce(port: number, request: Uint8Array, ms = 5000): Promise<void> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timer = setTimeout(() => conn.close(), ms);
+  try {
+    for (let off = 0; off < request.length;) off += await conn.write(request.subarray(off));
+    const n = await conn.read(new Uint8Array(256));
+    if (!n) throw new Error("closed without an answer");
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
+}
+
+/**
+ * Consul's built-in proxy pair as its documentation sets it up: a real `consul agent -dev` (its
+ * own process, every port free), an intention allowing web → db (a `service-intentions` config
+ * entry), `consul connect proxy -service db -listen … -service-addr <backend> -register` (the
+ * server side, registered with a TTL check it keeps passing) and `consul connect proxy -service
+ * web -upstream db:…` (the client side). Resolves once db's proxy passes its health check and
+ * `probe` written to the client side gets an answer from the backend (end to end).
+ */
+export async function consulBuiltinPair(
+  binary: string,
+  dir: string,
+  backend: number,
+  probe: Uint8Array,
+): Promise<Tunnel> {
+  const ports = {
+    http: freePort(),
+    serf_lan: freePort(),
+    serf_wan: freePort(),
+    server: freePort(),
+  };
+  const hcl = `ports { http = ${ports.http}, https = -1, grpc = -1, grpc_tls = -1, dns = -1, ` +
+    `serf_lan = ${ports.serf_lan}, serf_wan = ${ports.serf_wan}, server = ${ports.server} }`;
+  const agent = spawn(binary, [
+    "agent",
+    "-dev",
+    "-bind=127.0.0.1",
+    "-client=127.0.0.1",
+    "-log-level=warn",
+    `-hcl=${hcl}`,
+    `-hcl=data_dir = "${dir}"`,
+    "-hcl=connect { enabled = true }",
+  ]);
+  const http = `127.0.0.1:${ports.http}`;
+  const started: { stop(): Promise<void> }[] = [];
+  const close = async () => {
+    await Promise.all(started.map((p) => p.stop()));
+    await agent.stop();
+  };
+  try {
+    const until = Date.now() + 60_000;
+    const ready = async (what: string, check: () => Promise<boolean>, logs: () => string) => {
+      while (true) {
+        if (await check().catch(() => false)) return;
+        if (Date.now() > until) throw new Error(`consul-builtin: ${what} within 60 s:\n${logs()}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    await ready("the agent elected no leader or had no Connect CA", async () => {
+      const leader = await fetch(`http://${http}/v1/status/leader`).then((r) => r.text());
+      if (leader.length <= 4) return false;
+      const roots = await fetch(`http://${http}/v1/agent/connect/ca/roots`);
+      return roots.ok && (await roots.json()).Roots?.length > 0;
+    }, agent.output);
+    const intention = await fetch(`http://${http}/v1/config`, {
+      method: "PUT",
+      body: JSON.stringify({
+        Kind: "service-intentions",
+        Name: "db",
+        Sources: [{ Name: "web", Action: "allow" }],
+      }),
+    });
+    if (!intention.ok) {
+      throw new Error(`consul-builtin: intention web → db: ${await intention.text()}`);
+    }
+    await intention.body?.cancel();
+    const [publicPort, front] = [freePort(), freePort()];
+    const server = spawn(binary, [
+      "connect",
+      "proxy",
+      `-http-addr=${http}`,
+      "-log-level=warn",
+      "-service=db",
+      `-listen=127.0.0.1:${publicPort}`,
+      `-service-addr=127.0.0.1:${backend}`,
+      "-register",
+    ]);
+    started.push(server);
+    const client = spawn(binary, [
+      "connect",
+      "proxy",
+      `-http-addr=${http}`,
+      "-log-level=warn",
+      "-service=web",
+      `-upstream=db:127.0.0.1:${front}`,
+    ]);
+    started.push(client);
+    const logs = () => `db proxy:\n${server.output()}\nweb proxy:\n${client.output()}`;
+    await ready("db's proxy did not pass its health check", async () => {
+      const res = await fetch(`http://${http}/v1/health/connect/db?passing=1`);
+      return (await res.json()).length > 0;
+    }, logs);
+    await ready(
+      "the web proxy's upstream did not forward to the backend",
+      () => forwardsOnce(front, probe).then(() => true),
+      logs,
+    );
+    return {
+      name: "consul-builtin",
+      port: front,
+      pids: [server.child.pid, client.child.pid],
+      sides: { client: [client.child.pid], server: [server.child.pid] },
+      agentPid: agent.child.pid,
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
 }
 
 /** No tunnel. */

@@ -1,6 +1,8 @@
 // `deno task bench --smoke`: the benchmark runs end to end (not how fast). Skips loudly when the
-// Debian tools are missing and cannot be installed.
+// Debian tools are missing and cannot be installed. Consul's built-in proxy is in the smoke run
+// when a Consul binary is there (it adds about 7 s); without one the bench must say it skipped it.
 import assert from "node:assert/strict";
+import { consulBinary } from "../bench/tunnels.ts";
 
 const tools = ["stunnel4", "haproxy", "iperf3", "wrk", "nginx"];
 const missing = [];
@@ -25,7 +27,15 @@ Deno.test({
     }).output();
     const out = new TextDecoder().decode(r.stdout);
     assert.equal(r.code, 0, out + new TextDecoder().decode(r.stderr));
-    for (const tunnel of ["direct", "meshgate", "haproxy", "stunnel"]) {
+    const consul = consulBinary() !== undefined;
+    const tunnels = [
+      "direct",
+      "meshgate",
+      "haproxy",
+      "stunnel",
+      ...consul ? ["consul-builtin"] : [],
+    ];
+    for (const tunnel of tunnels) {
       // A figure may be "–" when the machine is too busy for it; the row must be there.
       assert.match(
         out,
@@ -34,5 +44,20 @@ Deno.test({
       );
     }
     assert.match(out, /^summary: new connections\/s: meshgate [\d–]+ vs haproxy [\d–]+/m);
+    // Memory per idle connection, per side, for every tunnel but direct: a figure, never "–" (its
+    // 50 connections each carry a request and its answer, which must work; the figure itself is
+    // noise at that size and may be negative).
+    for (const tunnel of tunnels.filter((t) => t !== "direct")) {
+      assert.match(
+        out,
+        new RegExp(`^\\| ${tunnel} \\| -?[\\d.]+ \\| -?[\\d.]+ \\| -?[\\d.]+ \\|$`, "m"),
+        out,
+      );
+    }
+    if (consul) {
+      assert.match(out, /^summary: new connections\/s: .* vs consul-builtin [\d–]+/m);
+    } else {
+      assert.match(out, /consul-builtin SKIPPED: no Consul binary/);
+    }
   },
 });
