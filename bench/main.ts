@@ -192,14 +192,20 @@ async function carriedConnection(port: number): Promise<Deno.Conn> {
  * reservations not at all), then open `idleConns` connections through the tunnel, 25 at a time,
  * each of which first carries a request end to end — client → client side → server side → nginx —
  * and its answer back (`GET /1b` on a keep-alive connection: nginx answers with a 1-byte file and
- * keeps the connection open), and hold them all idle. After 2 s (0.2 s with `--smoke`) read the
- * Pss again: its growth divided by the connections held is the figure. A connection that has
- * carried bytes has its mTLS handshake, its dial to the next hop and whatever buffers the proxy
- * keeps after a read, which is what a user's pooled, idle connection costs; one merely accepted
- * may have none of these yet. The processes have already served the load phases, so memory their
- * allocators kept from those is reused and not counted (a garbage collection in between can even
- * make a small sample negative: `--smoke`'s 50 connections are no measurement). The agent is not
- * counted (its work grows with calls, not with connections held).
+ * keeps the connection open), and hold them all idle. Then read the Pss once a second until it has
+ * settled (three readings within 0.2 KiB per connection on each side; at most 30 s): its growth
+ * divided by the connections held is the figure, the steady cost of a pool of idle connections.
+ * Settling matters for a garbage-collected runtime: meshgate's V8 heap frees its handshakes'
+ * garbage several seconds later (measured: 51 → 33 KiB per connection between 2 and 8 s on the
+ * client side), while haproxy's and Consul's figures do not move. `--smoke` reads once, after
+ * 0.2 s: its 50 connections check that the method works, they measure nothing (a collection in
+ * between can even make the figure negative).
+ *
+ * A connection that has carried bytes has its mTLS handshake, its dial to the next hop and
+ * whatever buffers the proxy keeps after a read, which is what a user's pooled, idle connection
+ * costs; one merely accepted may have none of these yet. The processes have already served the
+ * load phases, so memory their allocators kept from those is reused and not counted. The agent is
+ * not counted (its work grows with calls, not with connections held).
  */
 async function idleMemory(t: Tunnel): Promise<{ client: number; server: number }> {
   if (!t.sides) return { client: NaN, server: NaN };
@@ -221,11 +227,27 @@ async function idleMemory(t: Tunnel): Promise<{ client: number; server: number }
     };
     await Promise.all(Array.from({ length: 25 }, opener));
     if (failure !== undefined) throw failure;
-    await new Promise((r) => setTimeout(r, smoke ? 200 : 2000));
-    return {
+    const sample = () => ({
       client: (pssKiB(sides.client) - before.client) / conns.length,
       server: (pssKiB(sides.server) - before.server) / conns.length,
-    };
+    });
+    if (smoke) {
+      await new Promise((r) => setTimeout(r, 200));
+      return sample();
+    }
+    // Settled: three readings a second apart within 0.2 KiB per connection on each side (a
+    // runtime with a garbage collector frees its handshakes' garbage some seconds later), or 30 s.
+    const samples = [sample()];
+    const until = Date.now() + 30_000;
+    while (Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 1000));
+      samples.push(sample());
+      const last = samples.slice(-3);
+      const spread = (side: "client" | "server") =>
+        Math.max(...last.map((x) => x[side])) - Math.min(...last.map((x) => x[side]));
+      if (last.length === 3 && spread("client") <= 0.2 && spread("server") <= 0.2) break;
+    }
+    return samples.at(-1)!;
   } finally {
     for (const c of conns) c.close();
     await new Promise((r) => setTimeout(r, smoke ? 100 : 1000));
@@ -504,7 +526,7 @@ function report(
     "",
     `Memory per idle connection (${idleConns} held, each after carrying a request to the ` +
     "backend and its answer back; growth of the proxy processes' Pss from " +
-    "/proc/<pid>/smaps_rollup, KiB per connection; lower is better):",
+    "/proc/<pid>/smaps_rollup once it has settled, KiB per connection; lower is better):",
     "",
     "| tunnel | client side | server side | per proxy (mean of the sides) |",
     "| --- | --- | --- | --- |",
