@@ -186,20 +186,21 @@ async function carriedConnection(port: number): Promise<Deno.Conn> {
 
 /**
  * Memory per idle connection, per side of the tunnel (KiB per connection, client side and server
- * side). Method (issue #18): read each side's proportional set size (Pss from
- * /proc/<pid>/smaps_rollup: its resident pages, each shared page divided among the processes that
- * map it, so code and libraries shared by the two sides are not counted twice and untouched
- * reservations not at all), then open `idleConns` connections through the tunnel, 25 at a time,
- * each of which first carries a request end to end — client → client side → server side → nginx —
- * and its answer back (`GET /1b` on a keep-alive connection: nginx answers with a 1-byte file and
- * keeps the connection open), and hold them all idle. Then read the Pss once a second until it has
- * settled (three readings within 0.2 KiB per connection on each side; at most 30 s): its growth
- * divided by the connections held is the figure, the steady cost of a pool of idle connections.
- * Settling matters for a garbage-collected runtime: meshgate's V8 heap frees its handshakes'
- * garbage several seconds later (measured: 51 → 33 KiB per connection between 2 and 8 s on the
- * client side), while haproxy's and Consul's figures do not move. `--smoke` reads once, after
- * 0.2 s: its 50 connections check that the method works, they measure nothing (a collection in
- * between can even make the figure negative).
+ * side). Method (issue #18): for each tunnel in turn, read each side's proportional set size (Pss
+ * from /proc/<pid>/smaps_rollup: its resident pages, each shared page divided among the processes
+ * that map it, so code and libraries shared by the two sides are not counted twice and untouched
+ * reservations not at all), then open `idleConns` connections through it, 25 at a time, each of
+ * which first carries a request end to end — client → client side → server side → nginx — and its
+ * answer back (`GET /1b` on a keep-alive connection: nginx answers with a 1-byte file and keeps the
+ * connection open). All tunnels' connections are then held idle together for `IDLE_HOLD_MS`, and
+ * each side's Pss is read again: its growth divided by the connections held is the figure, the
+ * steady cost of a pool of idle connections.
+ *
+ * The wait matters for a garbage-collected runtime: meshgate's V8 heap frees its handshakes'
+ * garbage when V8's memory reducer runs, 8 or 16 s later in our runs (client side: 48 → 31 KiB
+ * per connection), while haproxy's and Consul's Pss do not move over 20 s; holding every tunnel's
+ * connections at once pays that wait once. `--smoke` waits 0.2 s: its 50 connections check that
+ * the method works and measure nothing (a collection in between can make a figure negative).
  *
  * A connection that has carried bytes has its mTLS handshake, its dial to the next hop and
  * whatever buffers the proxy keeps after a read, which is what a user's pooled, idle connection
@@ -207,50 +208,53 @@ async function carriedConnection(port: number): Promise<Deno.Conn> {
  * load phases, so memory their allocators kept from those is reused and not counted. The agent is
  * not counted (its work grows with calls, not with connections held).
  */
-async function idleMemory(t: Tunnel): Promise<{ client: number; server: number }> {
-  if (!t.sides) return { client: NaN, server: NaN };
+const IDLE_HOLD_MS = smoke ? 200 : 30_000;
+
+/** A tunnel's idle connections, held open, and its sides' Pss before they were opened. */
+interface HeldIdle {
+  sides: { client: number[]; server: number[] };
+  before: { client: number; server: number };
+  conns: Deno.Conn[];
+}
+
+/** Opens `idleConns` connections through `t` that each carried a request (see above). */
+async function holdIdle(t: Tunnel): Promise<HeldIdle | undefined> {
+  if (!t.sides) return undefined;
   const sides = t.sides;
   const before = { client: pssKiB(sides.client), server: pssKiB(sides.server) };
   const conns: Deno.Conn[] = [];
-  try {
-    let next = 0;
-    let failure: unknown;
-    const opener = async () => {
-      while (next < idleConns && failure === undefined) {
-        next++;
-        try {
-          conns.push(await carriedConnection(t.port));
-        } catch (err) {
-          failure ??= err;
-        }
+  let next = 0;
+  let failure: unknown;
+  const opener = async () => {
+    while (next < idleConns && failure === undefined) {
+      next++;
+      try {
+        conns.push(await carriedConnection(t.port));
+      } catch (err) {
+        failure ??= err;
       }
-    };
-    await Promise.all(Array.from({ length: 25 }, opener));
-    if (failure !== undefined) throw failure;
-    const sample = () => ({
-      client: (pssKiB(sides.client) - before.client) / conns.length,
-      server: (pssKiB(sides.server) - before.server) / conns.length,
-    });
-    if (smoke) {
-      await new Promise((r) => setTimeout(r, 200));
-      return sample();
     }
-    // Settled: three readings a second apart within 0.2 KiB per connection on each side (a
-    // runtime with a garbage collector frees its handshakes' garbage some seconds later), or 30 s.
-    const samples = [sample()];
-    const until = Date.now() + 30_000;
-    while (Date.now() < until) {
-      await new Promise((r) => setTimeout(r, 1000));
-      samples.push(sample());
-      const last = samples.slice(-3);
-      const spread = (side: "client" | "server") =>
-        Math.max(...last.map((x) => x[side])) - Math.min(...last.map((x) => x[side]));
-      if (last.length === 3 && spread("client") <= 0.2 && spread("server") <= 0.2) break;
-    }
-    return samples.at(-1)!;
-  } finally {
+  };
+  await Promise.all(Array.from({ length: 25 }, opener));
+  if (failure !== undefined) {
     for (const c of conns) c.close();
-    await new Promise((r) => setTimeout(r, smoke ? 100 : 1000));
+    throw failure;
+  }
+  return { sides, before, conns };
+}
+
+/** KiB of Pss per held connection that each side grew by since before they were opened. */
+function idleGrowth(held: HeldIdle | undefined): { client: number; server: number } {
+  try {
+    if (!held) return { client: NaN, server: NaN };
+    const n = held.conns.length;
+    return {
+      client: (pssKiB(held.sides.client) - held.before.client) / n,
+      server: (pssKiB(held.sides.server) - held.before.server) / n,
+    };
+  } catch (err) {
+    console.log(`bench: idle memory unreadable: ${(err as Error).message}`);
+    return { client: NaN, server: NaN };
   }
 }
 
@@ -306,7 +310,9 @@ async function main() {
   await Deno.writeTextFile(
     `${dir}/nginx.conf`,
     `worker_processes 1;\npid ${dir}/nginx.pid;\nerror_log stderr;\n` +
-      `events { worker_connections 8192; }\nhttp {\n  access_log off;\n` +
+      // Every tunnel's idle connections are held at once (6 × 2,000).
+      `worker_rlimit_nofile 20000;\nevents { worker_connections 16384; }\n` +
+      `http {\n  access_log off;\n` +
       `  client_body_temp_path ${dir}/tmp;\n  proxy_temp_path ${dir}/tmp;\n` +
       `  fastcgi_temp_path ${dir}/tmp;\n  uwsgi_temp_path ${dir}/tmp;\n  scgi_temp_path ${dir}/tmp;\n` +
       `  keepalive_requests 1000000;\n  keepalive_timeout 600s;\n` +
@@ -365,6 +371,17 @@ async function main() {
           "`deno task consul:build`, which needs Go)",
       );
     }
+  }
+  // The bench holds every tunnel's idle connections at once: one descriptor each, here.
+  const openFiles = Number(
+    /^Max open files\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/limits"))?.[1] ?? Infinity,
+  );
+  const needed = (kinds.length - 1) * idleConns + 1000;
+  if (openFiles < needed) {
+    notes.push(
+      `open-file limit ${openFiles} < ${needed}: the idle-memory figures of the last tunnels ` +
+        `will fail (raise it with \`ulimit -n ${needed}\`)`,
+    );
   }
   for (const note of notes) console.log(banner(note));
   const results = new Map<
@@ -437,15 +454,27 @@ async function main() {
         figures.agentNc.push(agentCpu * 1e6 / (nc.rps * seconds));
       }
     }
+    const held = new Map<string, HeldIdle | undefined>();
+    try {
+      for (const { name, forHttp } of running) {
+        if (!forHttp.sides) continue;
+        console.log(`bench: ${name}: opening ${idleConns} idle connections…`);
+        held.set(
+          name,
+          await measure(`${name} idle connections`, () => holdIdle(forHttp), undefined),
+        );
+      }
+      console.log(`bench: holding them all idle for ${IDLE_HOLD_MS / 1000} s…`);
+      await new Promise((r) => setTimeout(r, IDLE_HOLD_MS));
+      for (const { name, figures } of running) {
+        const idle = idleGrowth(held.get(name));
+        figures.idleClient.push(idle.client);
+        figures.idleServer.push(idle.server);
+      }
+    } finally {
+      for (const h of held.values()) for (const c of h?.conns ?? []) c.close();
+    }
     for (const { name, forHttp, figures } of running) {
-      console.log(`bench: ${name}: memory of ${idleConns} idle connections…`);
-      const idle = await measure(
-        `${name} idle memory`,
-        () => idleMemory(forHttp),
-        { client: NaN, server: NaN },
-      );
-      figures.idleClient.push(idle.client);
-      figures.idleServer.push(idle.server);
       results.set(name, { ...figures, authz: await authorizeShare(forHttp) });
     }
   } finally {
@@ -524,9 +553,10 @@ function report(
         `${fmt(r.kaP99, 2)} | ${fmt(r.nc)} | ${fmt(r.ncP50, 2)} | ${fmt(r.ncP99, 2)} |`;
     }),
     "",
-    `Memory per idle connection (${idleConns} held, each after carrying a request to the ` +
-    "backend and its answer back; growth of the proxy processes' Pss from " +
-    "/proc/<pid>/smaps_rollup once it has settled, KiB per connection; lower is better):",
+    `Memory per idle connection (${idleConns} per tunnel, each after carrying a request to the ` +
+    "backend and its answer back, all tunnels' held together; growth of the proxy processes' " +
+    `Pss from /proc/<pid>/smaps_rollup after ${IDLE_HOLD_MS / 1000} s idle, KiB per ` +
+    "connection; lower is better):",
     "",
     "| tunnel | client side | server side | per proxy (mean of the sides) |",
     "| --- | --- | --- | --- |",
