@@ -121,9 +121,10 @@ Deno.test("leaf watchdog: within the expiry margin without a renewal, the proxy 
     },
   });
   await agent.register({ ID: "db-1", Name: "db", Port: 1, Connect: { SidecarService: {} } });
-  // The margin puts the leaf's warning point 1.5 s from now; the agent renews it only hours later.
+  // The margin puts the leaf's warning point 4 s from now (room for a loaded machine to start
+  // the proxy before it); the agent renews the leaf only hours later.
   const leaf = await parseCertificate((await agent.leaf("db")).value.CertPEM);
-  const marginMs = leaf.notAfter.getTime() - Date.now() - 1500;
+  const marginMs = leaf.notAfter.getTime() - Date.now() - 4000;
   const warnings: string[] = [];
   await using proxy = await startProxy({
     agent,
@@ -137,10 +138,11 @@ Deno.test("leaf watchdog: within the expiry margin without a renewal, the proxy 
   const asked = leafRequests;
   await eventually(
     () => warnings.some((l) => l.includes("no renewed leaf from the agent yet")),
-    5000,
+    10_000,
     "the watchdog's warning",
   );
-  assert.ok(leafRequests > asked, "the agent was asked again");
+  // The watchdog warns, then asks: wait for the request rather than race it.
+  await eventually(() => leafRequests > asked, 5000, "the agent to be asked again");
   const ready = await admin.request("/ready");
   assert.equal(ready.status, 503);
   assert.match(JSON.stringify(await ready.json()), /has not been renewed/);
