@@ -100,7 +100,7 @@ function renderState() {
     for (const target of u.targets) {
       if (!target.endpoints.length) {
         const r = el("tr");
-        r.append(el("td", target.id), el("td", "no healthy endpoint", "bad"), el("td", ""));
+        r.append(el("td", target.id), el("td", "no healthy endpoint", "bad"), el("td", target.aclWarning || "", "bad"));
         t.append(r);
       }
       for (const e of target.endpoints) {

@@ -42,6 +42,10 @@ export interface UpstreamState {
     datacenter: string;
     connectTimeoutMs: number;
     endpoints: EndpointState[];
+    /** The agent's last endpoint list was filtered by ACLs (instances the token may not see). */
+    resultsFilteredByAcls: boolean;
+    /** While filtered: the endpoint and the permissions the token likely lacks. */
+    aclWarning?: string;
   }[];
   /** When the chain or an endpoint list last changed (ISO 8601). */
   updatedAt?: string;
@@ -143,6 +147,8 @@ export function proxyState(proxy: AdminSubject, now: number = Date.now()): Proxy
                 : {}),
             };
           }),
+          resultsFilteredByAcls: t.resultsFilteredByAcls,
+          ...(t.aclWarning ? { aclWarning: t.aclWarning } : {}),
         }];
       })
       : [];

@@ -16,6 +16,8 @@ export interface Snapshot<T> {
   hash?: string;
   /** `Date.now()` when it arrived. */
   receivedAt: number;
+  /** The agent left out results the token may not read (`X-Consul-Results-Filtered-By-ACLs`). */
+  resultsFilteredByAcls?: boolean;
 }
 
 /** What one request of a blocking query returns. */
@@ -26,6 +28,8 @@ export interface BlockingResult<T> {
   index?: bigint;
   /** `X-Consul-ContentHash`, if the endpoint sends one. */
   hash?: string;
+  /** `X-Consul-Results-Filtered-By-ACLs: true` was sent. */
+  resultsFilteredByAcls?: boolean;
 }
 
 /** Parameters of one request, chosen by the loop. */
@@ -403,7 +407,13 @@ export class BlockingQuery<T> {
   #publish(result: BlockingResult<T>): void {
     const equals = this.#options.equals ?? jsonEquals;
     const previous = this.#latest;
-    if (previous && equals(previous.value, result.value)) {
+    const filtered = result.resultsFilteredByAcls === true;
+    // The same body with the ACL filter flag turned on or off is news (an empty list, then the
+    // same empty list because a token lost a permission).
+    if (
+      previous && equals(previous.value, result.value) &&
+      (previous.resultsFilteredByAcls === true) === filtered
+    ) {
       // Unchanged body: keep the newer index/hash but deliver nothing.
       previous.index = result.index;
       previous.hash = result.hash;
@@ -414,6 +424,7 @@ export class BlockingQuery<T> {
       index: result.index,
       hash: result.hash,
       receivedAt: Date.now(),
+      ...(filtered ? { resultsFilteredByAcls: true } : {}),
     };
     this.#latest = snapshot;
     for (const sub of this.#subscribers) {

@@ -108,6 +108,11 @@ export interface AgentResponse<T> {
   index?: bigint;
   /** `X-Consul-ContentHash`, when sent. */
   hash?: string;
+  /**
+   * `X-Consul-Results-Filtered-By-ACLs: true`: the agent left out what the token may not read
+   * (with ACLs on, a list the token can see none of answers `[]` with this, not a 403).
+   */
+  resultsFilteredByAcls?: boolean;
   /** All response headers. */
   headers: Headers;
 }
@@ -292,6 +297,9 @@ export class AgentClient {
       value,
       index,
       hash: response.headers.get("X-Consul-ContentHash") ?? undefined,
+      ...(response.headers.get("X-Consul-Results-Filtered-By-ACLs") === "true"
+        ? { resultsFilteredByAcls: true }
+        : {}),
       headers: response.headers,
     };
   }

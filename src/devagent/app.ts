@@ -884,6 +884,18 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
     if (fault?.malformed) {
       res = new Response('{"broken": ', { status: res.status, headers: res.headers });
     }
+    if (fault?.filteredByAcls && res.ok) {
+      const text = await res.text();
+      let list = false;
+      try {
+        list = Array.isArray(JSON.parse(text));
+      } catch {
+        // not JSON: only the header
+      }
+      res = new Response(list ? "[]" : text, { status: res.status, headers: res.headers });
+      res.headers.delete("Content-Length");
+      res.headers.set("X-Consul-Results-Filtered-By-ACLs", "true");
+    }
     if (fault?.indexBackwards && res.headers.has("X-Consul-Index")) {
       res = new Response(res.body, { status: res.status, headers: res.headers });
       res.headers.set("X-Consul-Index", "1");

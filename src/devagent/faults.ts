@@ -1,6 +1,6 @@
 /**
- * Fault injection for the double: latency, error statuses, dropped connections, malformed JSON
- * and indexes that go backwards, matched by method and path prefix.
+ * Fault injection for the double: latency, error statuses, dropped connections, malformed JSON,
+ * indexes that go backwards and answers filtered by ACLs, matched by method and path prefix.
  * @module
  */
 
@@ -22,6 +22,13 @@ export interface Fault {
   malformed?: boolean;
   /** Answer with `X-Consul-Index: 1`, lower than any real index. */
   indexBackwards?: boolean;
+  /**
+   * Answer as Consul answers a token that may read none of a list (e.g. `/v1/health/connect/db`
+   * without `node:read`): the real status and index, the list emptied (`[]`), and
+   * `X-Consul-Results-Filtered-By-ACLs: true`. Answers that are not a JSON list only get the
+   * header.
+   */
+  filteredByAcls?: boolean;
   /** Apply this many times, then remove. @default {Infinity} */
   times?: number;
 }

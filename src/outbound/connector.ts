@@ -320,7 +320,13 @@ export class UpstreamConnector {
       throw new UpstreamConnectError("no_endpoint", (err as Error).message);
     }
     if (list.length === 0) {
-      throw new UpstreamConnectError("no_endpoint", `no healthy instances of ${up.name}`);
+      // With ACLs on, "none" may only mean "none this token may see": say so.
+      const hidden = [...this.resolver?.targets.values() ?? []]
+        .flatMap((t) => t.endpoints.length === 0 && t.aclWarning ? [t.aclWarning] : []);
+      throw new UpstreamConnectError(
+        "no_endpoint",
+        `no healthy instances of ${up.name}` + (hidden.length ? ` (${hidden.join("; ")})` : ""),
+      );
     }
     let lastError = "";
     // The certificate check every endpoint tried failed, if they all failed the same one.

@@ -28,6 +28,30 @@ export interface ChainTarget {
   endpoints: MeshEndpoint[];
   /** Whether the agent has answered the health query at least once. */
   isKnown: boolean;
+  /**
+   * The agent's last answer left out instances the ACL token may not read
+   * (`X-Consul-Results-Filtered-By-ACLs: true`): with ACLs on, a token without `node:read` or
+   * `service:read` on the target's proxies gets an empty list, not an error.
+   */
+  resultsFilteredByAcls: boolean;
+  /** While `resultsFilteredByAcls` holds: the endpoint and what the token likely lacks. */
+  aclWarning?: string;
+}
+
+/**
+ * What an endpoint list filtered by ACLs means, in one line: the endpoint asked and the
+ * permissions a token usually lacks then (measured on Consul 1.22.7: without `node:read`, or
+ * without `service:read` on the sidecar, `/v1/health/connect/db` answers `[]` with the flag;
+ * without `service:read` on `db` itself it answers 403).
+ */
+function aclFilterWarning(service: string, dc?: string): string {
+  return `${healthPath(service, dc)}: results filtered by ACLs; the token likely lacks ` +
+    `node:read and service:read on "${service}-sidecar-proxy"`;
+}
+
+function healthPath(service: string, dc?: string): string {
+  return `/v1/health/connect/${encodeURIComponent(service)}` +
+    (dc ? `?dc=${encodeURIComponent(dc)}` : "");
 }
 
 /** A weighted route: a split of the chain, with its targets in failover order. */
@@ -272,6 +296,7 @@ export class UpstreamResolver {
         onlyPassing,
         endpoints: [],
         isKnown: false,
+        resultsFilteredByAcls: false,
         key,
         stop: new AbortController(),
       };
@@ -302,7 +327,7 @@ export class UpstreamResolver {
       filter: target.filter,
     });
     try {
-      for await (const { value } of target.query.subscribe(signal)) {
+      for await (const { value, resultsFilteredByAcls } of target.query.subscribe(signal)) {
         const usable = target.onlyPassing
           ? value
           : value.filter((e) => !e.Checks?.some((c) => c.Status === "critical"));
@@ -312,6 +337,7 @@ export class UpstreamResolver {
           target: target.id,
         }));
         target.isKnown = true;
+        this.#noteAclFilter(target, dc, resultsFilteredByAcls === true);
         this.updatedAt = Date.now();
         this.#ready.resolve();
         this.#onEndpoints?.(target);
@@ -323,6 +349,31 @@ export class UpstreamResolver {
       }
     } catch (err) {
       if (!signal.aborted) this.#log.log("error", "health watch stopped", { error: String(err) });
+    }
+  }
+
+  /**
+   * Keeps the target's ACL filter flag; warns once when it turns on (and again only after it
+   * turned off), since an upstream whose instances the token may not see has no endpoints and
+   * no error either.
+   */
+  #noteAclFilter(target: WatchedTarget, dc: string | undefined, filtered: boolean): void {
+    const was = target.resultsFilteredByAcls;
+    target.resultsFilteredByAcls = filtered;
+    target.aclWarning = filtered ? aclFilterWarning(target.service, dc) : undefined;
+    if (filtered && !was) {
+      this.#log.log("warn", "upstream endpoints filtered by ACLs", {
+        upstream: this.#service,
+        target: target.id,
+        endpoint: healthPath(target.service, dc),
+        visibleEndpoints: target.endpoints.length,
+        likelyMissing: `node:read and service:read on "${target.service}-sidecar-proxy"`,
+      });
+    } else if (was && !filtered) {
+      this.#log.log("info", "upstream endpoints no longer filtered by ACLs", {
+        upstream: this.#service,
+        target: target.id,
+      });
     }
   }
 

@@ -10,9 +10,11 @@ import {
   AgentClient,
   AgentError,
   connect,
+  type ConnectionEvent,
   createAdminApp,
   createLogger,
   type ProxyEvent,
+  type ProxyState,
   startProxy,
 } from "../../mod.ts";
 import { eventually, freePort, spawnLogged } from "../_helpers.ts";
@@ -212,9 +214,12 @@ Deno.test({
               ),
               "agent/service": await attempt(() => a.service("shop-1-sidecar-proxy")),
               "discovery-chain": await attempt(() => a.discoveryChain("db")),
-              "health/connect": await attempt(async () =>
-                `${(await a.healthConnect("db", { passing: false })).value.length} endpoint(s)`
-              ),
+              "health/connect": await attempt(async () => {
+                const res = await a.healthConnect("db", { passing: false });
+                // X-Consul-Results-Filtered-By-ACLs: Consul's only sign that it left some out.
+                return `${res.value.length} endpoint(s)` +
+                  (res.resultsFilteredByAcls ? ", filtered by ACLs" : "");
+              }),
               "intentions/match": await attempt(() => a.intentionMatch("destination", "shop")),
               // What -register does (`<service>-proxy`), and the name a sidecar registration uses.
               "register shop-proxy": await attempt(() =>
@@ -286,10 +291,13 @@ Deno.test({
             "discovery-chain": `403 service:read on "db"`,
             "health/connect": "403 Permission denied",
           });
-          assert.deepEqual(table["no node read"], { ...ok, "health/connect": "0 endpoint(s)" });
+          assert.deepEqual(table["no node read"], {
+            ...ok,
+            "health/connect": "0 endpoint(s), filtered by ACLs",
+          });
           assert.deepEqual(table["no db-sidecar-proxy read"], {
             ...ok,
-            "health/connect": "0 endpoint(s)",
+            "health/connect": "0 endpoint(s), filtered by ACLs",
           });
         },
       );
@@ -304,6 +312,60 @@ Deno.test({
             String(err),
             /No sidecar proxy registered for db-1 \(or none this ACL token can see: it needs service:read/,
           );
+        },
+      );
+
+      await step(
+        "a token without node:read: db's endpoints come back filtered, and meshgate says so",
+        async () => {
+          // A client-only proxy for shop whose token may read db but not the nodes: Consul
+          // answers db's endpoints with [] and X-Consul-Results-Filtered-By-ACLs, not a 403.
+          const noNodeLines: string[] = [];
+          const events: ConnectionEvent[] = [];
+          const shopProxy = await startProxy({
+            agent: client(shopNoNode),
+            config: {
+              service: "shop",
+              upstreams: [{
+                type: "service",
+                name: "db",
+                bind: { hostname: "127.0.0.1", port: 0 },
+                connectTimeoutMs: 2000,
+              }],
+            },
+            log: createLogger({ level: "info", json: true, write: (l) => noNodeLines.push(l) }),
+            onEvent: (e) => void events.push(e),
+          });
+          try {
+            const said = `/v1/health/connect/db: results filtered by ACLs; the token likely ` +
+              `lacks node:read and service:read on "db-sidecar-proxy"`;
+            const admin = createAdminApp({ proxy: shopProxy });
+            const target = async () => {
+              const state = await (await admin.request("/v1/state")).json() as ProxyState;
+              return state.upstreams[0]?.targets[0];
+            };
+            await eventually(
+              async () => (await target())?.resultsFilteredByAcls === true,
+              10_000,
+              "db's target to be flagged as filtered by ACLs",
+            );
+            assert.deepEqual((await target())?.endpoints, []);
+            assert.equal((await target())?.aclWarning, said);
+            const port = (shopProxy.upstreams[0]!.address as { port: number }).port;
+            assert.equal(await echoVia(port, "anyone?"), "");
+            await eventually(() => events.some((e) => e.type === "refused"), 5000, "refusal");
+            const refused = events.find((e) => e.type === "refused");
+            assert.ok(refused?.type === "refused");
+            assert.equal(refused.refusal.reason, "no_endpoint");
+            assert.equal(refused.refusal.detail, `no healthy instances of db (${said})`);
+            const warnings = noNodeLines.filter((l) =>
+              l.includes("upstream endpoints filtered by ACLs")
+            );
+            assert.equal(warnings.length, 1, noNodeLines.join("\n"));
+            assert.equal(JSON.parse(warnings[0]!).endpoint, "/v1/health/connect/db");
+          } finally {
+            await shopProxy.close();
+          }
         },
       );
 
