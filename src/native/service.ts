@@ -109,6 +109,8 @@ export class ConnectService implements AsyncDisposable {
   /** The latest intentions of our service, from the re-authorization watch. */
   #intentions?: readonly Intention[];
   #phase: ProxyPhase = "starting";
+  /** Why the leaf or the roots are missing, by feed, as the agent said it. */
+  readonly #problems = new Map<"roots" | "leaf", string>();
 
   /** Use {@linkcode connect}. */
   constructor(options: ConnectOptions & { agent: AgentClient }, ownsAgent: boolean) {
@@ -124,9 +126,15 @@ export class ConnectService implements AsyncDisposable {
       log: this.#log,
       emit: this.#emit,
     };
-    this.#spawn(feedRoots(feed));
-    this.#spawn(feedLeaf({ ...feed, service: options.service }));
+    const problem = (source: "roots" | "leaf") => (text: string | undefined) => {
+      if (text === undefined) this.#problems.delete(source);
+      else this.#problems.set(source, text);
+    };
+    this.#spawn(feedRoots({ ...feed, problem: problem("roots") }));
+    this.#spawn(feedLeaf({ ...feed, service: options.service, problem: problem("leaf") }));
     this.material.ready.then(() => {
+      // Both are loaded (the feeds say so too, a moment after this resolves).
+      this.#problems.clear();
       if (this.#phase === "starting") this.#setPhase("ready");
     }, () => {});
   }
@@ -160,6 +168,15 @@ export class ConnectService implements AsyncDisposable {
   /** Resolves once the first leaf and roots are loaded. */
   get ready(): Promise<void> {
     return this.material.ready;
+  }
+
+  /**
+   * What keeps the leaf or the roots away, as the agent said it (endpoint, status and Consul's
+   * text, e.g. `leaf: /v1/agent/connect/ca/leaf/web: HTTP 403: Permission denied`); empty once
+   * both are loaded. Shown on `/ready` by the admin app.
+   */
+  get problems(): string[] {
+    return [...this.#problems.values()];
   }
 
   /** Our SPIFFE ID (from the current leaf), once loaded. */
@@ -357,16 +374,20 @@ export async function connect(options: ConnectOptions): Promise<ConnectService> 
     await Promise.race([
       svc.ready,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new Error(
-                `${options.service}: no leaf certificate and roots from the agent at ` +
-                  `${agent.config.baseUrl} within ${ms} ms`,
-              ),
+        timer = setTimeout(() => {
+          // What the watches last heard from the agent, or that it never answered.
+          const why = svc.problems;
+          const missing = [
+            ...(svc.material.leaf ? [] : ["leaf certificate"]),
+            ...(svc.material.roots ? [] : ["roots"]),
+          ].join(" and ") || "usable leaf certificate and roots";
+          reject(
+            new Error(
+              `${options.service}: no ${missing} from the agent at ${agent.config.baseUrl} ` +
+                `within ${ms} ms: ${why.length ? why.join("; ") : "no answer yet"}`,
             ),
-          ms,
-        );
+          );
+        }, ms);
       }),
     ]);
   } catch (err) {
