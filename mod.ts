@@ -207,6 +207,7 @@ export {
   UpstreamConnector,
   type UpstreamConnectorOptions,
   type UpstreamConnectReason,
+  upstreamListenerName,
   type UpstreamTarget,
 } from "./src/outbound/connector.ts";
 export {

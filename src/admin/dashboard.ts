@@ -88,7 +88,7 @@ function renderState() {
   for (const u of state.upstreams) {
     const box = el("div");
     const h = el("div");
-    h.append(el("b", u.name), el("span", "  " + u.type + " on " + u.bind + " · " + u.connections + " open", "mute"));
+    h.append(el("b", (u.listener || u.name).replace(/^upstream:/, "")), el("span", "  " + u.type + " on " + u.bind + " · " + u.connections + " open", "mute"));
     box.append(h);
     const t = el("table");
     const head = el("tr");

@@ -235,7 +235,7 @@ export function createProxyMetrics(
       addLive("inbound", `inbound:${service}`, proxy.inbound.connections, true);
     }
     for (const u of proxy.upstreams) {
-      addLive("outbound", `upstream:${u.upstream.name}`, u.connections, false);
+      addLive("outbound", u.name, u.connections, false);
     }
     return live;
   };
@@ -252,7 +252,7 @@ export function createProxyMetrics(
     for (const u of proxy.upstreams) {
       let n = 0;
       for (const h of u.endpointHealth.values()) if ((h.ejectedUntil ?? 0) > now) n++;
-      ejected.set({ upstream: u.upstream.name }, n);
+      ejected.set({ upstream: u.name.replace(/^upstream:/, "") }, n);
     }
     const leaf = proxy.material.leaf;
     leafExpiry.reset();

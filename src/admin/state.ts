@@ -29,6 +29,13 @@ export interface EndpointState {
 export interface UpstreamState {
   /** Service or prepared-query name. */
   name: string;
+  /** Its datacenter, when the upstream names one. */
+  datacenter?: string;
+  /**
+   * Its listener name in events and metrics: `upstream:<name>`, or `upstream:<name>@<dc>` in
+   * another datacenter.
+   */
+  listener: string;
   /** `service` or `prepared_query`. */
   type: string;
   /** Where it listens. */
@@ -154,6 +161,8 @@ export function proxyState(proxy: AdminSubject, now: number = Date.now()): Proxy
       : [];
     return {
       name: u.upstream.name,
+      ...(u.upstream.datacenter ? { datacenter: u.upstream.datacenter } : {}),
+      listener: u.name,
       type: u.upstream.type,
       bind: formatAddress(u.address),
       connections: u.connections.size,
@@ -227,7 +236,7 @@ export function proxyState(proxy: AdminSubject, now: number = Date.now()): Proxy
 export interface ConnectionState {
   /** `inbound` or `outbound`. */
   direction: "inbound" | "outbound";
-  /** `inbound:<service>` or `upstream:<name>`. */
+  /** `inbound:<service>`, `upstream:<name>` or `upstream:<name>@<dc>`. */
   listener: string;
   /** Inbound: the client's SPIFFE ID; outbound: `service@address:port` reached. */
   peer: string;
@@ -272,7 +281,7 @@ export function openConnections(
     for (const c of u.connections) {
       out.push({
         direction: "outbound",
-        listener: `upstream:${u.upstream.name}`,
+        listener: u.name,
         peer: c.peer,
         remote: c.remote,
         bytesIn: c.pipe.stats.bToA,

@@ -104,6 +104,35 @@ export interface EndpointHealth {
   active: number;
 }
 
+/**
+ * The listener name of an upstream in events, metrics and the admin app: `upstream:<name>` in
+ * the local datacenter (the name every dashboard already knows), `upstream:<name>@<dc>` when the
+ * upstream names another, so two upstreams of one service in two datacenters (each with its own
+ * local port) never share a Prometheus series. An upstream whose datacenter is set while the
+ * local one is not known yet is named with it.
+ *
+ * @example
+ * ```ts
+ * import { upstreamListenerName } from "@meshgate/meshgate";
+ * upstreamListenerName({ name: "db" }); // "upstream:db"
+ * upstreamListenerName({ name: "db", datacenter: "dc1" }, "dc1"); // "upstream:db"
+ * upstreamListenerName({ name: "db", datacenter: "dc2" }, "dc1"); // "upstream:db@dc2"
+ * ```
+ *
+ * @param upstream the upstream's name and datacenter (empty for the local one)
+ * @param localDatacenter the agent's datacenter, when known
+ * @returns the listener name
+ */
+export function upstreamListenerName(
+  upstream: { name: string; datacenter?: string },
+  localDatacenter?: string,
+): string {
+  const dc = upstream.datacenter;
+  return dc && dc !== localDatacenter
+    ? `upstream:${upstream.name}@${dc}`
+    : `upstream:${upstream.name}`;
+}
+
 /** Options of {@linkcode UpstreamConnector}. */
 export interface UpstreamConnectorOptions {
   /** The agent, for chain, health and prepared-query reads. */
@@ -117,7 +146,11 @@ export interface UpstreamConnectorOptions {
    * leaf names, else learnt from the chain.
    */
   localDatacenter?: string;
-  /** Events go out with this listener name (`upstream:<name>` by default). */
+  /**
+   * Events go out with this listener name. Default: `upstream:<name>`, and
+   * `upstream:<name>@<dc>` for an upstream in another datacenter (see
+   * {@linkcode upstreamListenerName}).
+   */
   listener?: string;
   /** How long a failed endpoint goes to the back of the line. @default {10000} */
   failureCooldownMs?: number;
@@ -158,6 +191,7 @@ export class UpstreamConnector {
   /** Smooth weighted round robin state, per endpoint. */
   readonly #current = new Map<string, number>();
   readonly #log: Logger;
+  #listenerName?: string;
 
   /** Starts watching the upstream's chain and endpoints (service upstreams). */
   constructor(options: UpstreamConnectorOptions) {
@@ -177,6 +211,23 @@ export class UpstreamConnector {
           }),
       });
     }
+  }
+
+  /**
+   * The listener name its events carry: `listener` if given, else
+   * {@linkcode upstreamListenerName} with the local datacenter (from `localDatacenter` or our
+   * leaf), settled once that is known.
+   */
+  get listenerName(): string {
+    if (this.#o.listener) return this.#o.listener;
+    if (this.#listenerName) return this.#listenerName;
+    const up = this.#o.upstream;
+    const local = up.datacenter
+      ? this.#o.localDatacenter ?? leafDatacenter(this.#o.material)
+      : undefined;
+    const name = upstreamListenerName(up, local);
+    if (!up.datacenter || local) this.#listenerName = name;
+    return name;
   }
 
   /** Endpoints whose last dial failed (cleared by a success), by endpoint ID. */
@@ -375,7 +426,7 @@ export class UpstreamConnector {
         this.#o.onEvent?.({
           type: "dial_failed",
           direction: "outbound",
-          listener: this.#o.listener ?? `upstream:${up.name}`,
+          listener: this.listenerName,
           target: endpoint.target ?? up.name,
           endpoint: endpoint.id,
           error: lastError,

@@ -77,6 +77,11 @@ export interface UpstreamOptions {
 export interface UpstreamListener extends AsyncDisposable {
   /** The upstream it serves. */
   readonly upstream: UpstreamConfig;
+  /**
+   * Its name in events, metrics and the admin app: `upstream:<name>`, or `upstream:<name>@<dc>`
+   * for an upstream in another datacenter (see {@linkcode upstreamListenerName}).
+   */
+  readonly name: string;
   /** The bound address. */
   readonly address: SocketAddress;
   /** The chain and endpoints (service upstreams). */
@@ -104,14 +109,15 @@ export interface UpstreamListener extends AsyncDisposable {
 export async function startUpstream(options: UpstreamOptions): Promise<UpstreamListener> {
   const o = options;
   const up = o.upstream;
-  const name = `upstream:${up.name}`;
-  const log = (o.log ?? silentLogger).with({ upstream: up.name });
+  const log = (o.log ?? silentLogger).with({
+    upstream: up.name,
+    ...(up.datacenter ? { datacenter: up.datacenter } : {}),
+  });
   const emit = o.onEvent ?? (() => {});
   const connector = new UpstreamConnector({
     agent: o.agent,
     material: o.material,
     upstream: up,
-    listener: name,
     failureCooldownMs: o.failureCooldownMs,
     policy: up.policy,
     log,
@@ -126,7 +132,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
       reason: refusal.reason,
       detail: refusal.detail,
     });
-    emit({ type: "refused", direction: "outbound", listener: name, refusal });
+    emit({ type: "refused", direction: "outbound", listener: connector.listenerName, refusal });
   };
 
   // The whole outbound path of one connection.
@@ -155,6 +161,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
       return;
     }
     const peer = `${endpoint.service}@${endpoint.address}:${endpoint.port}`;
+    const listener = connector.listenerName; // settled: a dial means our leaf is loaded
     const pipe = pipeSockets(client, mesh, {
       idleTimeoutMs: o.idleTimeoutMs,
       held: { b: meshHeld.release() },
@@ -165,7 +172,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
     emit({
       type: "accepted",
       direction: "outbound",
-      listener: name,
+      listener,
       peer,
       remote,
       handshakeMs: connectMs,
@@ -176,7 +183,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
     emit({
       type: "closed",
       direction: "outbound",
-      listener: name,
+      listener,
       peer,
       remote,
       bytesIn: stats.bToA,
@@ -231,6 +238,9 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
   };
   return {
     upstream: up,
+    get name() {
+      return connector.listenerName;
+    },
     address,
     resolver: connector.resolver,
     connections: active,

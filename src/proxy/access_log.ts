@@ -12,7 +12,7 @@ export interface AccessLogRecord {
   time: string;
   /** `inbound` or `outbound`. */
   direction: "inbound" | "outbound";
-  /** `inbound:<service>` or `upstream:<name>`. */
+  /** `inbound:<service>`, `upstream:<name>`, or `upstream:<name>@<dc>` in another datacenter. */
   listener: string;
   /** `closed` (it carried traffic), `refused` or `revoked`. */
   outcome: "closed" | "refused" | "revoked";
