@@ -109,6 +109,8 @@ export class ConnectService implements AsyncDisposable {
   /** The latest intentions of our service, from the re-authorization watch. */
   #intentions?: readonly Intention[];
   #phase: ProxyPhase = "starting";
+  /** The drain every {@linkcode ConnectService.close} call awaits, once started. */
+  #closing?: Promise<void>;
   /** Why the leaf or the roots are missing, by feed, as the agent said it. */
   readonly #problems = new Map<"roots" | "leaf", string>();
 
@@ -335,8 +337,18 @@ export class ConnectService implements AsyncDisposable {
   }
 
   /** Stops serving (open connections get `drainMs`), closes pools and watches. */
-  async close(drainMs = 0): Promise<void> {
-    if (this.#phase === "draining" || this.#phase === "stopped") return;
+  close(drainMs = 0): Promise<void> {
+    if (!this.#closing) {
+      // Every caller awaits the same drain; set before it starts, which publishes `draining`
+      // synchronously (a subscriber that closes the service then joins this one).
+      const closing = Promise.withResolvers<void>();
+      this.#closing = closing.promise;
+      this.#close(drainMs).then(closing.resolve, closing.reject);
+    }
+    return this.#closing;
+  }
+
+  async #close(drainMs: number): Promise<void> {
     this.#setPhase("draining");
     await Promise.all([...this.#servers].map((s) => s.close(drainMs)));
     this.#servers.clear();

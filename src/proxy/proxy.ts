@@ -709,7 +709,13 @@ export class Proxy implements AsyncDisposable {
    * here), then stop accepting and drain open connections up to `drainMs`, stop every watch.
    */
   close(drainMs = 0): Promise<void> {
-    this.#closing ??= this.#close(drainMs);
+    if (!this.#closing) {
+      // Set before the drain starts: its first step publishes `draining` synchronously, and a
+      // subscriber that closes the proxy then must get this promise, not start a second drain.
+      const closing = Promise.withResolvers<void>();
+      this.#closing = closing.promise;
+      this.#close(drainMs).then(closing.resolve, closing.reject);
+    }
     return this.#closing;
   }
 
