@@ -58,7 +58,7 @@ export function createProxyMetrics(
   );
   const refused = r.counter(
     "meshgate_connections_refused_total",
-    "Connections refused, by direction and reason (no_cert, bad_chain, bad_identity, denied, authorize_error, limit, timeout, handshake, app_unreachable, no_endpoint, chain_unavailable, endpoints_unavailable, upstream_unreachable, leaf_expired).",
+    "Connections refused, by direction and reason (no_cert, bad_chain, bad_identity, denied, authorize_error, limit, handshake_timeout, authorize_timeout, handshake, app_unreachable, no_endpoint, chain_unavailable, endpoints_unavailable, upstream_unreachable, leaf_expired).",
   );
   const cachedAuthz = r.counter(
     "meshgate_authorize_cache_used_total",

@@ -70,8 +70,8 @@ export type AuthorizeAnswer =
   | {
     /** No answer: the connection is refused (fail closed). */
     ok: false;
-    /** `timeout` past the deadline, else `authorize_error`. */
-    reason: "timeout" | "authorize_error";
+    /** `authorize_timeout` past the deadline, else `authorize_error`. */
+    reason: "authorize_timeout" | "authorize_error";
     /** For the log. */
     detail: string;
     /** The epoch the call began in. */
@@ -214,7 +214,7 @@ export class AuthorizeCache {
       const timedOut = call.signal.aborted;
       return {
         ok: false,
-        reason: timedOut ? "timeout" : "authorize_error",
+        reason: timedOut ? "authorize_timeout" : "authorize_error",
         detail: timedOut
           ? `authorize: no answer within ${this.#timeoutMs} ms`
           : (err as Error)?.message ?? String(err),

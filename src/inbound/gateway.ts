@@ -169,7 +169,7 @@ function classifyHandshakeError(
 
 function handshakeReason(err: Error): RefusalReason {
   const m = err.message;
-  if (/handshake timeout/i.test(m)) return "timeout";
+  if (/handshake timeout/i.test(m)) return "handshake_timeout";
   if (
     /CertificateRequired|certificate required|did not return a certificate|sent no certificates/i
       .test(m)
@@ -252,7 +252,8 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     (socket as { _parent?: net.Socket })._parent?.destroy();
     // Consul's TCP health checks connect and close without a handshake, every 10 s; Deno's
     // node:tls only notices at the handshake timeout. Keep those out of the warnings.
-    const quiet = (refusal.reason === "timeout" && refusal.detail === "TLS handshake timeout") ||
+    const quiet =
+      (refusal.reason === "handshake_timeout" && refusal.detail === "TLS handshake timeout") ||
       // A connect-and-close without a handshake (a TCP health check, a port scan).
       (refusal.reason === "handshake" && refusal.detail === "socket hang up");
     log.log(

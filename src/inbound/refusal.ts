@@ -12,7 +12,8 @@ export type RefusalReason =
   | "denied"
   | "authorize_error"
   | "limit"
-  | "timeout"
+  | "handshake_timeout"
+  | "authorize_timeout"
   | "handshake"
   | "app_unreachable"
   | "no_endpoint"
@@ -29,7 +30,8 @@ export const REFUSAL_REASONS: readonly RefusalReason[] = [
   "denied",
   "authorize_error",
   "limit",
-  "timeout",
+  "handshake_timeout",
+  "authorize_timeout",
   "handshake",
   "app_unreachable",
   "no_endpoint",

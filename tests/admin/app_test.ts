@@ -110,6 +110,15 @@ Deno.test("admin: /metrics is valid exposition with the proxy's counters and his
     v("meshgate_connections_refused_total", { direction: "inbound", reason: "no_cert" }),
     0,
   );
+  // #17.2: the two timeouts are told apart, each series pre-set; no bare `timeout` any more.
+  for (const direction of ["inbound", "outbound"]) {
+    for (const reason of ["handshake_timeout", "authorize_timeout"]) {
+      assert.equal(v("meshgate_connections_refused_total", { direction, reason }), 0, reason);
+    }
+    assert.ok(
+      Number.isNaN(v("meshgate_connections_refused_total", { direction, reason: "timeout" })),
+    );
+  }
   assert.equal(v("meshgate_received_bytes_total", { listener: "inbound:db" }), 3);
   assert.equal(v("meshgate_sent_bytes_total", { listener: "inbound:db" }), 3);
   assert.equal(v("meshgate_connections_active", { listener: "inbound:db" }), 0);

@@ -252,7 +252,7 @@ Deno.test("inbound: an authorize call that times out refuses (fail closed)", asy
     ca: s.roots,
   });
   assert.equal(await outcome(client, "x"), "closed");
-  assert.deepEqual(s.refusals(), ["timeout"]);
+  assert.deepEqual(s.refusals(), ["authorize_timeout"]);
   s.dev.faults.clear();
   s.dev.faults.add({ path: "/v1/agent/connect/authorize", status: 500, body: "boom" });
   const again = await tlsClient(s.gw.address.port, {
@@ -271,7 +271,7 @@ Deno.test("inbound: a silent client is closed by the handshake timeout", async (
   const silent = net.connect({ host: "127.0.0.1", port: s.gw.address.port });
   silent.on("error", () => {});
   await new Promise((r) => silent.on("close", r));
-  await eventually(() => s.refusals().includes("timeout"));
+  await eventually(() => s.refusals().includes("handshake_timeout"));
 });
 
 Deno.test("inbound: connections over the limit are refused and counted", async () => {

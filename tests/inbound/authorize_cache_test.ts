@@ -232,7 +232,7 @@ Deno.test("authorize cache: no answer within timeoutMs is a timeout, shared by j
   for (const a of await Promise.all(checks)) {
     assert.deepEqual(gist(a), {
       ok: false,
-      reason: "timeout",
+      reason: "authorize_timeout",
       detail: "authorize: no answer within 1000 ms",
     });
   }

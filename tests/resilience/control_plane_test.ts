@@ -149,14 +149,14 @@ Deno.test("resilience: an index that goes backwards resets the watch, counted", 
   console.log("held: 1 index reset counted; 3 rotations applied; 1 connection served");
 });
 
-Deno.test("resilience: a slow authorize (2 s) against a 1 s deadline refuses, counted as timeout", async () => {
+Deno.test("resilience: a slow authorize (2 s) against a 1 s deadline refuses, counted as authorize_timeout", async () => {
   await using p = await pair();
   p.dev.faults.add({ path: "/v1/agent/connect/authorize", latencyMs: 2000, times: 1 });
   assert.equal(await p.call("slow"), "");
   assert.equal(
     (await p.metrics()).value("meshgate_connections_refused_total", {
       direction: "inbound",
-      reason: "timeout",
+      reason: "authorize_timeout",
     }),
     1,
   );

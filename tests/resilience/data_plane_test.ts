@@ -83,7 +83,7 @@ Deno.test("data plane: silent clients (slowloris) are closed by the handshake ti
   assert.equal(new TextDecoder().decode(await roundTrip(ok, "real")), "real");
   const all = await Promise.all(silent.map((c) => closed(c, 10_000)));
   assert.ok(all.every(Boolean), "every silent socket was closed");
-  await eventually(async () => (await s.refused("timeout")) >= n, 10_000);
+  await eventually(async () => (await s.refused("handshake_timeout")) >= n, 10_000);
   console.log(`held: ${n} silent sockets closed by the 500 ms handshake timeout; 1 client served`);
 });
 
@@ -116,13 +116,13 @@ Deno.test("data plane: garbage, truncated handshakes and TLS 1.0/1.1 are refused
     assert.notEqual(r, "connected", `${v} must not connect`);
   }
   await eventually(
-    async () => (await s.refused("handshake")) + (await s.refused("timeout")) >= 4,
+    async () => (await s.refused("handshake")) + (await s.refused("handshake_timeout")) >= 4,
     5000,
   );
   assert.equal(s.app!.connections(), 0, "nothing reached the application");
   console.log(
-    `held: 4 bad clients refused (handshake ${await s.refused("handshake")}, timeout ` +
-      `${await s.refused("timeout")}); 0 reached the application`,
+    `held: 4 bad clients refused (handshake ${await s.refused("handshake")}, handshake_timeout ` +
+      `${await s.refused("handshake_timeout")}); 0 reached the application`,
   );
 });
 
