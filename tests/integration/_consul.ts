@@ -33,6 +33,89 @@ function freePort(): number {
   return port;
 }
 
+/** A `consul agent -dev` process started by {@linkcode spawnDevConsul}. */
+export interface DevConsulProcess {
+  /** SIGTERM (SIGKILL after 5 s), then removes `dir`. */
+  stop(): Promise<void>;
+  /** Everything the agent printed. */
+  logs(): string;
+}
+
+/**
+ * Starts `consul agent -dev` on loopback with `extraArgs`, and resolves once `ready()` says so
+ * (polled every 200 ms for up to 60 s; on timeout the agent is stopped and its log tail thrown).
+ * `dir` (its data or config directory) is removed when it stops. The one way the integration
+ * suite starts a dev agent.
+ */
+export async function spawnDevConsul(
+  binary: string,
+  extraArgs: string[],
+  dir: string,
+  ready: () => Promise<boolean>,
+): Promise<DevConsulProcess> {
+  const child = new Deno.Command(binary, {
+    args: [
+      "agent",
+      "-dev",
+      "-bind=127.0.0.1",
+      "-client=127.0.0.1",
+      "-log-level=warn",
+      ...extraArgs,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const logs: string[] = [];
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) logs.push(chunk);
+  };
+  const draining = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // gone
+      }
+    }, 5000);
+    await child.status;
+    clearTimeout(timer);
+    await draining;
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  const deadline = Date.now() + 60_000;
+  while (true) {
+    try {
+      if (await ready()) break;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`consul did not become ready within 60 s:\n${logs.join("").slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return { stop, logs: () => logs.join("") };
+}
+
+/** Whether a dev agent at `url` has a leader and a Connect CA (with `fetchFn`, e.g. over mTLS). */
+export async function hasLeaderAndRoots(
+  url: string,
+  fetchFn: (input: string, init?: RequestInit) => Promise<Response> = fetch,
+  headers: Record<string, string> = {},
+): Promise<boolean> {
+  const leader = await fetchFn(`${url}/v1/status/leader`, { headers }).then((r) => r.text());
+  if (leader.length <= 4) return false;
+  const roots = await fetchFn(`${url}/v1/agent/connect/ca/roots`, { headers });
+  return roots.ok && !!(await roots.json()).Roots?.length;
+}
+
 /** A running Consul dev agent. */
 export interface RealConsul extends AsyncDisposable {
   url: string;
@@ -54,61 +137,13 @@ export async function startConsul(): Promise<RealConsul> {
   const dataDir = await Deno.makeTempDir({ prefix: "meshgate-consul-" });
   const hcl = `ports { http = ${ports.http}, https = -1, grpc = -1, grpc_tls = -1, dns = -1, ` +
     `serf_lan = ${ports.serf_lan}, serf_wan = ${ports.serf_wan}, server = ${ports.server} }`;
-  const child = new Deno.Command(binary, {
-    args: [
-      "agent",
-      "-dev",
-      "-bind=127.0.0.1",
-      "-client=127.0.0.1",
-      "-log-level=warn",
-      `-hcl=${hcl}`,
-      `-hcl=data_dir = "${dataDir}"`,
-      `-hcl=connect { enabled = true }`,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const logs: string[] = [];
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) logs.push(chunk);
-  };
-  const draining = Promise.all([collect(child.stdout), collect(child.stderr)]);
   const url = `http://127.0.0.1:${ports.http}`;
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // gone
-      }
-    }, 5000);
-    await child.status;
-    clearTimeout(timer);
-    await draining;
-    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
-  };
-  const deadline = Date.now() + 60_000;
-  while (true) {
-    try {
-      const leader = await fetch(`${url}/v1/status/leader`).then((r) => r.text());
-      if (leader.length > 4) {
-        const roots = await fetch(`${url}/v1/agent/connect/ca/roots`);
-        if (roots.ok && (await roots.json()).Roots?.length) break;
-      }
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`consul did not become ready within 60 s:\n${logs.join("").slice(-2000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  const { stop } = await spawnDevConsul(
+    binary,
+    [`-hcl=${hcl}`, `-hcl=data_dir = "${dataDir}"`, `-hcl=connect { enabled = true }`],
+    dataDir,
+    () => hasLeaderAndRoots(url),
+  );
   return {
     url,
     address: `127.0.0.1:${ports.http}`,
@@ -167,61 +202,14 @@ acl {
 }
 `,
   );
-  const child = new Deno.Command(binary, {
-    args: [
-      "agent",
-      "-dev",
-      "-bind=127.0.0.1",
-      "-client=127.0.0.1",
-      "-log-level=warn",
-      `-config-file=${configFile}`,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const logs: string[] = [];
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) logs.push(chunk);
-  };
-  const draining = Promise.all([collect(child.stdout), collect(child.stderr)]);
   const url = `http://127.0.0.1:${ports.http}`;
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // gone
-      }
-    }, 5000);
-    await child.status;
-    clearTimeout(timer);
-    await draining;
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  };
   const headers = { "X-Consul-Token": managementToken };
-  const deadline = Date.now() + 60_000;
-  while (true) {
-    try {
-      const self = await fetch(`${url}/v1/acl/token/self`, { headers });
-      await self.body?.cancel();
-      if (self.ok) {
-        const roots = await fetch(`${url}/v1/agent/connect/ca/roots`, { headers });
-        if (roots.ok && (await roots.json()).Roots?.length) break;
-      }
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`consul did not become ready within 60 s:\n${logs.join("").slice(-2000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  // Ready once the leader has bootstrapped the management token and the Connect CA answers.
+  const { stop } = await spawnDevConsul(binary, [`-config-file=${configFile}`], dir, async () => {
+    const self = await fetch(`${url}/v1/acl/token/self`, { headers });
+    await self.body?.cancel();
+    return self.ok && await hasLeaderAndRoots(url, fetch, headers);
+  });
   return {
     url,
     address: `127.0.0.1:${ports.http}`,

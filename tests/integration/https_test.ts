@@ -9,7 +9,7 @@ import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
 import { pki, pkiFiles } from "../transport/_pki.ts";
 import { createDenoAgentClient } from "../../src/transport/agent_client.ts";
 import { createNodeFetch } from "../../src/transport/node_fetch.ts";
-import { announceSkip, consulBinary } from "./_consul.ts";
+import { announceSkip, consulBinary, hasLeaderAndRoots, spawnDevConsul } from "./_consul.ts";
 
 const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 
@@ -33,42 +33,7 @@ async function startHttpsConsul(files: Files) {
     `tls { defaults { ca_file = "${files.ca}", cert_file = "${files.serverCert}", ` +
     `key_file = "${files.serverKey}" } https { verify_incoming = true } }`,
   ];
-  const child = new Deno.Command(binary, {
-    args: [
-      "agent",
-      "-dev",
-      "-bind=127.0.0.1",
-      "-client=127.0.0.1",
-      "-log-level=warn",
-      ...hcl.map((h) => `-hcl=${h}`),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const logs: string[] = [];
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) logs.push(chunk);
-  };
-  const draining = Promise.all([collect(child.stdout), collect(child.stderr)]);
   const url = `https://127.0.0.1:${ports.https}`;
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // gone
-      }
-    }, 5000);
-    await child.status;
-    clearTimeout(timer);
-    await draining;
-    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
-  };
   // Polled over mutual TLS: with verify_incoming nothing else gets an answer.
   const f = createNodeFetch({
     ca: await Deno.readTextFile(files.ca),
@@ -76,27 +41,16 @@ async function startHttpsConsul(files: Files) {
     key: await Deno.readTextFile(files.key),
   });
   try {
-    const deadline = Date.now() + 60_000;
-    while (true) {
-      try {
-        const leader = await f(`${url}/v1/status/leader`).then((r) => r.text());
-        if (leader.length > 4) {
-          const roots = await f(`${url}/v1/agent/connect/ca/roots`);
-          if (roots.ok && (await roots.json()).Roots?.length) break;
-        }
-      } catch {
-        // not up yet
-      }
-      if (Date.now() > deadline) {
-        await stop();
-        throw new Error(`consul did not become ready within 60 s:\n${logs.join("").slice(-2000)}`);
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    const { stop, logs } = await spawnDevConsul(
+      binary,
+      hcl.map((h) => `-hcl=${h}`),
+      dataDir,
+      () => hasLeaderAndRoots(url, f),
+    );
+    return { url, port: ports.https, stop, logs };
   } finally {
     f.close();
   }
-  return { url, port: ports.https, stop, logs: () => logs.join("") };
 }
 
 const spawnProxy = (args: string[], env: Record<string, string> = {}) =>
