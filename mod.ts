@@ -189,7 +189,7 @@ export {
   type Refusal,
   REFUSAL_REASONS,
   type RefusalReason,
-} from "./src/inbound/refusal.ts";
+} from "./src/events/connection.ts";
 export { DialError, dialMesh, type MeshEndpoint } from "./src/outbound/dialer.ts";
 export {
   type ChainTarget,
@@ -232,7 +232,8 @@ export {
   type SelfRegistration,
   startProxy,
 } from "./src/proxy/proxy.ts";
-export { EventHub, type LifecycleEvent, type ProxyEvent } from "./src/proxy/events.ts";
+export { EventHub } from "./src/events/hub.ts";
+export type { LifecycleEvent, ProxyEvent, ReauthorizeRound } from "./src/events/lifecycle.ts";
 export {
   type AdminApp,
   type AdminAppOptions,
@@ -281,7 +282,7 @@ export {
 } from "./src/native/hono.ts";
 export { createDenoAgentClient, namedEnv, PROXY_ENV_VARS } from "./src/transport/agent_client.ts";
 export { createNodeFetch, type NodeFetchOptions } from "./src/transport/node_fetch.ts";
-export { decideByIntentions, type IntentionDecision } from "./src/inbound/decide.ts";
+export { decideByIntentions, type IntentionDecision } from "./src/intentions/decide.ts";
 export {
   type AnswerSource,
   type AuthorizeAnswer,
@@ -293,7 +294,6 @@ export {
   reauthorize,
   reauthorizeOnChange,
   type ReauthorizeOptions,
-  type ReauthorizeRound,
 } from "./src/inbound/reauthorize.ts";
 export {
   type AccessLogOptions,

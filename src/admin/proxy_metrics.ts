@@ -4,7 +4,7 @@
  * closed set or a name from the registration (never a client address).
  * @module
  */
-import { REFUSAL_REASONS } from "../inbound/refusal.ts";
+import { REFUSAL_REASONS } from "../events/connection.ts";
 import type { AdminSubject } from "./subject.ts";
 import { type ReadinessOptions, readinessProblems } from "./readiness.ts";
 import { type Labels, Registry } from "./prometheus.ts";

@@ -4,7 +4,7 @@
  * loop.
  * @module
  */
-import { sleep } from "./_timers.ts";
+import { sleep } from "../net/timers.ts";
 
 /** One delivered state of a watched resource. */
 export interface Snapshot<T> {

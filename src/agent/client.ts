@@ -4,7 +4,7 @@
  * unix sockets) comes in through the `fetch` option.
  * @module
  */
-import { deadline } from "./_timers.ts";
+import { deadline } from "../net/timers.ts";
 import {
   type BlockingFetch,
   BlockingQuery,

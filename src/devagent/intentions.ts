@@ -3,7 +3,7 @@
  * by precedence, L7 means deny, and a default when nothing matches.
  * @module
  */
-import { decideByIntentions } from "../inbound/decide.ts";
+import { decideByIntentions } from "../intentions/decide.ts";
 import type { AuthorizeResult, Intention } from "../agent/types.ts";
 import { parseSpiffeId, SpiffeIdError } from "../trust/spiffe.ts";
 import { BadRequest, type Schema, strictDecode } from "./strict.ts";

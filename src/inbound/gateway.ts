@@ -14,8 +14,8 @@ import { connectPlain, formatAddress, peerChain, type SocketAddress } from "../n
 import type { TlsMaterial } from "../trust/material.ts";
 import type { ServiceSpiffeId } from "../trust/spiffe.ts";
 import { type AuthorizeAnswer, AuthorizeCache } from "./authorize_cache.ts";
-import { decideByIntentions } from "./decide.ts";
-import type { ConnectionEvent, Refusal, RefusalReason } from "./refusal.ts";
+import { decideByIntentions } from "../intentions/decide.ts";
+import type { ConnectionEvent, Refusal, RefusalReason } from "../events/connection.ts";
 
 /** Options of {@linkcode startInbound}. */
 export interface InboundOptions {

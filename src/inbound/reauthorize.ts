@@ -13,9 +13,10 @@ import type { AgentClient } from "../agent/client.ts";
 import type { Intention } from "../agent/types.ts";
 import type { Logger } from "../net/log.ts";
 import { parseSpiffeId, type ServiceSpiffeId } from "../trust/spiffe.ts";
-import { decideByIntentions } from "./decide.ts";
+import { decideByIntentions } from "../intentions/decide.ts";
 import type { InboundGateway } from "./gateway.ts";
-import type { ConnectionEvent } from "./refusal.ts";
+import type { ConnectionEvent } from "../events/connection.ts";
+import type { ReauthorizeRound } from "../events/lifecycle.ts";
 
 /** Options of {@linkcode reauthorizeOnChange}. */
 export interface ReauthorizeOptions {
@@ -43,16 +44,6 @@ export interface ReauthorizeOptions {
    * gateways' `intentions` option), before the open connections are re-checked.
    */
   onIntentions?: (intentions: readonly Intention[]) => void;
-}
-
-/** One re-check: which callers were checked, which were denied. */
-export interface ReauthorizeRound {
-  /** Distinct callers (SPIFFE IDs) re-checked. */
-  checked: string[];
-  /** Those now denied, with the reason. */
-  denied: { peer: string; reason: string }[];
-  /** Those the agent could not answer for: their connections are kept. */
-  failed: string[];
 }
 
 /**

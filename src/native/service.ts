@@ -14,12 +14,13 @@ import {
   startInbound,
 } from "../inbound/gateway.ts";
 import { reauthorizeOnChange } from "../inbound/reauthorize.ts";
-import type { ConnectionEvent } from "../inbound/refusal.ts";
+import type { ConnectionEvent } from "../events/connection.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import { UpstreamConnector } from "../outbound/connector.ts";
 import type { UpstreamListener } from "../outbound/listener.ts";
 import type { ProxyConfig } from "../proxy/config.ts";
-import { EventHub, type LifecycleEvent, type ProxyEvent } from "../proxy/events.ts";
+import { EventHub } from "../events/hub.ts";
+import type { LifecycleEvent, ProxyEvent } from "../events/lifecycle.ts";
 import { feedLeaf, feedRoots } from "../proxy/feed.ts";
 import type { ProxyPhase } from "../proxy/proxy.ts";
 import { TlsMaterial } from "../trust/material.ts";

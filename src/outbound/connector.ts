@@ -6,7 +6,7 @@
  * @module
  */
 import type { AgentClient } from "../agent/client.ts";
-import type { ConnectionEvent } from "../inbound/refusal.ts";
+import type { ConnectionEvent } from "../events/connection.ts";
 import type { HeldSocket } from "../net/pipe.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import type { TlsMaterial } from "../trust/material.ts";

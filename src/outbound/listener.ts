@@ -5,7 +5,7 @@
  */
 import net from "node:net";
 import type { AgentClient } from "../agent/client.ts";
-import type { ConnectionEvent, Refusal } from "../inbound/refusal.ts";
+import type { ConnectionEvent, Refusal } from "../events/connection.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import { type Pipe, pipeSockets } from "../net/pipe.ts";
 import { formatAddress, type SocketAddress } from "../net/sockets.ts";

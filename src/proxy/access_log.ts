@@ -4,7 +4,8 @@
  * way and duration. Off by default; sampling keeps a fraction of the lines.
  * @module
  */
-import type { EventHub, ProxyEvent } from "./events.ts";
+import type { EventHub } from "../events/hub.ts";
+import type { ProxyEvent } from "../events/lifecycle.ts";
 
 /** One access-log record. */
 export interface AccessLogRecord {

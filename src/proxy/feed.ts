@@ -8,7 +8,7 @@ import type { AgentClient } from "../agent/client.ts";
 import { AgentError } from "../agent/errors.ts";
 import type { Logger } from "../net/log.ts";
 import { leafExpiryMargin, type TlsMaterial } from "../trust/material.ts";
-import type { LifecycleEvent } from "./events.ts";
+import type { LifecycleEvent } from "../events/lifecycle.ts";
 
 /** Where a feed reports. */
 export interface FeedOptions {

@@ -9,13 +9,15 @@ import type { AgentClient } from "../agent/client.ts";
 import { AgentError } from "../agent/errors.ts";
 import type { Intention, ServiceRegistration } from "../agent/types.ts";
 import { type InboundGateway, startInbound } from "../inbound/gateway.ts";
-import type { ConnectionEvent } from "../inbound/refusal.ts";
+import type { ConnectionEvent } from "../events/connection.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import { formatAddress } from "../net/sockets.ts";
+import { sleep } from "../net/timers.ts";
 import { startUpstream, type UpstreamListener } from "../outbound/listener.ts";
 import { TlsMaterial } from "../trust/material.ts";
 import { configFromService, type ProxyConfig, ProxyConfigError, upstreamKey } from "./config.ts";
-import { EventHub, type LifecycleEvent, type ProxyEvent } from "./events.ts";
+import { EventHub } from "../events/hub.ts";
+import type { LifecycleEvent, ProxyEvent } from "../events/lifecycle.ts";
 import { describeFailure, feedLeaf, feedRoots } from "./feed.ts";
 import { reauthorizeOnChange } from "../inbound/reauthorize.ts";
 
@@ -766,21 +768,6 @@ function sameBind(
   b: { hostname: string; port: number },
 ): boolean {
   return a.hostname === b.hostname && a.port === b.port;
-}
-
-/** Waits `ms`; false when `signal` aborts first. */
-function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (signal.aborted) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
-      resolve(ok);
-    };
-    const onAbort = () => done(false);
-    const timer = setTimeout(() => done(true), ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /**

@@ -1,5 +1,9 @@
-// Small waiting helpers shared by the agent client. Web-standard only: setTimeout and
-// AbortSignal, looked up at call time so fake timers in tests take effect.
+/**
+ * The one timer helper of the tree: waiting and deadlines, for the agent client and the data
+ * path alike. Web-standard only (setTimeout and AbortSignal, looked up at call time so fake
+ * timers in tests take effect), so the agent client stays runnable on any runtime.
+ * @module
+ */
 
 /** Resolves after `ms`, or early (to `false`) when `signal` aborts. Leaves no timer behind. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {

@@ -1,25 +1,8 @@
 /**
- * What happens in a proxy, as one stream of events: connections (accepted, refused, closed,
- * failed dials) and lifecycle (leaf, roots, configuration, endpoints, watch errors, phase).
- * Metrics, the admin app's event stream and logs all read it.
+ * A small synchronous publish/subscribe hub with a bounded history: how proxy and
+ * Connect-native events reach metrics, the admin app and logs.
  * @module
  */
-import type { ReauthorizeRound } from "../inbound/reauthorize.ts";
-import type { ConnectionEvent } from "../inbound/refusal.ts";
-
-/** Lifecycle events of a proxy. */
-export type LifecycleEvent =
-  | { type: "leaf"; renewed: boolean; service: string; serial: string; validBefore: string }
-  | { type: "roots"; rotated: boolean; activeRootId: string; rootIds: string[] }
-  | { type: "config"; proxyId?: string; detail: string }
-  | { type: "endpoints"; upstream: string; target: string; endpoints: string[] }
-  | { type: "watch_error"; watch: string; error: string; retryInMs?: number }
-  | { type: "phase"; phase: "starting" | "ready" | "draining" | "stopped" }
-  /** One re-check of open inbound connections after an intention change, once decided. */
-  | ({ type: "reauthorized" } & ReauthorizeRound);
-
-/** Any proxy event, stamped with when it happened (`Date.now()`). */
-export type ProxyEvent = (ConnectionEvent | LifecycleEvent) & { at: number };
 
 /**
  * A small synchronous publish/subscribe hub with a bounded history, so a late subscriber (a
