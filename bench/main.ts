@@ -196,11 +196,15 @@ async function carriedConnection(port: number): Promise<Deno.Conn> {
  * each side's Pss is read again: its growth divided by the connections held is the figure, the
  * steady cost of a pool of idle connections.
  *
- * The wait matters for a garbage-collected runtime: meshgate's V8 heap frees its handshakes'
- * garbage when V8's memory reducer runs, 8 or 16 s later in our runs (client side: 48 → 31 KiB
- * per connection), while haproxy's and Consul's Pss do not move over 20 s; holding every tunnel's
- * connections at once pays that wait once. `--smoke` waits 0.2 s: its 50 connections check that
- * the method works and measure nothing (a collection in between can make a figure negative).
+ * A garbage-collected runtime needs two more steps. Right before each reading, meshgate's sides
+ * run a full collection (SIGUSR2 to bench/_meshgate_gc.ts): without it the baseline held the
+ * load phases' garbage, which V8 freed while the connections opened, and the first meshgate
+ * tunnel's growth read near zero (1.4 KiB per connection where the same code read 26.6 in the
+ * next tunnel). And the wait: V8's memory reducer returns freed pages 8 or 16 s after a burst,
+ * while haproxy's and Consul's Pss do not move over 20 s; holding every tunnel's connections at
+ * once pays that wait once. Consul's proxy (Go) cannot be asked to collect from outside; its
+ * runtime collects on its own pacing. `--smoke` waits 0.2 s: its 50 connections check that the
+ * method works and measure nothing.
  *
  * A connection that has carried bytes has its mTLS handshake, its dial to the next hop and
  * whatever buffers the proxy keeps after a read, which is what a user's pooled, idle connection
@@ -215,12 +219,14 @@ interface HeldIdle {
   sides: { client: number[]; server: number[] };
   before: { client: number; server: number };
   conns: Deno.Conn[];
+  collectGarbage?: () => Promise<void>;
 }
 
 /** Opens `idleConns` connections through `t` that each carried a request (see above). */
 async function holdIdle(t: Tunnel): Promise<HeldIdle | undefined> {
   if (!t.sides) return undefined;
   const sides = t.sides;
+  await t.collectGarbage?.();
   const before = { client: pssKiB(sides.client), server: pssKiB(sides.server) };
   const conns: Deno.Conn[] = [];
   let next = 0;
@@ -240,13 +246,16 @@ async function holdIdle(t: Tunnel): Promise<HeldIdle | undefined> {
     for (const c of conns) c.close();
     throw failure;
   }
-  return { sides, before, conns };
+  return { sides, before, conns, collectGarbage: t.collectGarbage };
 }
 
 /** KiB of Pss per held connection that each side grew by since before they were opened. */
-function idleGrowth(held: HeldIdle | undefined): { client: number; server: number } {
+async function idleGrowth(
+  held: HeldIdle | undefined,
+): Promise<{ client: number; server: number }> {
   try {
     if (!held) return { client: NaN, server: NaN };
+    await held.collectGarbage?.();
     const n = held.conns.length;
     return {
       client: (pssKiB(held.sides.client) - held.before.client) / n,
@@ -467,7 +476,7 @@ async function main() {
       console.log(`bench: holding them all idle for ${IDLE_HOLD_MS / 1000} s…`);
       await new Promise((r) => setTimeout(r, IDLE_HOLD_MS));
       for (const { name, figures } of running) {
-        const idle = idleGrowth(held.get(name));
+        const idle = await idleGrowth(held.get(name));
         figures.idleClient.push(idle.client);
         figures.idleServer.push(idle.server);
       }

@@ -19,6 +19,11 @@ export interface Tunnel {
   agentPid?: number;
   /** The meshgate server side's admin URL (authorize latency), when meshgate. */
   adminUrl?: string;
+  /**
+   * Runs a full garbage collection in both sides, when they have a collector that can be asked
+   * (meshgate's V8 heaps): memory figures then read what is live, not garbage of earlier phases.
+   */
+  collectGarbage?: () => Promise<void>;
   close(): Promise<void>;
 }
 
@@ -218,7 +223,8 @@ export async function meshgatePair(
     }),
   });
   await register.body?.cancel();
-  const cli = `${root}src/cli/main.ts`;
+  // The CLI with a full collection on SIGUSR2, for the idle-memory figure (see collectGarbage).
+  const cli = `${root}bench/_meshgate_gc.ts`;
   // MESHGATE_BENCH_CPU_PROF=<dir> writes a V8 CPU profile of each proxy process there on exit.
   const profDir = Deno.env.get("MESHGATE_BENCH_CPU_PROF");
   const prof = (side: string) =>
@@ -228,6 +234,7 @@ export async function meshgatePair(
   const server = spawn(Deno.execPath(), [
     "run",
     "-A",
+    "--v8-flags=--expose-gc",
     ...prof("server"),
     cli,
     "-sidecar-for",
@@ -243,6 +250,7 @@ export async function meshgatePair(
   const client = spawn(Deno.execPath(), [
     "run",
     "-A",
+    "--v8-flags=--expose-gc",
     ...prof("client"),
     cli,
     "-service",
@@ -272,6 +280,11 @@ export async function meshgatePair(
     sides: { client: [client.child.pid], server: [server.child.pid] },
     agentPid: agent.child.pid,
     adminUrl: `http://127.0.0.1:${adminPort}/`,
+    collectGarbage: async () => {
+      for (const p of [server.child, client.child]) p.kill("SIGUSR2");
+      // A full collection of a proxy's heap takes milliseconds; give the signal time to land.
+      await new Promise((r) => setTimeout(r, 500));
+    },
     close: async () => {
       await Promise.all([server.stop(), client.stop()]);
       await agent.stop();
