@@ -30,13 +30,16 @@ interface Tlv {
 }
 
 function readTlv(b: Uint8Array, at: number): Tlv {
-  const tag = b[at];
-  let length = b[at + 1];
+  // A key comes from the agent over the network: every length is checked against the bytes.
+  if (at + 2 > b.length) throw new TypeError("truncated DER");
+  const tag = b[at]!;
+  let length = b[at + 1]!;
   let offset = at + 2;
   if (length & 0x80) {
     const count = length & 0x7f;
+    if (count > 3 || offset + count > b.length) throw new TypeError("truncated DER");
     length = 0;
-    for (let i = 0; i < count; i++) length = (length << 8) | b[offset + i];
+    for (let i = 0; i < count; i++) length = (length << 8) | b[offset + i]!;
     offset += count;
   }
   if (offset + length > b.length) throw new TypeError("truncated DER");
@@ -116,13 +119,15 @@ export async function importEcPrivateKeyPem(
     curve = curveOf(readTlv(params.content, 0).content);
     pkcs8 = new Uint8Array(tlv(0x30, [
       ...tlv(0x02, [0]),
-      ...tlv(0x30, [...OID_EC_PUBLIC_KEY, ...CURVES[curve]]),
+      ...tlv(0x30, [...OID_EC_PUBLIC_KEY, ...CURVES[curve]!]),
       ...tlv(0x04, block.der),
     ]));
   } else {
-    const seq = children(readTlv(block.der, 0).content);
-    const alg = children(seq[1].content);
-    curve = curveOf(alg[1].content);
+    // PrivateKeyInfo ::= SEQUENCE { version, AlgorithmIdentifier { id-ecPublicKey, curve }, … }
+    const alg = children(readTlv(block.der, 0).content)[1];
+    const params = alg?.tag === 0x30 ? children(alg.content)[1] : undefined;
+    if (!params) throw new TypeError("PKCS#8 key has no algorithm parameters (not an EC key)");
+    curve = curveOf(params.content);
     pkcs8 = block.der;
   }
   const key = await crypto.subtle.importKey(

@@ -52,7 +52,8 @@ const CA_TO = new Date("2035-01-01T00:00:00Z");
 const BEFORE_AT = new Date("2026-05-01T00:00:00Z");
 const AFTER_AT = new Date("2026-07-01T00:00:00Z");
 
-const OID = {
+/** OIDs the cases use. */
+export const OID = {
   serverAuth: "1.3.6.1.5.5.7.3.1",
   clientAuth: "1.3.6.1.5.5.7.3.2",
   anyExtendedKeyUsage: "2.5.29.37.0",
@@ -66,11 +67,13 @@ const CA_KEY_USAGE = KU.keyCertSign | KU.cRLSign | KU.digitalSignature;
 /** Consul's leaf key usage. */
 const LEAF_KEY_USAGE = KU.digitalSignature | KU.keyEncipherment | KU.keyAgreement;
 
-type KeyKind = "P-256" | "P-384" | "P-521" | "Ed25519" | "RSA-2048" | "RSA-1024" | "RSA-PSS";
-type Hash = "SHA-1" | "SHA-256" | "SHA-384" | "SHA-512";
+/** Key kinds a certificate can be made with. */
+export type KeyKind = "P-256" | "P-384" | "P-521" | "Ed25519" | "RSA-2048" | "RSA-1024" | "RSA-PSS";
+/** Signature hashes. */
+export type Hash = "SHA-1" | "SHA-256" | "SHA-384" | "SHA-512";
 
 /** A certificate and, when we hold it, its private key. */
-interface Issued {
+export interface Issued {
   cert: x509.X509Certificate;
   pem: string;
   /** Key pair of the certified key (public half absent for fixtures). */
@@ -80,7 +83,7 @@ interface Issued {
 }
 
 /** What to put in a certificate; every field has a Consul-like default. */
-interface Spec {
+export interface Spec {
   /** Subject DN; Consul's leaves have none. */
   subject?: string;
   /** Key of the subject: a fresh key of that kind, or an existing pair (cross-signing). */
@@ -206,7 +209,7 @@ function nameConstraints(spec: Spec): x509.Extension {
 }
 
 /** An extension nobody knows, its value an ASN.1 NULL. */
-function unknownExtension(critical: boolean): x509.Extension {
+export function unknownExtension(critical: boolean): x509.Extension {
   return new x509.Extension(OID.unknown, critical, new Uint8Array([0x05, 0x00]));
 }
 
@@ -214,7 +217,8 @@ function toPem(cert: x509.X509Certificate): string {
   return cert.toString("pem").replaceAll("\r\n", "\n").trimEnd() + "\n";
 }
 
-async function issue(spec: Spec): Promise<Issued> {
+/** Issues a certificate from `spec` (self-signed without `spec.issuer`). */
+export async function issue(spec: Spec): Promise<Issued> {
   const keys = typeof spec.key === "object" ? spec.key : await generate(spec.key ?? "P-256");
   const keyId = await keyIdOf(keys.publicKey);
   const ca = spec.ca ?? false;
@@ -269,22 +273,22 @@ async function issue(spec: Spec): Promise<Issued> {
 }
 
 /** A root: self-signed CA. */
-function root(name: string, spec: Spec = {}): Promise<Issued> {
+export function root(name: string, spec: Spec = {}): Promise<Issued> {
   return issue({ subject: `CN=${name}`, ca: true, ...spec });
 }
 
 /** An intermediate CA signed by `issuer`. */
-function intermediate(name: string, issuer: Issued, spec: Spec = {}): Promise<Issued> {
+export function intermediate(name: string, issuer: Issued, spec: Spec = {}): Promise<Issued> {
   return issue({ subject: `CN=${name}`, ca: true, issuer, ...spec });
 }
 
 /** A Consul-like leaf for web signed by `issuer`. */
-function leaf(issuer: Issued, spec: Spec = {}): Promise<Issued> {
+export function leaf(issuer: Issued, spec: Spec = {}): Promise<Issued> {
   return issue({ issuer, ...spec });
 }
 
 /** The same certificate with the last byte of its signature changed. */
-function corrupt(cert: Issued): string {
+export function corrupt(cert: Issued): string {
   const der = new Uint8Array(cert.cert.rawData);
   der[der.length - 1] ^= 0x01;
   return toPem(new x509.X509Certificate(der));
