@@ -33,6 +33,7 @@ export {
   type BlockingReadOptions,
   type RequestOptions,
 } from "./src/agent/client.ts";
+export { OperatorClient } from "./src/agent/operator.ts";
 export {
   type BlockingFetch,
   type BlockingParams,

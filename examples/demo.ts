@@ -8,6 +8,7 @@ import {
   type AdminServer,
   AgentClient,
   createLogger,
+  OperatorClient,
   type Proxy,
   startAdmin,
   startDevAgent,
@@ -93,11 +94,13 @@ async function callApi(): Promise<string> {
 }
 
 say(`web → its upstream → mTLS → api's sidecar → api:  ${await callApi()}`);
+// Intention writes are an operator's job, on the same agent connection.
+const operator = new OperatorClient(agent);
 say("Adding an intention: web → api DENY");
-await agent.upsertIntention("web", "api", { Action: "deny" });
+await operator.upsertIntention("web", "api", { Action: "deny" });
 say(`web → api now:  ${await callApi()}`);
 say("Setting the intention to ALLOW");
-await agent.upsertIntention("web", "api", { Action: "allow" });
+await operator.upsertIntention("web", "api", { Action: "allow" });
 say(`web → api now:  ${await callApi()}`);
 
 console.log(`

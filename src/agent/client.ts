@@ -23,11 +23,8 @@ import {
   decodeAgentServices,
   decodeAny,
   decodeAuthorize,
-  decodeBoolean,
-  decodeCAConfig,
   decodeChain,
   DecodeFailure,
-  decodeIntention,
   decodeIntentionMatch,
   decodeIntentions,
   decodeLeaf,
@@ -42,14 +39,10 @@ import type {
   AgentService,
   AuthorizeRequest,
   AuthorizeResult,
-  CAConfiguration,
   CARootList,
   CompiledDiscoveryChain,
-  ConfigEntry,
   Intention,
-  IntentionInput,
   LeafCert,
-  PreparedQueryDefinition,
   PreparedQueryResult,
   ServiceEntry,
   ServiceRegistration,
@@ -152,7 +145,9 @@ function formatWait(ms: number): string {
 
 /**
  * The Consul agent HTTP client. One typed method per endpoint a Connect proxy uses, plus
- * `watch*` methods that return shared {@linkcode BlockingQuery} objects.
+ * `watch*` methods that return shared {@linkcode BlockingQuery} objects. Operator-only writes
+ * (CA configuration, intention CRUD, config entries, prepared-query CRUD) are
+ * `OperatorClient`'s (`./operator.ts`), built on this client.
  *
  * @example
  * ```ts ignore
@@ -335,25 +330,6 @@ export class AgentClient {
     }, opts);
   }
 
-  /** `GET /v1/connect/ca/configuration`. */
-  async caConfiguration(opts?: RequestOptions): Promise<CAConfiguration> {
-    return (await this.request({
-      method: "GET",
-      path: "/v1/connect/ca/configuration",
-      decode: decodeCAConfig,
-    }, opts)).value;
-  }
-
-  /** `PUT /v1/connect/ca/configuration`: new key material rotates the root. */
-  async setCAConfiguration(config: CAConfiguration, opts?: RequestOptions): Promise<void> {
-    await this.request({
-      method: "PUT",
-      path: "/v1/connect/ca/configuration",
-      body: config,
-      decode: decodeAny,
-    }, opts);
-  }
-
   // ---- authorization ---------------------------------------------------------------------
 
   /** `POST /v1/agent/connect/authorize`. A denial is a result, not an error. */
@@ -510,74 +486,7 @@ export class AgentClient {
     }, opts)).value;
   }
 
-  /** `POST /v1/query`: creates a prepared query and returns its ID. */
-  async createPreparedQuery(
-    definition: PreparedQueryDefinition,
-    opts?: RequestOptions,
-  ): Promise<string> {
-    return (await this.request({
-      method: "POST",
-      path: "/v1/query",
-      body: definition,
-      decode: (v) => {
-        const id = (v as { ID?: unknown } | null)?.ID;
-        if (typeof id !== "string") throw new DecodeFailure("$.ID: expected a string");
-        return id;
-      },
-    }, opts)).value;
-  }
-
-  /** `DELETE /v1/query/:id`. */
-  async deletePreparedQuery(id: string, opts?: RequestOptions): Promise<void> {
-    await this.request({
-      method: "DELETE",
-      path: `/v1/query/${encodeURIComponent(id)}`,
-      decode: decodeAny,
-    }, opts);
-  }
-
-  // ---- intentions and config entries -----------------------------------------------------
-
-  /** `GET /v1/connect/intentions/exact`; `undefined` when there is none. */
-  async intention(
-    source: string,
-    destination: string,
-    opts?: RequestOptions,
-  ): Promise<Intention | undefined> {
-    return (await this.request({
-      method: "GET",
-      path: "/v1/connect/intentions/exact",
-      query: { source, destination },
-      decode: decodeIntention,
-      allow404: true,
-    }, opts)).value;
-  }
-
-  /** `PUT /v1/connect/intentions/exact`: creates or replaces one intention. */
-  async upsertIntention(
-    source: string,
-    destination: string,
-    input: IntentionInput,
-    opts?: RequestOptions,
-  ): Promise<boolean> {
-    return (await this.request({
-      method: "PUT",
-      path: "/v1/connect/intentions/exact",
-      query: { source, destination },
-      body: { SourceType: "consul", ...input },
-      decode: decodeBoolean,
-    }, opts)).value;
-  }
-
-  /** `DELETE /v1/connect/intentions/exact` (deleting a missing one is not an error). */
-  async deleteIntention(source: string, destination: string, opts?: RequestOptions): Promise<void> {
-    await this.request({
-      method: "DELETE",
-      path: "/v1/connect/intentions/exact",
-      query: { source, destination },
-      decode: decodeAny,
-    }, opts);
-  }
+  // ---- intentions (reads; writes are OperatorClient's) ----------------------------------
 
   /** `GET /v1/connect/intentions` (blocking by index), optionally filtered. */
   intentions(
@@ -607,20 +516,6 @@ export class AgentClient {
       decode: decodeIntentionMatch,
     }, opts);
     return { ...res, value: res.value[name] ?? [] };
-  }
-
-  /** `PUT /v1/config`: writes a config entry (resolver, splitter, defaults…). */
-  async putConfigEntry(entry: ConfigEntry, opts?: RequestOptions): Promise<void> {
-    await this.request({ method: "PUT", path: "/v1/config", body: entry, decode: decodeAny }, opts);
-  }
-
-  /** `DELETE /v1/config/:kind/:name`. */
-  async deleteConfigEntry(kind: string, name: string, opts?: RequestOptions): Promise<void> {
-    await this.request({
-      method: "DELETE",
-      path: `/v1/config/${encodeURIComponent(kind)}/${encodeURIComponent(name)}`,
-      decode: decodeAny,
-    }, opts);
   }
 
   // ---- watches ---------------------------------------------------------------------------

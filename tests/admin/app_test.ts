@@ -1,6 +1,6 @@
 // The admin app through app.request(), on a real proxy pair (mesh of two sidecars).
 import assert from "node:assert/strict";
-import { createAdminApp, createProxyMetrics, type ProxyState } from "../../mod.ts";
+import { createAdminApp, createProxyMetrics, OperatorClient, type ProxyState } from "../../mod.ts";
 import { eventually } from "../_helpers.ts";
 import { mesh } from "../e2e/_mesh.ts";
 import { roundTrip, tcpClient } from "../e2e/_net.ts";
@@ -92,7 +92,7 @@ Deno.test("admin: /metrics is valid exposition with the proxy's counters and his
     new TextDecoder().decode(await roundTrip(await tcpClient(m.upstreamPort), "abc")),
     "abc",
   );
-  await m.agent.upsertIntention("web", "db", { Action: "deny" });
+  await new OperatorClient(m.agent).upsertIntention("web", "db", { Action: "deny" });
   await roundTrip(await tcpClient(m.upstreamPort), "no").catch(() => {});
   await eventually(() => m.events.some((e) => e.type === "refused"));
   await eventually(() => m.events.filter((e) => e.type === "closed").length >= 2);
@@ -298,7 +298,7 @@ Deno.test("admin: /v1/explain says what would happen to a caller now, and where 
   assert.equal(before.authorize.authorized, true);
   assert.equal(before.intention, null, "no intention matches yet (default policy)");
   assert.equal(before.verdict.allowed, true);
-  await m.agent.upsertIntention("web", "db", { Action: "deny" });
+  await new OperatorClient(m.agent).upsertIntention("web", "db", { Action: "deny" });
   const after = await (await db.request("/v1/explain?source=web")).json();
   assert.deepEqual(after.intention, {
     authorized: false,

@@ -2,7 +2,7 @@
 // `.ci/run` installs chromium; without it this test says loudly that it skips.
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { startAdmin } from "../../mod.ts";
+import { OperatorClient, startAdmin } from "../../mod.ts";
 import { eventually } from "../_helpers.ts";
 import { mesh } from "../e2e/_mesh.ts";
 import { tcpClient } from "../e2e/_net.ts";
@@ -60,7 +60,7 @@ Deno.test({
       const dbPage = await browser.newPage();
       await dbPage.goto(dbAdmin.url);
       await dbPage.getByTestId("phase").filter({ hasText: "ready" }).waitFor();
-      await m.agent.upsertIntention("web", "db", { Action: "deny" });
+      await new OperatorClient(m.agent).upsertIntention("web", "db", { Action: "deny" });
       const d = await tcpClient(m.upstreamPort);
       d.on("error", () => {});
       d.write("let me in");

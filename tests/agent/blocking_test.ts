@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import { type BlockingParams, BlockingQuery } from "../../mod.ts";
+import { type BlockingParams, BlockingQuery, OperatorClient } from "../../mod.ts";
 import { clientFor, devAgent, eventually, next } from "../_helpers.ts";
 
 /** A scripted source: each call takes the next step (a value with an index, or an error). */
@@ -70,13 +70,14 @@ Deno.test("blocking query uses index 1, not 0, when the agent sends 0 or no inde
 Deno.test("blocking query does not deliver unchanged answers (idempotent writes wake watchers)", async () => {
   await using dev = await devAgent();
   const agent = clientFor(dev);
+  const operator = new OperatorClient(agent);
   const it = agent.watchIntentions().subscribe();
   assert.deepEqual((await next(it)).value, []);
-  await agent.upsertIntention("web", "db", { Action: "allow" });
+  await operator.upsertIntention("web", "db", { Action: "allow" });
   assert.equal((await next(it)).value.length, 1);
   // Same intention again: the index moves, the body does not.
-  await agent.upsertIntention("web", "db", { Action: "allow", Description: "" });
-  await agent.upsertIntention("api", "db", { Action: "deny" });
+  await operator.upsertIntention("web", "db", { Action: "allow", Description: "" });
+  await operator.upsertIntention("api", "db", { Action: "deny" });
   const third = await next(it);
   assert.deepEqual(third.value.map((i) => i.SourceName).sort(), ["api", "web"]);
   await it.return?.();

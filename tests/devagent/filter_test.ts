@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { compileFilter } from "../../src/devagent/filter.ts";
 import { BadRequest } from "../../src/devagent/strict.ts";
 import { clientFor, devAgent } from "../_helpers.ts";
+import { OperatorClient } from "../../mod.ts";
 
 const entry = (meta: Record<string, string> | null, tags: string[] = []) => ({
   Node: { Node: "n1", Datacenter: "dc1" },
@@ -69,7 +70,7 @@ Deno.test("double health/connect: filter= narrows the entries; the chain keeps t
   assert.equal(bad.status, 400);
   assert.match(await bad.text(), /Failed to create boolean expression evaluator/);
 
-  await agent.putConfigEntry({
+  await new OperatorClient(agent).putConfigEntry({
     Kind: "service-resolver",
     Name: "db",
     DefaultSubset: "v1",

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { clientFor, devAgent } from "../_helpers.ts";
+import { OperatorClient } from "../../mod.ts";
 
 Deno.test("double authorize: the first intention by precedence decides; wildcards; default", async () => {
   await using dev = await devAgent();
   const agent = clientFor(dev);
+  const operator = new OperatorClient(agent);
   const uri = (svc: string) => `spiffe://${dev.ca.trustDomain}/ns/default/dc/dc1/svc/${svc}`;
   const authz = (src: string, dst: string) =>
     agent.authorize({ Target: dst, ClientCertURI: uri(src) });
@@ -11,10 +13,10 @@ Deno.test("double authorize: the first intention by precedence decides; wildcard
     Authorized: true,
     Reason: "Default behavior configured by ACLs",
   });
-  await agent.upsertIntention("*", "*", { Action: "deny" });
-  await agent.upsertIntention("web", "*", { Action: "allow" });
-  await agent.upsertIntention("*", "db", { Action: "deny" });
-  await agent.upsertIntention("web", "db", { Action: "allow" });
+  await operator.upsertIntention("*", "*", { Action: "deny" });
+  await operator.upsertIntention("web", "*", { Action: "allow" });
+  await operator.upsertIntention("*", "db", { Action: "deny" });
+  await operator.upsertIntention("web", "db", { Action: "allow" });
   const list = (await agent.intentions()).value;
   assert.deepEqual(list.map((i) => i.Precedence), [9, 8, 6, 5]);
   assert.deepEqual(await authz("web", "db"), {
@@ -27,13 +29,13 @@ Deno.test("double authorize: the first intention by precedence decides; wildcard
   );
   assert.equal((await authz("web", "cache")).Authorized, true);
   assert.equal((await authz("api", "cache")).Authorized, false);
-  await agent.deleteIntention("*", "*");
+  await operator.deleteIntention("*", "*");
   dev.intentions.defaultAllow = false;
   assert.deepEqual(await authz("api", "cache"), {
     Authorized: false,
     Reason: "Default behavior configured by ACLs",
   });
-  const exact = await agent.intention("web", "db");
+  const exact = await operator.intention("web", "db");
   assert.equal(exact?.CreatedAt, undefined);
   assert.equal(exact?.SourceNS, "default");
 });
@@ -92,9 +94,10 @@ Deno.test("double discovery chain: default resolver with Consul's names", async 
 Deno.test("double discovery chain: resolver timeout, failover and redirect; blocking on change", async () => {
   await using dev = await devAgent();
   const agent = clientFor(dev);
+  const operator = new OperatorClient(agent);
   const before = await agent.discoveryChain("db");
   const blocked = agent.discoveryChain("db", { index: before.index, waitMs: 10_000 });
-  await agent.putConfigEntry({
+  await operator.putConfigEntry({
     Kind: "service-resolver",
     Name: "db",
     ConnectTimeout: "2s",
@@ -109,7 +112,7 @@ Deno.test("double discovery chain: resolver timeout, failover and redirect; bloc
   assert.equal(after.value.Targets["db-backup.default.default.dc1"].Service, "db-backup");
   assert.equal(after.value.Default, undefined);
 
-  await agent.putConfigEntry({
+  await operator.putConfigEntry({
     Kind: "service-resolver",
     Name: "legacy",
     Redirect: { Service: "db" },
@@ -125,15 +128,24 @@ Deno.test("double discovery chain: resolver timeout, failover and redirect; bloc
 Deno.test("double discovery chain: splitters compile only for L7 protocols", async () => {
   await using dev = await devAgent();
   const agent = clientFor(dev);
-  const tcp = await agent.putConfigEntry({
+  const operator = new OperatorClient(agent);
+  const tcp = await operator.putConfigEntry({
     Kind: "service-splitter",
     Name: "api",
     Splits: [{ Weight: 90 }, { Weight: 10, Service: "api-canary" }],
   }).catch((e) => e);
   assert.match(String(tcp), /does not permit advanced routing or splitting/);
-  await agent.putConfigEntry({ Kind: "service-defaults", Name: "api", Protocol: "http" });
-  await agent.putConfigEntry({ Kind: "service-defaults", Name: "api-canary", Protocol: "http" });
-  await agent.putConfigEntry({
+  await operator.putConfigEntry({
+    Kind: "service-defaults",
+    Name: "api",
+    Protocol: "http",
+  });
+  await operator.putConfigEntry({
+    Kind: "service-defaults",
+    Name: "api-canary",
+    Protocol: "http",
+  });
+  await operator.putConfigEntry({
     Kind: "service-splitter",
     Name: "api",
     Splits: [{ Weight: 90 }, { Weight: 10, Service: "api-canary" }],

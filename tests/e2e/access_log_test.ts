@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type AccessLogRecord, startAccessLog } from "../../mod.ts";
+import { type AccessLogRecord, OperatorClient, startAccessLog } from "../../mod.ts";
 import { parseFlags } from "../../src/cli/flags.ts";
 import { eventually } from "../_helpers.ts";
 import { mesh } from "./_mesh.ts";
@@ -13,7 +13,7 @@ Deno.test("access log: one line per connection at close, and per refusal, with t
     new TextDecoder().decode(await roundTrip(await tcpClient(m.upstreamPort), "abc")),
     "abc",
   );
-  await m.agent.upsertIntention("web", "db", { Action: "deny" });
+  await new OperatorClient(m.agent).upsertIntention("web", "db", { Action: "deny" });
   await roundTrip(await tcpClient(m.upstreamPort), "no").catch(() => {});
   await eventually(() => lines.length === 2);
   const [closed, refused] = lines;

@@ -1,7 +1,7 @@
 // Load balancing like Envoy: Consul's Weights, least connections, passive outlier ejection.
 import assert from "node:assert/strict";
 import type net from "node:net";
-import { type Proxy, startProxy, startUpstream } from "../../mod.ts";
+import { OperatorClient, type Proxy, startProxy, startUpstream } from "../../mod.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, roundTrip, tcpClient } from "./_net.ts";
 
@@ -89,7 +89,7 @@ for (const via of ["upstream Config.lb_policy", "service-resolver LoadBalancer"]
       via === "upstream Config.lb_policy" ? { lbPolicy: "least_connections" } : {},
     );
     if (via === "service-resolver LoadBalancer") {
-      await t.agent.putConfigEntry({
+      await new OperatorClient(t.agent).putConfigEntry({
         Kind: "service-resolver",
         Name: "db",
         LoadBalancer: { Policy: "least_request" },

@@ -11,6 +11,7 @@ import {
   type ConnectionEvent,
   createAdminApp,
   decodePem,
+  OperatorClient,
   type Proxy,
   splitPemCertificates,
   startProxy,
@@ -79,8 +80,8 @@ async function present(port: number, roots: string[], cert: string, key: string)
 Deno.test("forged chain, inbound: [admin signed with web's leaf key, web's leaf], a self-signed admin, a foreign CA's admin and an expired admin are refused in the TLS handshake as bad_chain; the app is never dialled", async () => {
   await using m = await mesh();
   // Only admin may reach db.
-  await m.agent.upsertIntention("*", "db", { Action: "deny" });
-  await m.agent.upsertIntention("admin", "db", { Action: "allow" });
+  await new OperatorClient(m.agent).upsertIntention("*", "db", { Action: "deny" });
+  await new OperatorClient(m.agent).upsertIntention("admin", "db", { Action: "allow" });
   const ac = new AbortController();
   const admin = createAdminApp({ proxy: m.dbProxy, tickMs: 60_000, signal: ac.signal });
   const port = m.dbProxy.inbound!.address.port;

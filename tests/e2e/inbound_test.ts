@@ -5,6 +5,7 @@ import {
   type ConnectionEvent,
   type InboundOptions,
   type Intention,
+  OperatorClient,
   startInbound,
   TlsMaterial,
 } from "../../mod.ts";
@@ -87,7 +88,7 @@ Deno.test("inbound: a 50 MB transfer arrives intact", async () => {
 
 Deno.test("inbound: a denied intention refuses the connection before the app is dialled", async () => {
   await using s = await setup();
-  await s.agent.upsertIntention("web", "db", { Action: "deny" });
+  await new OperatorClient(s.agent).upsertIntention("web", "db", { Action: "deny" });
   const client = await tlsClient(s.gw.address.port, {
     cert: s.web.CertPEM,
     key: s.web.PrivateKeyPEM,
@@ -178,7 +179,7 @@ Deno.test("inbound: a deny that arrives while the agent answers is not overruled
 
 /** A web → db deny intention, as the intention-match watch would deliver it. */
 async function denyIntention(agent: AgentClient): Promise<Intention> {
-  await agent.upsertIntention("web", "db", { Action: "deny" });
+  await new OperatorClient(agent).upsertIntention("web", "db", { Action: "deny" });
   return (await agent.intentionMatch("destination", "db")).value[0];
 }
 

@@ -3,7 +3,7 @@
 // forgetting it.
 import assert from "node:assert/strict";
 import net from "node:net";
-import { startProxy } from "../../mod.ts";
+import { OperatorClient, startProxy } from "../../mod.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { mesh } from "./_mesh.ts";
 import { echoServer, roundTrip, tcpClient } from "./_net.ts";
@@ -82,7 +82,10 @@ Deno.test("proxy: a new LocalServicePort sends new connections to the new applic
 
 Deno.test("proxy: a prepared_query upstream resolves through /v1/query/:name/execute", async () => {
   await using m = await mesh();
-  await m.agent.createPreparedQuery({ Name: "db-nearby", Service: { Service: "db" } });
+  await new OperatorClient(m.agent).createPreparedQuery({
+    Name: "db-nearby",
+    Service: { Service: "db" },
+  });
   const port = freePort();
   await using web = await startProxy({
     agent: m.agent,
@@ -98,7 +101,7 @@ Deno.test("proxy: a prepared_query upstream resolves through /v1/query/:name/exe
   await web.ready;
   assert.equal(text(await roundTrip(await tcpClient(port), "via query")), "via query");
   // Deny applies to the service the query resolved to.
-  await m.agent.upsertIntention("web", "db", { Action: "deny" });
+  await new OperatorClient(m.agent).upsertIntention("web", "db", { Action: "deny" });
   const refused = await roundTrip(await tcpClient(port), "nope").catch(() => new Uint8Array());
   assert.equal(refused.length, 0);
 });

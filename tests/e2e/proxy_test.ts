@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import net from "node:net";
-import { startProxy } from "../../mod.ts";
+import { OperatorClient, startProxy } from "../../mod.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { mesh } from "./_mesh.ts";
 import { echoServer, outcome, roundTrip, tcpClient } from "./_net.ts";
@@ -9,12 +9,12 @@ Deno.test("proxy pair: web's upstream reaches db over mTLS; deny refuses; allow 
   await using m = await mesh();
   const c1 = await tcpClient(m.upstreamPort);
   assert.equal(new TextDecoder().decode(await roundTrip(c1, "ping")), "ping");
-  await m.agent.upsertIntention("web", "db", { Action: "deny" });
+  await new OperatorClient(m.agent).upsertIntention("web", "db", { Action: "deny" });
   assert.equal(await outcome(await tcpClient(m.upstreamPort), "ping"), "closed");
   await eventually(() =>
     m.events.some((e) => e.type === "refused" && e.refusal.reason === "denied")
   );
-  await m.agent.upsertIntention("web", "db", { Action: "allow" });
+  await new OperatorClient(m.agent).upsertIntention("web", "db", { Action: "allow" });
   const c3 = await tcpClient(m.upstreamPort);
   assert.equal(new TextDecoder().decode(await roundTrip(c3, "again")), "again");
 });
@@ -83,7 +83,7 @@ Deno.test("proxy: an unreachable endpoint fails over to the resolver's failover 
   await eventually(async () =>
     (await m.agent.healthConnect("db-backup", { passing: true })).value.length === 1
   );
-  await m.agent.putConfigEntry({
+  await new OperatorClient(m.agent).putConfigEntry({
     Kind: "service-resolver",
     Name: "db",
     ConnectTimeout: "1s",

@@ -6,6 +6,7 @@ import type tls from "node:tls";
 import {
   AgentClient,
   type ConnectionEvent,
+  OperatorClient,
   type ProxyEvent,
   type ReauthorizeRound,
   startProxy,
@@ -76,7 +77,7 @@ async function setup(
     Connect: { SidecarService: { Port: port } },
   });
   for (const source of opts.allow ?? []) {
-    await setupAgent.upsertIntention(source, "db", { Action: "allow" });
+    await new OperatorClient(setupAgent).upsertIntention(source, "db", { Action: "allow" });
   }
   const proxy = await startProxy({
     agent: gate.agent,
@@ -134,6 +135,8 @@ async function setup(
     dev,
     gate,
     agent: setupAgent,
+    /** For intention writes, on the setup agent's client. */
+    operator: new OperatorClient(setupAgent),
     proxy,
     events,
     rounds,
@@ -158,7 +161,7 @@ Deno.test("consul#5277: a new deny closes the caller's open connections, others 
   await using s = await setup();
   const web = await s.open("web");
   const billing = await s.open("billing");
-  const round = await s.changed(() => s.agent.upsertIntention("web", "db", { Action: "deny" }));
+  const round = await s.changed(() => s.operator.upsertIntention("web", "db", { Action: "deny" }));
   assert.equal(round.checked.length, 2, "both callers re-checked");
   assert.equal(round.denied.length, 1);
   await eventually(() => web.closed(), 5000, "web's connection to be closed");
@@ -176,7 +179,7 @@ Deno.test("consul#6454: a wildcard deny revokes every caller without an allow of
   await using s = await setup({ allow: ["web"] });
   const web = await s.open("web");
   const billing = await s.open("billing");
-  const round = await s.changed(() => s.agent.upsertIntention("*", "db", { Action: "deny" }));
+  const round = await s.changed(() => s.operator.upsertIntention("*", "db", { Action: "deny" }));
   assert.deepEqual(round.denied.map((d) => d.peer.replace(/.*\/svc\//, "")), ["billing"]);
   await eventually(() => billing.closed(), 5000, "billing's connection to be closed");
   web.socket.write("ok;");
@@ -192,7 +195,7 @@ Deno.test("reauthorize: the grace period delays the close", async () => {
   const stop = s.proxy.events.subscribe((e) => {
     if (e.type === "reauthorized") openWhenDecided = !web.closed();
   });
-  const round = await s.changed(() => s.agent.upsertIntention("web", "db", { Action: "deny" }));
+  const round = await s.changed(() => s.operator.upsertIntention("web", "db", { Action: "deny" }));
   stop();
   assert.equal(round.denied.length, 1);
   assert.ok(openWhenDecided, "still open when the round decided");
@@ -208,7 +211,9 @@ Deno.test("reauthorize: an agent that cannot answer closes nothing", async () =>
   const web = await s.open("web");
   // web has no intention of its own: the agent's default decides, and the agent fails.
   s.dev.faults.add({ path: "/v1/agent/connect/authorize", status: 500, body: "no servers" });
-  const round = await s.changed(() => s.agent.upsertIntention("billing", "db", { Action: "deny" }));
+  const round = await s.changed(() =>
+    s.operator.upsertIntention("billing", "db", { Action: "deny" })
+  );
   assert.equal(round.checked.length, 1, "web's caller was re-checked");
   assert.deepEqual(round.failed, round.checked, "the agent could not answer for it");
   assert.deepEqual(round.denied, []);
@@ -222,11 +227,13 @@ Deno.test("reauthorize: a connection accepted during a re-check round is re-chec
   // The first round waits out its grace period; web connects meanwhile, then web is denied too.
   await using s = await setup({ revokeGraceMs: 1000 });
   const billing = await s.open("billing");
-  const first = await s.changed(() => s.agent.upsertIntention("billing", "db", { Action: "deny" }));
+  const first = await s.changed(() =>
+    s.operator.upsertIntention("billing", "db", { Action: "deny" })
+  );
   assert.equal(first.checked.length, 1, "web was not open when the first round began");
   const web = await s.open("web");
   assert.equal(billing.closed(), false, "the first round is still in its grace period");
-  const next = await s.changed(() => s.agent.upsertIntention("web", "db", { Action: "deny" }));
+  const next = await s.changed(() => s.operator.upsertIntention("web", "db", { Action: "deny" }));
   assert.ok(
     next.checked.some((p) => p.endsWith("/svc/web")),
     `the next round re-checks web: ${next.checked}`,
@@ -276,7 +283,9 @@ Deno.test("reauthorize: flapping intentions are coalesced, not a storm of agent 
   const authorizeBefore = counts.get("/v1/agent/connect/authorize") ?? 0;
   // 40 changes in quick succession on an unrelated source.
   for (let i = 0; i < 40; i++) {
-    await admin.upsertIntention("zz", "db", { Action: i % 2 ? "allow" : "deny" });
+    await new OperatorClient(admin).upsertIntention("zz", "db", {
+      Action: i % 2 ? "allow" : "deny",
+    });
   }
   await eventually(() => rounds.length > 0, 5000, "a re-check round");
   // Upper bounds need the dust to settle: whatever the changes cause happens within this time.
@@ -315,7 +324,7 @@ Deno.test("authorize-fresh: a recent answer is reused without asking, and forgot
     4,
   );
   // A deny: the intentions watch forgets the answer; the next connection asks and is refused.
-  await s.changed(() => s.agent.upsertIntention("web", "db", { Action: "deny" }));
+  await s.changed(() => s.operator.upsertIntention("web", "db", { Action: "deny" }));
   assert.equal(await call(), "closed");
   assert.equal(asked(), 2);
 });
@@ -328,7 +337,7 @@ async function allowDeletedWhileAnswering(s: Awaited<ReturnType<typeof setup>>) 
   s.gate.hold();
   const first = outcome(await s.connect("web"), "ping");
   await eventually(() => s.gate.held() === 1, 5000, "the agent's answer to be held");
-  const round = await s.changed(() => s.agent.deleteIntention("web", "db"));
+  const round = await s.changed(() => s.operator.deleteIntention("web", "db"));
   assert.deepEqual(round.checked, [], "web's connection is not open: the round cannot see it");
   s.gate.release();
   return await first;
@@ -371,7 +380,7 @@ Deno.test("consul authorize staleness: a new connection after a deny is refused 
     body: JSON.stringify({ Authorized: true, Reason: "stale: default allow" }),
   });
   const before = await s.open("web");
-  await s.agent.upsertIntention("web", "db", { Action: "deny" });
+  await s.operator.upsertIntention("web", "db", { Action: "deny" });
   await eventually(() => before.closed(), 5000, "the open connection to be revoked");
   // The intentions watch has the deny: a new connection is refused despite the agent's allow.
   const late = await s.connect("web");

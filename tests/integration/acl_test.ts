@@ -13,6 +13,7 @@ import {
   type ConnectionEvent,
   createAdminApp,
   createLogger,
+  OperatorClient,
   type ProxyEvent,
   type ProxyState,
   startProxy,
@@ -172,7 +173,7 @@ Deno.test({
       },
     });
     for (const [dst, src] of [["db", "web"], ["api", "web"], ["db2", "web"], ["web", "db"]]) {
-      await mgmt.putConfigEntry({
+      await new OperatorClient(mgmt).putConfigEntry({
         Kind: "service-intentions",
         Name: dst,
         Sources: [{ Name: src, Action: "allow" }],
@@ -618,7 +619,7 @@ Deno.test({
           open.write("before;");
           await eventually(() => got === "before;", 5000, "the open connection to echo");
           const reached = dbApp.connections();
-          await mgmt.putConfigEntry({
+          await new OperatorClient(mgmt).putConfigEntry({
             Kind: "service-intentions",
             Name: "db",
             Sources: [{ Name: "web", Action: "deny" }],

@@ -5,7 +5,7 @@
 // a new upstream and a CA rotation still reach the proxies. Then the client agent itself is
 // SIGKILLed and started again on the same data dir: the sidecars recover by themselves.
 import assert from "node:assert/strict";
-import { AgentClient, type Proxy, type ProxyEvent, startProxy } from "../../mod.ts";
+import { AgentClient, OperatorClient, type Proxy, type ProxyEvent, startProxy } from "../../mod.ts";
 import {
   announceSkip,
   type ConsulAgent,
@@ -300,7 +300,7 @@ Deno.test({
         const long = await openLong(upCache);
         const since = Date.now();
         const mark = events.length;
-        await agent.putConfigEntry({
+        await new OperatorClient(agent).putConfigEntry({
           Kind: "service-intentions",
           Name: "cache",
           Sources: [{ Name: "web", Action: "deny" }],
@@ -325,8 +325,8 @@ Deno.test({
         const before = (await agent.roots()).value.ActiveRootID;
         const serial = webProxy.material.leaf?.info.serial;
         const since = Date.now();
-        const cfg = await agent.caConfiguration();
-        await agent.setCAConfiguration({
+        const cfg = await new OperatorClient(agent).caConfiguration();
+        await new OperatorClient(agent).setCAConfiguration({
           Provider: "consul",
           Config: { ...cfg.Config, PrivateKeyType: "ec", PrivateKeyBits: 384 },
         });

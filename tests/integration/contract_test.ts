@@ -6,6 +6,7 @@ import {
   AgentClient,
   AgentError,
   type AuthorizeResult,
+  OperatorClient,
   parseCertificate,
   parseSpiffeId,
   verifyChain,
@@ -29,6 +30,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         address: agent.address,
         watchDefaults: { minIntervalMs: 0, backoffBaseMs: 50, backoffMaxMs: 500 },
       });
+      const operator = new OperatorClient(client);
       const raw = (path: string, init?: RequestInit) => fetch(`${agent.url}${path}`, init);
       const td = (await client.roots()).value.TrustDomain;
       const uri = (svc: string) => `spiffe://${td}/ns/default/dc/dc1/svc/${svc}`;
@@ -140,7 +142,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         // written once, as one `service-intentions` entry, before anything asks about it; the
         // proxy must never assume authorize reflects an intention change at once.
         await expectAuthz("web", "fresh", true, "Default behavior configured by ACLs");
-        await client.putConfigEntry({
+        await operator.putConfigEntry({
           Kind: "service-intentions",
           Name: "db",
           Sources: [{ Name: "web", Action: "allow" }, { Name: "*", Action: "deny" }],
@@ -157,7 +159,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
           true,
           "Matched L4 intention: default/web => default/db (Precedence: 9, Action: ALLOW)",
         );
-        await client.putConfigEntry({
+        await operator.putConfigEntry({
           Kind: "service-intentions",
           Name: "*",
           Sources: [{ Name: "api", Action: "allow" }, { Name: "*", Action: "deny" }],
@@ -195,7 +197,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
       });
 
       await t.step("intentions: exact CRUD, list order, 404, idempotent delete", async () => {
-        const ixn = await client.intention("web", "db");
+        const ixn = await operator.intention("web", "db");
         assert.equal(ixn?.Action, "allow");
         assert.equal(ixn?.Precedence, 9);
         assert.equal(ixn?.SourceNS, "default");
@@ -203,7 +205,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         assert.equal(ixn?.ID ?? "", "");
         // 1.22.7 leaves out CreatedAt/UpdatedAt for intentions created by name.
         assert.equal(ixn?.CreatedAt, undefined);
-        assert.equal(await client.intention("nobody", "db"), undefined);
+        assert.equal(await operator.intention("nobody", "db"), undefined);
         const list = (await client.intentions()).value;
         assert.deepEqual(list.map((i) => `${i.SourceName}->${i.DestinationName}:${i.Precedence}`), [
           "web->db:9",
@@ -213,11 +215,11 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         ]);
         const filtered = (await client.intentions({ filter: 'DestinationName == "db"' })).value;
         assert.equal(filtered.length, 2);
-        await client.deleteIntention("*", "*");
-        await client.deleteIntention("api", "*");
-        await client.deleteIntention("api", "*");
-        await client.deleteIntention("*", "db");
-        await client.deleteIntention("web", "db");
+        await operator.deleteIntention("*", "*");
+        await operator.deleteIntention("api", "*");
+        await operator.deleteIntention("api", "*");
+        await operator.deleteIntention("*", "db");
+        await operator.deleteIntention("web", "db");
         assert.deepEqual((await client.intentions()).value, []);
         const missingSource = await raw("/v1/connect/intentions/exact?destination=db", {
           method: "PUT",
@@ -228,7 +230,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
       });
 
       await t.step("intentions/match: evaluation order, blocking on change", async () => {
-        await client.putConfigEntry({
+        await operator.putConfigEntry({
           Kind: "service-intentions",
           Name: "pay",
           Sources: [
@@ -247,7 +249,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
           index: first.index,
           waitMs: 20_000,
         });
-        await client.putConfigEntry({
+        await operator.putConfigEntry({
           Kind: "service-intentions",
           Name: "pay",
           Sources: [{ Name: "web", Action: "deny" }, { Name: "*", Action: "deny" }],
@@ -261,7 +263,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         const missingBy = await raw("/v1/connect/intentions/match?name=pay");
         assert.equal(missingBy.status, 500);
         assert.match(await missingBy.text(), /'by' not set/);
-        await client.deleteConfigEntry("service-intentions", "pay");
+        await operator.deleteConfigEntry("service-intentions", "pay");
       });
 
       await t.step("discovery chain: default, resolver, failover, redirect, splitter", async () => {
@@ -272,7 +274,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         assert.equal(def.Targets["db.default.default.dc1"].SNI, `db.default.dc1.internal.${td}`);
         assert.equal(def.Nodes[def.StartNode].Resolver?.ConnectTimeout, "5s");
         assert.equal(def.Nodes[def.StartNode].Resolver?.Default, true);
-        await client.putConfigEntry({
+        await operator.putConfigEntry({
           Kind: "service-resolver",
           Name: "db",
           ConnectTimeout: "3s",
@@ -285,7 +287,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         assert.equal(node.Resolver?.Default ?? false, false);
         assert.deepEqual(node.Resolver?.Failover?.Targets, ["db-backup.default.default.dc1"]);
         assert.equal(withResolver.Targets["db.default.default.dc1"].ConnectTimeout, "3s");
-        await client.putConfigEntry({
+        await operator.putConfigEntry({
           Kind: "service-resolver",
           Name: "old-db",
           Redirect: { Service: "db" },
@@ -293,7 +295,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         const redirected = (await client.discoveryChain("old-db")).value;
         assert.equal(redirected.StartNode, "resolver:db.default.default.dc1");
         // A resolver's load-balancer policy travels in the compiled chain's resolver node.
-        await client.putConfigEntry({
+        await operator.putConfigEntry({
           Kind: "service-resolver",
           Name: "lb",
           LoadBalancer: { Policy: "least_request" },
@@ -306,20 +308,20 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         );
         assert.equal(def.Nodes[def.StartNode].LoadBalancer, undefined);
         // Every service a splitter names must speak the same L7 protocol.
-        await client.putConfigEntry({ Kind: "service-defaults", Name: "api", Protocol: "http" });
-        const inconsistent = await client.putConfigEntry({
+        await operator.putConfigEntry({ Kind: "service-defaults", Name: "api", Protocol: "http" });
+        const inconsistent = await operator.putConfigEntry({
           Kind: "service-splitter",
           Name: "api",
           Splits: [{ Weight: 90 }, { Weight: 10, Service: "api-canary" }],
         }).catch((e) => e);
         assert.ok(inconsistent instanceof AgentError);
         assert.match(inconsistent.consulMessage, /uses inconsistent protocols/);
-        await client.putConfigEntry({
+        await operator.putConfigEntry({
           Kind: "service-defaults",
           Name: "api-canary",
           Protocol: "http",
         });
-        await client.putConfigEntry({
+        await operator.putConfigEntry({
           Kind: "service-splitter",
           Name: "api",
           Splits: [{ Weight: 90 }, { Weight: 10, Service: "api-canary" }],
@@ -342,7 +344,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
             ["service-resolver", "old-db"],
             ["service-resolver", "db"],
           ]
-        ) await client.deleteConfigEntry(kind, name);
+        ) await operator.deleteConfigEntry(kind, name);
         assert.equal((await client.discoveryChain("db")).value.Default, true);
       });
 
@@ -392,7 +394,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
 
       await t.step("prepared queries: create, execute with connect=true, delete", async () => {
         // db-1's sidecar is passing after the step above.
-        const id = await client.createPreparedQuery({
+        const id = await operator.createPreparedQuery({
           Name: "db-query",
           Service: { Service: "db", OnlyPassing: true },
         });
@@ -408,7 +410,7 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         await client.setCheck("service:db-1-sidecar-proxy", "warn");
         assert.deepEqual((await client.preparedQuery("db-query")).Nodes, []);
         await client.setCheck("service:db-1-sidecar-proxy", "pass");
-        await client.deletePreparedQuery(id);
+        await operator.deletePreparedQuery(id);
         const gone = await client.preparedQuery("db-query").catch((e) => e);
         assert.ok(gone instanceof AgentError);
         assert.equal(gone.status, 404);
@@ -423,11 +425,11 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
         assert.equal(r1.index, r0.index);
         const i0 = await client.intentions();
         const blocked = client.intentions({ index: i0.index, waitMs: 20_000 });
-        await client.upsertIntention("web", "cache", { Action: "allow" });
+        await operator.upsertIntention("web", "cache", { Action: "allow" });
         const i1 = await blocked;
         assert.ok(i1.index! > i0.index!);
         assert.equal(i1.value.length, 1);
-        await client.deleteIntention("web", "cache");
+        await operator.deleteIntention("web", "cache");
       });
 
       await t.step(
@@ -518,9 +520,9 @@ function contract(name: string, start: () => Promise<Target>, ignore = false) {
           const ac = new AbortController();
           const it = client.watchRoots().subscribe(ac.signal);
           await it.next();
-          const cfg = await client.caConfiguration();
+          const cfg = await operator.caConfiguration();
           assert.equal(cfg.Provider, "consul");
-          await client.setCAConfiguration({
+          await operator.setCAConfiguration({
             Provider: "consul",
             Config: { ...cfg.Config, PrivateKeyType: "ec", PrivateKeyBits: 384 },
           });

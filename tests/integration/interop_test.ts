@@ -2,7 +2,7 @@
 // against a real agent. (a) client → consul proxy (upstream) → meshgate inbound → server;
 // (b) client → meshgate outbound → consul proxy (inbound) → server.
 import assert from "node:assert/strict";
-import { AgentClient, connect, startProxy } from "../../mod.ts";
+import { AgentClient, connect, OperatorClient, startProxy } from "../../mod.ts";
 import { eventually, freePort } from "../_helpers.ts";
 import { echoServer, outcome, tcpClient } from "../e2e/_net.ts";
 import { announceSkip, consulBinary, type RealConsul, startConsul } from "./_consul.ts";
@@ -122,7 +122,7 @@ Deno.test({
     // Intentions are written before anything asks authorize about these destinations (see the
     // contract suite on the agent's intention-cache staleness).
     for (const dst of ["db", "db2"]) {
-      await agent.putConfigEntry({
+      await new OperatorClient(agent).putConfigEntry({
         Kind: "service-intentions",
         Name: dst,
         Sources: [{ Name: "web", Action: "allow" }, { Name: "evil", Action: "deny" }],
@@ -237,8 +237,8 @@ Deno.test({
           b.write("1;");
           await eventually(() => got.a === "1;" && got.b === "1;");
           const before = (await agent.roots()).value.ActiveRootID;
-          const cfg = await agent.caConfiguration();
-          await agent.setCAConfiguration({
+          const cfg = await new OperatorClient(agent).caConfiguration();
+          await new OperatorClient(agent).setCAConfiguration({
             Provider: "consul",
             Config: { ...cfg.Config, PrivateKeyBits: 384 },
           });

@@ -8,6 +8,7 @@ import {
   AgentClient,
   type ConnectionEvent,
   createLogger,
+  OperatorClient,
   type Proxy,
   startProxy,
 } from "../../mod.ts";
@@ -241,7 +242,7 @@ Deno.test({
         "(b) service-resolver failover: dc1 critical → dc2, healthy → dc1 again",
         60_000,
         async () => {
-          await a1.putConfigEntry({
+          await new OperatorClient(a1).putConfigEntry({
             Kind: "service-resolver",
             Name: "db",
             Failover: { "*": { Datacenters: ["dc2"] } },
@@ -372,7 +373,7 @@ Deno.test({
           const open = await openLong(upDc2);
           const since = Date.now();
           const mark = events.length;
-          await a1.putConfigEntry({
+          await new OperatorClient(a1).putConfigEntry({
             Kind: "service-intentions",
             Name: "db",
             Sources: [{ Name: "web", Action: "deny" }],
@@ -401,7 +402,7 @@ Deno.test({
           // /v1/connect/intentions/match already say otherwise. meshgate's own intention list
           // can only deny, never allow, so it waits for the agent. Measured, for the report.
           const undoneAt = Date.now();
-          await a1.putConfigEntry({
+          await new OperatorClient(a1).putConfigEntry({
             Kind: "service-intentions",
             Name: "db",
             Sources: [{ Name: "web", Action: "allow" }],

@@ -2,7 +2,7 @@
 // instance): a service-resolver whose DefaultSubset is v1 must leave only v1's sidecar among the
 // upstream's endpoints, and a redirect to subset v2 only v2's.
 import assert from "node:assert/strict";
-import { AgentClient, startProxy } from "../../mod.ts";
+import { AgentClient, OperatorClient, startProxy } from "../../mod.ts";
 import { eventually, freePort } from "../_helpers.ts";
 import { announceSkip, consulBinary, startConsul } from "./_consul.ts";
 
@@ -42,7 +42,7 @@ Deno.test({
           },
         });
       }
-      await agent.putConfigEntry({
+      await new OperatorClient(agent).putConfigEntry({
         Kind: "service-resolver",
         Name: "api",
         DefaultSubset: "v1",

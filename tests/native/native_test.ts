@@ -9,6 +9,7 @@ import {
   connect,
   type ConnectionEvent,
   createAdminApp,
+  OperatorClient,
   parseMeshHost,
   startProxy,
 } from "../../mod.ts";
@@ -74,7 +75,7 @@ Deno.test("native: a caller denied by intentions never reaches the handler", asy
     return new Response("secret");
   }, { hostname: "127.0.0.1", port: 0 });
   await registerNative(agent, "api", server.address.port);
-  await agent.upsertIntention("web", "api", { Action: "deny" });
+  await new OperatorClient(agent).upsertIntention("web", "api", { Action: "deny" });
   await assert.rejects(web.fetch("http://api.service.consul/"), TypeError);
   assert.equal(calls, 0);
   await eventually(() =>

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import {
   AgentClient,
+  OperatorClient,
   type RunningDevAgent,
   UpstreamConnectError,
   UpstreamConnector,
@@ -84,7 +85,7 @@ Deno.test("resolver: a failover target in another datacenter is asked for there,
   const seen: URL[] = [];
   await using agent = dc2Client(dev, seen);
   await registerDb(agent, "db-1");
-  await agent.putConfigEntry({
+  await new OperatorClient(agent).putConfigEntry({
     Kind: "service-resolver",
     Name: "db",
     Failover: { "*": { Datacenters: ["dc2"] } },
@@ -152,7 +153,7 @@ Deno.test("resolver: a DefaultSubset's Filter leaves only its instances (v1 of v
   await eventually(async () =>
     (await agent.healthConnect("db", { passing: true })).value.length === 2
   );
-  await agent.putConfigEntry({
+  await new OperatorClient(agent).putConfigEntry({
     Kind: "service-resolver",
     Name: "db",
     DefaultSubset: "v1",
@@ -195,7 +196,7 @@ Deno.test("resolver: warning instances serve unless the subset is OnlyPassing; c
     v1: { Filter: "Service.Meta.version == v1" },
     strict: { Filter: "Service.Meta.version == v1", OnlyPassing: true },
   };
-  await agent.putConfigEntry({
+  await new OperatorClient(agent).putConfigEntry({
     Kind: "service-resolver",
     Name: "db",
     DefaultSubset: "v1",
@@ -210,7 +211,7 @@ Deno.test("resolver: warning instances serve unless the subset is OnlyPassing; c
       5000,
       "the passing and the warning v1 instance",
     );
-    await agent.putConfigEntry({
+    await new OperatorClient(agent).putConfigEntry({
       Kind: "service-resolver",
       Name: "db",
       DefaultSubset: "strict",

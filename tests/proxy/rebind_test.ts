@@ -4,7 +4,13 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import type tls from "node:tls";
-import { type Proxy, type ProxyConfig, readinessProblems, startProxy } from "../../mod.ts";
+import {
+  OperatorClient,
+  type Proxy,
+  type ProxyConfig,
+  readinessProblems,
+  startProxy,
+} from "../../mod.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
 
@@ -154,7 +160,7 @@ Deno.test("rebind: local_connect_timeout_ms and DestinationServiceName change in
   await eventually(() => m.proxy.material.leaf?.info.uris[0]?.endsWith("/svc/db2") ?? false);
   assert.deepEqual(readinessProblems(m.proxy), []);
   await flows(m, "as db2");
-  await m.agent.upsertIntention("web", "db2", { Action: "deny" });
+  await new OperatorClient(m.agent).upsertIntention("web", "db2", { Action: "deny" });
   await eventually(
     async () => (await roundTrip(await m.dial(), "x").catch(() => new Uint8Array())).length === 0,
     5000,

@@ -8,6 +8,7 @@ import {
   createAdminApp,
   createLogger,
   DecodeFailure,
+  OperatorClient,
   parseCertificate,
   parseGoDuration,
   parseSpiffeId,
@@ -58,7 +59,7 @@ Deno.test("security: no private key or token in logs, admin API or event stream"
   const roots = (await clientFor(dev).roots()).value.Roots.map((r) => r.RootCert);
   const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
   await roundTrip(c, "x");
-  await clientFor(dev).upsertIntention("web", "db", { Action: "deny" });
+  await new OperatorClient(clientFor(dev)).upsertIntention("web", "db", { Action: "deny" });
   await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots }).then(
     (s) => s.destroy(),
     () => {},
@@ -191,7 +192,7 @@ Deno.test("fuzz: agent answers, CLI flags, SPIFFE IDs, durations and certificate
     Port: 5432,
     Connect: { SidecarService: { Port: freePort() } },
   });
-  await agent.upsertIntention("web", "db", { Action: "allow" });
+  await new OperatorClient(agent).upsertIntention("web", "db", { Action: "allow" });
   const get = async (path: string) => await (await fetch(`${dev.url}${path}`)).json();
   const samples: [string, (v: unknown) => unknown, unknown][] = [
     ["roots", decode.decodeRoots, await get("/v1/agent/connect/ca/roots")],
