@@ -285,7 +285,7 @@ export interface Explanation {
 
 /** Explains what would happen to a connection from `source` now, and where ours would go. */
 export async function explain(proxy: AdminSubject, source: string): Promise<Explanation> {
-  const destination = proxy.config?.service;
+  const destination = proxy.service;
   const our = proxy.material.leaf?.info.uris[0];
   let sourceSpiffeId: string | undefined;
   let authorize: Explanation["authorize"];

@@ -230,12 +230,14 @@ export function createProxyMetrics(
       }
       live.set(key, b);
     };
-    const service = proxy.config?.service;
-    if (proxy.inbound && service) {
-      addLive("inbound", `inbound:${service}`, proxy.inbound.connections, true);
+    const service = proxy.service;
+    if (service) {
+      for (const l of proxy.inboundListeners) {
+        addLive("inbound", `inbound:${service}`, l.connections, true);
+      }
     }
     for (const u of proxy.upstreams) {
-      addLive("outbound", u.name, u.connections, false);
+      if (u.connections) addLive("outbound", u.name, u.connections, false);
     }
     return live;
   };

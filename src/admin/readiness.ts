@@ -48,17 +48,8 @@ export function readinessProblems(
   else if (proxy.material.leafTrusted === false) {
     problems.push("leaf certificate does not chain to any current CA root (renewal due)");
   }
-  const config = proxy.config;
-  if (!config) problems.push("no configuration yet");
-  else if (config.publicListener && config.app && !proxy.inbound) {
-    problems.push("public listener is not up");
-  }
-  // What the proxy itself says it waits for or refused (the agent's answer, a failed bind).
-  for (const problem of proxy.problems ?? []) problems.push(problem);
-  if (config && proxy.upstreams.length < config.upstreams.length) {
-    problems.push(
-      `${config.upstreams.length - proxy.upstreams.length} upstream listener(s) not up`,
-    );
-  }
+  // What the subject itself says it waits for or refused (a proxy's configuration and
+  // listeners, the agent's answer, a failed bind).
+  for (const problem of proxy.problems) problems.push(problem);
   return problems;
 }

@@ -126,11 +126,15 @@ const iso = (ms: number | undefined) => ms === undefined ? undefined : new Date(
 export function proxyState(proxy: AdminSubject, now: number = Date.now()): ProxyState {
   const leaf = proxy.material.leaf;
   const roots = proxy.material.roots;
-  const inbound = proxy.inbound;
+  const inbound = proxy.inboundListeners;
+  const publicListener = inbound[0];
+  let inboundCount = 0;
+  for (const l of inbound) inboundCount += l.connections.size;
   const reach = proxy.agent.reachability;
   let outbound = 0;
   const upstreams = proxy.upstreams.map((u): UpstreamState => {
-    outbound += u.connections.size;
+    const connections = u.connections?.size ?? 0;
+    outbound += connections;
     const r = u.resolver;
     const targets = r
       ? [...new Set(r.routes.flatMap((route) => route.targets))].flatMap((id) => {
@@ -164,8 +168,8 @@ export function proxyState(proxy: AdminSubject, now: number = Date.now()): Proxy
       ...(u.upstream.datacenter ? { datacenter: u.upstream.datacenter } : {}),
       listener: u.name,
       type: u.upstream.type,
-      bind: formatAddress(u.address),
-      connections: u.connections.size,
+      bind: u.address ? formatAddress(u.address) : "(in-process)",
+      connections,
       targets,
       updatedAt: r?.updatedAt ? iso(r.updatedAt) : undefined,
     };
@@ -174,8 +178,8 @@ export function proxyState(proxy: AdminSubject, now: number = Date.now()): Proxy
     phase: proxy.phase,
     startedAt: new Date(proxy.startedAt).toISOString(),
     identity: {
-      service: proxy.config?.service,
-      proxyId: proxy.config?.proxyId,
+      service: proxy.service,
+      proxyId: proxy.proxyId,
       spiffeId: leaf?.info.uris[0],
       trustDomain: roots?.roots.TrustDomain,
     },
@@ -201,15 +205,15 @@ export function proxyState(proxy: AdminSubject, now: number = Date.now()): Proxy
         lastRotationAt: iso(proxy.lastEvent("roots")?.at),
       }
       : null,
-    publicListener: inbound
+    publicListener: publicListener
       ? {
-        address: formatAddress(inbound.address),
-        app: inbound.app ? formatAddress(inbound.app) : "(in-process handler)",
-        connections: inbound.connections.size,
+        address: formatAddress(publicListener.address),
+        app: publicListener.app ? formatAddress(publicListener.app) : "(in-process handler)",
+        connections: publicListener.connections.size,
       }
       : null,
     upstreams,
-    connections: { inbound: inbound?.connections.size ?? 0, outbound },
+    connections: { inbound: inboundCount, outbound },
     agent: {
       address: proxy.agent.config.baseUrl,
       reachable: (reach.lastFailureAt ?? 0) <= (reach.lastAnswerAt ?? 0),
@@ -265,8 +269,8 @@ export function openConnections(
   now: number = Date.now(),
 ): ConnectionState[] {
   const out: ConnectionState[] = [];
-  const service = proxy.config?.service ?? "";
-  for (const c of proxy.inbound?.connections ?? []) {
+  const service = proxy.service ?? "";
+  for (const c of proxy.inboundListeners.flatMap((l) => [...l.connections])) {
     out.push({
       direction: "inbound",
       listener: `inbound:${service}`,
@@ -278,7 +282,7 @@ export function openConnections(
     });
   }
   for (const u of proxy.upstreams) {
-    for (const c of u.connections) {
+    for (const c of u.connections ?? []) {
       out.push({
         direction: "outbound",
         listener: u.name,

@@ -17,6 +17,12 @@ export interface ReauthorizeRound {
   failed: string[];
 }
 
+/**
+ * The lifecycle of a proxy or a Connect-native service: `starting` until it can serve,
+ * `ready`, then `draining` and `stopped` once closed.
+ */
+export type LifecyclePhase = "starting" | "ready" | "draining" | "stopped";
+
 /** Lifecycle events of a proxy. */
 export type LifecycleEvent =
   | { type: "leaf"; renewed: boolean; service: string; serial: string; validBefore: string }
@@ -24,7 +30,7 @@ export type LifecycleEvent =
   | { type: "config"; proxyId?: string; detail: string }
   | { type: "endpoints"; upstream: string; target: string; endpoints: string[] }
   | { type: "watch_error"; watch: string; error: string; retryInMs?: number }
-  | { type: "phase"; phase: "starting" | "ready" | "draining" | "stopped" }
+  | { type: "phase"; phase: LifecyclePhase }
   /** One re-check of open inbound connections after an intention change, once decided. */
   | ({ type: "reauthorized" } & ReauthorizeRound);
 

@@ -6,24 +6,19 @@
  */
 import type tls from "node:tls";
 import type { AgentClient } from "../agent/client.ts";
-import type { Intention } from "../agent/types.ts";
+import type { AdminSubject, AdminUpstream } from "../admin/subject.ts";
 import { createDenoAgentClient } from "../transport/agent_client.ts";
 import {
   type AuthorizedConnection,
   type InboundGateway,
   startInbound,
 } from "../inbound/gateway.ts";
-import { reauthorizeOnChange } from "../inbound/reauthorize.ts";
-import type { ConnectionEvent } from "../events/connection.ts";
+import type { EventHub } from "../events/hub.ts";
+import type { LifecyclePhase, ProxyEvent } from "../events/lifecycle.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
-import { UpstreamConnector } from "../outbound/connector.ts";
-import type { UpstreamListener } from "../outbound/listener.ts";
-import type { ProxyConfig } from "../proxy/config.ts";
-import { EventHub } from "../events/hub.ts";
-import type { LifecycleEvent, ProxyEvent } from "../events/lifecycle.ts";
-import { feedLeaf, feedRoots } from "../proxy/feed.ts";
-import type { ProxyPhase } from "../proxy/proxy.ts";
-import { TlsMaterial } from "../trust/material.ts";
+import { UpstreamConnector, type UpstreamTarget } from "../outbound/connector.ts";
+import { MeshRuntime } from "../runtime/mesh_runtime.ts";
+import type { TlsMaterial } from "../trust/material.ts";
 import { createMeshFetch, dialThrough, type MeshFetch } from "./http_client.ts";
 import { httpOverConnections, type MeshHandler } from "./http_server.ts";
 import { parseMeshHost } from "./names.ts";
@@ -87,85 +82,66 @@ export interface MeshListener extends MeshServer, AsyncIterable<AuthorizedConnec
  * svc.serve((req, { caller }) => new Response(`hello ${caller.id.service}`), { port: 8443 });
  * ```
  */
-export class ConnectService implements AsyncDisposable {
+export class ConnectService implements AsyncDisposable, AdminSubject {
   /** The service name. */
   readonly service: string;
-  /** The live leaf and roots. */
-  readonly material: TlsMaterial = new TlsMaterial();
-  /** Everything that happens (connections, leaf, roots), as for a proxy. */
-  readonly events: EventHub<ProxyEvent> = new EventHub<ProxyEvent>();
-  /** `Date.now()` at creation. */
-  readonly startedAt: number = Date.now();
-  readonly #agent: AgentClient;
-  readonly #ownsAgent: boolean;
   readonly #o: ConnectOptions;
   readonly #log: Logger;
-  readonly #controller = new AbortController();
-  readonly #loops = new Set<Promise<void>>();
+  /** Leaf, roots, intentions, events, problems, phase, loops and close: shared with the proxy. */
+  readonly #runtime: MeshRuntime;
   readonly #servers = new Set<InboundGateway>();
-  readonly #connectors = new Map<string, UpstreamConnector>();
-  readonly #last = new Map<ProxyEvent["type"], ProxyEvent>();
+  readonly #connectors = new Map<
+    string,
+    { target: UpstreamTarget; connector: UpstreamConnector }
+  >();
   #fetch?: MeshFetch;
-  #reauthorizing = false;
-  /** The latest intentions of our service, from the re-authorization watch. */
-  #intentions?: readonly Intention[];
-  #phase: ProxyPhase = "starting";
-  /** The drain every {@linkcode ConnectService.close} call awaits, once started. */
-  #closing?: Promise<void>;
-  /** Why the leaf or the roots are missing, by feed, as the agent said it. */
-  readonly #problems = new Map<"roots" | "leaf", string>();
 
   /** Use {@linkcode connect}. */
   constructor(options: ConnectOptions & { agent: AgentClient }, ownsAgent: boolean) {
     this.service = options.service;
-    this.#agent = options.agent;
-    this.#ownsAgent = ownsAgent;
     this.#o = options;
     this.#log = (options.log ?? silentLogger).with({ service: options.service });
-    const feed = {
-      agent: this.#agent,
-      material: this.material,
-      signal: this.#controller.signal,
+    this.#runtime = new MeshRuntime({
+      agent: options.agent,
       log: this.#log,
-      emit: this.#emit,
-    };
-    const problem = (source: "roots" | "leaf") => (text: string | undefined) => {
-      if (text === undefined) this.#problems.delete(source);
-      else this.#problems.set(source, text);
-    };
-    this.#spawn(feedRoots({ ...feed, problem: problem("roots") }));
-    this.#spawn(feedLeaf({ ...feed, service: options.service, problem: problem("leaf") }));
+      ownsAgent,
+      // Intentions bite on open connections here too (see reauthorize.ts).
+      gateways: () => this.#servers,
+      authorizeTimeoutMs: options.authorizeTimeoutMs,
+    });
+    this.#runtime.watchRoots();
+    this.#runtime.watchLeaf(options.service);
     this.material.ready.then(() => {
       // Both are loaded (the feeds say so too, a moment after this resolves).
-      this.#problems.clear();
-      if (this.#phase === "starting") this.#setPhase("ready");
+      this.#runtime.problem("roots", undefined);
+      this.#runtime.problem("leaf", undefined);
+      this.#runtime.markReady();
     }, () => {});
   }
 
-  #spawn(p: Promise<void>): void {
-    this.#loops.add(p);
-    p.finally(() => this.#loops.delete(p));
+  /** The live leaf and roots. */
+  get material(): TlsMaterial {
+    return this.#runtime.material;
   }
 
-  #emit = (event: ConnectionEvent | LifecycleEvent): void => {
-    const stamped = { ...event, at: Date.now() };
-    this.#last.set(event.type, stamped);
-    this.events.publish(stamped);
-  };
+  /** Everything that happens (connections, leaf, roots), as for a proxy. */
+  get events(): EventHub<ProxyEvent> {
+    return this.#runtime.events;
+  }
 
-  #setPhase(phase: ProxyPhase): void {
-    this.#phase = phase;
-    this.#emit({ type: "phase", phase });
+  /** `Date.now()` at creation. */
+  get startedAt(): number {
+    return this.#runtime.startedAt;
   }
 
   /** The agent client. */
   get agent(): AgentClient {
-    return this.#agent;
+    return this.#runtime.agent;
   }
 
   /** `starting` until the first leaf and roots, then `ready`; `draining`/`stopped` on close. */
-  get phase(): ProxyPhase {
-    return this.#phase;
+  get phase(): LifecyclePhase {
+    return this.#runtime.phase;
   }
 
   /** Resolves once the first leaf and roots are loaded. */
@@ -179,7 +155,7 @@ export class ConnectService implements AsyncDisposable {
    * both are loaded. Shown on `/ready` by the admin app.
    */
   get problems(): string[] {
-    return [...this.#problems.values()];
+    return this.#runtime.problems;
   }
 
   /** Our SPIFFE ID (from the current leaf), once loaded. */
@@ -187,61 +163,51 @@ export class ConnectService implements AsyncDisposable {
     return this.material.leaf?.info.uris[0];
   }
 
-  /** For the admin app: the service, without a public listener config. */
-  get config(): ProxyConfig {
-    return { service: this.service, upstreams: [] };
+  /** The mTLS listeners of {@linkcode ConnectService.serve} and {@linkcode ConnectService.listen}. */
+  get inboundListeners(): InboundGateway[] {
+    return [...this.#servers];
   }
 
-  /** For the admin app: the first server, if serving. */
-  get inbound(): InboundGateway | undefined {
-    return this.#servers.values().next().value;
-  }
-
-  /** For the admin app: native clients have no upstream listeners. */
-  get upstreams(): UpstreamListener[] {
-    return [];
+  /**
+   * The upstreams dialled so far ({@linkcode ConnectService.dial}, {@linkcode ConnectService.fetch}):
+   * chain targets and endpoint health; their connections belong to the caller, not listed.
+   */
+  get upstreams(): AdminUpstream[] {
+    return [...this.#connectors.values()].map(({ target, connector }) => ({
+      upstream: target,
+      name: connector.listenerName,
+      resolver: connector.resolver,
+      endpointHealth: connector.endpointHealth,
+    }));
   }
 
   /** The most recent event of a type, if any. */
   lastEvent<K extends ProxyEvent["type"]>(
     type: K,
   ): Extract<ProxyEvent, { type: K }> | undefined {
-    return this.#last.get(type) as Extract<ProxyEvent, { type: K }> | undefined;
+    return this.#runtime.lastEvent(type);
   }
 
   async #gateway(
     options: ServeOptions,
     handoff: (c: AuthorizedConnection) => void,
   ): Promise<InboundGateway> {
-    if (this.#controller.signal.aborted) throw new Error(`${this.service}: closed`);
+    if (this.#runtime.signal.aborted) throw new Error(`${this.service}: closed`);
     const gw = await startInbound({
       material: this.material,
       service: this.service,
-      authorize: (req, opts) => this.#agent.authorize(req, opts),
+      authorize: (req, opts) => this.agent.authorize(req, opts),
       bind: { hostname: options.hostname ?? "0.0.0.0", port: options.port },
       handoff,
-      intentions: () => this.#intentions,
+      intentions: () => this.#runtime.intentions,
       handshakeTimeoutMs: this.#o.handshakeTimeoutMs,
       authorizeTimeoutMs: this.#o.authorizeTimeoutMs,
       maxConnections: options.maxConnections,
       log: this.#log,
-      onEvent: this.#emit,
+      onEvent: this.#runtime.emit,
     });
     this.#servers.add(gw);
-    if (!this.#reauthorizing) {
-      // Intentions bite on open connections here too (see reauthorize.ts).
-      this.#reauthorizing = true;
-      this.#spawn(reauthorizeOnChange({
-        agent: this.#agent,
-        service: this.service,
-        gateways: () => this.#servers,
-        authorizeTimeoutMs: this.#o.authorizeTimeoutMs,
-        signal: this.#controller.signal,
-        log: this.#log,
-        emit: this.#emit,
-        onIntentions: (list) => (this.#intentions = list),
-      }));
-    }
+    this.#runtime.watchIntentions(this.service); // once: the same service again does nothing
     return gw;
   }
 
@@ -299,18 +265,19 @@ export class ConnectService implements AsyncDisposable {
     const key = `${target.type}:${target.name}:${target.datacenter ?? ""}`;
     let c = this.#connectors.get(key);
     if (!c) {
-      c = new UpstreamConnector({
-        agent: this.#agent,
+      const connector = new UpstreamConnector({
+        agent: this.agent,
         material: this.material,
         upstream: target,
         listener: `native:${target.name}`,
         log: this.#log,
-        onEvent: this.#emit,
-        onEndpoints: (change) => this.#emit({ type: "endpoints", ...change }),
+        onEvent: this.#runtime.emit,
+        onEndpoints: (change) => this.#runtime.emit({ type: "endpoints", ...change }),
       });
+      c = { target, connector };
       this.#connectors.set(key, c);
     }
-    return c;
+    return c.connector;
   }
 
   /**
@@ -337,28 +304,20 @@ export class ConnectService implements AsyncDisposable {
     return this.#fetch.fetch(input, init);
   }
 
-  /** Stops serving (open connections get `drainMs`), closes pools and watches. */
+  /**
+   * Stops serving (open connections get `drainMs`), closes pools and watches. Idempotent: every
+   * caller awaits the same drain (the first caller's `drainMs`).
+   */
   close(drainMs = 0): Promise<void> {
-    if (!this.#closing) {
-      // Every caller awaits the same drain; set before it starts, which publishes `draining`
-      // synchronously (a subscriber that closes the service then joins this one).
-      const closing = Promise.withResolvers<void>();
-      this.#closing = closing.promise;
-      this.#close(drainMs).then(closing.resolve, closing.reject);
-    }
-    return this.#closing;
-  }
-
-  async #close(drainMs: number): Promise<void> {
-    this.#setPhase("draining");
-    await Promise.all([...this.#servers].map((s) => s.close(drainMs)));
-    this.#servers.clear();
-    this.#fetch?.close();
-    this.#controller.abort();
-    await Promise.all([...this.#connectors.values()].map((c) => c.close()));
-    await Promise.all([...this.#loops]);
-    if (this.#ownsAgent) await this.#agent.close();
-    this.#setPhase("stopped");
+    return this.#runtime.close({
+      drain: async (stop) => {
+        await Promise.all([...this.#servers].map((s) => s.close(drainMs)));
+        this.#servers.clear();
+        this.#fetch?.close();
+        stop();
+        await Promise.all([...this.#connectors.values()].map((c) => c.connector.close()));
+      },
+    });
   }
 
   /** Same as {@linkcode ConnectService.close} without draining. */

@@ -1,25 +1,27 @@
 /**
- * Orchestration: watches (registration, leaf, roots) → configuration diff → listeners. Upstream
- * listeners are opened and closed one by one as the registration changes, without touching the
- * others' connections; the public listener follows its address; leaf and roots apply to new
- * connections at once and never drop established ones.
+ * Orchestration on top of a {@linkcode MeshRuntime} (leaf, roots, intentions, events, close):
+ * the registration watch → configuration diff → listeners. Upstream listeners are opened and
+ * closed one by one as the registration changes, without touching the others' connections; the
+ * public listener follows its address; leaf and roots apply to new connections at once and
+ * never drop established ones.
  * @module
  */
 import type { AgentClient } from "../agent/client.ts";
 import { AgentError } from "../agent/errors.ts";
-import type { Intention, ServiceRegistration } from "../agent/types.ts";
+import type { ServiceRegistration } from "../agent/types.ts";
+import type { AdminSubject } from "../admin/subject.ts";
 import { type InboundGateway, startInbound } from "../inbound/gateway.ts";
 import type { ConnectionEvent } from "../events/connection.ts";
+import type { EventHub } from "../events/hub.ts";
+import type { LifecyclePhase, ProxyEvent } from "../events/lifecycle.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import { formatAddress } from "../net/sockets.ts";
 import { sleep } from "../net/timers.ts";
 import { startUpstream, type UpstreamListener } from "../outbound/listener.ts";
-import { TlsMaterial } from "../trust/material.ts";
+import { describeFailure } from "../runtime/feed.ts";
+import { MeshRuntime } from "../runtime/mesh_runtime.ts";
+import type { TlsMaterial } from "../trust/material.ts";
 import { configFromService, type ProxyConfig, ProxyConfigError, upstreamKey } from "./config.ts";
-import { EventHub } from "../events/hub.ts";
-import type { LifecycleEvent, ProxyEvent } from "../events/lifecycle.ts";
-import { describeFailure, feedLeaf, feedRoots } from "./feed.ts";
-import { reauthorizeOnChange } from "../inbound/reauthorize.ts";
 
 /** Limits and timeouts of the proxy. */
 export interface ProxyLimits {
@@ -85,10 +87,8 @@ export interface ProxyOptions {
   onEvent?: (event: ConnectionEvent) => void;
 }
 
-const CONNECTION_EVENTS = new Set(["accepted", "refused", "closed", "dial_failed", "revoked"]);
-
-/** The proxy's lifecycle state. */
-export type ProxyPhase = "starting" | "ready" | "draining" | "stopped";
+/** The proxy's lifecycle state (the same as a Connect-native service's). */
+export type ProxyPhase = LifecyclePhase;
 
 /** Finds the single `connect-proxy` whose `DestinationServiceID` is `serviceId`. */
 export async function findSidecar(agent: AgentClient, serviceId: string): Promise<string> {
@@ -141,54 +141,60 @@ function bindFailure(bind: { hostname: string; port: number }, err: unknown): st
 const WILDCARD = new Set(["0.0.0.0", "::", "[::]"]);
 
 /** A running proxy. */
-export class Proxy implements AsyncDisposable {
-  /** The live TLS material. */
-  readonly material: TlsMaterial = new TlsMaterial();
-  /** Everything that happens in this proxy (connections and lifecycle), for metrics and admin. */
-  readonly events: EventHub<ProxyEvent> = new EventHub<ProxyEvent>();
-  /** `Date.now()` when the proxy started. */
-  readonly startedAt: number = Date.now();
+export class Proxy implements AsyncDisposable, AdminSubject {
   readonly #o: ProxyOptions;
   readonly #log: Logger;
-  readonly #controller = new AbortController();
-  readonly #loops = new Set<Promise<void>>();
+  /** Leaf, roots, intentions, events, problems, phase, loops and close: shared with native. */
+  readonly #runtime: MeshRuntime;
   /** Public listeners replaced by a rebind, still draining their connections. */
   readonly #retired = new Set<InboundGateway>();
   readonly #upstreams = new Map<string, UpstreamListener>();
-  /** Why the proxy does not serve as configured, by source (`leaf`, `public listener`…). */
-  readonly #problems = new Map<string, string>();
   #inbound?: InboundGateway;
   /** What the live public listener was started or updated with. */
   #inboundSettings?: PublicSettings;
   #config?: ProxyConfig;
-  #leafService?: string;
-  #leafStop?: AbortController;
-  #reauthService?: string;
-  /** The latest intentions of our service, from the re-authorization watch. */
-  #intentions?: readonly Intention[];
-  #reauthStop?: AbortController;
-  #phase: ProxyPhase = "starting";
   #applying: Promise<void> = Promise.resolve();
   readonly #ready = Promise.withResolvers<void>();
   #becomingReady = false;
   /** The self-registration loop (`register`), stopped by close before it deregisters. */
   #registration?: Promise<void>;
   #registerAttempted = false;
-  #closing?: Promise<void>;
 
   private constructor(options: ProxyOptions) {
     this.#o = options;
     this.#log = options.log ?? silentLogger;
+    this.#runtime = new MeshRuntime({
+      agent: options.agent,
+      log: this.#log,
+      onEvent: options.onEvent,
+      gateways: () => [...(this.#inbound ? [this.#inbound] : []), ...this.#retired],
+      revokeGraceMs: options.limits?.revokeGraceMs,
+      authorizeTimeoutMs: options.limits?.authorizeTimeoutMs,
+      leafExpiryMarginMs: options.limits?.leafExpiryMarginMs,
+    });
     this.#ready.promise.catch(() => {});
   }
 
-  readonly #last = new Map<ProxyEvent["type"], ProxyEvent>();
+  /** The live TLS material. */
+  get material(): TlsMaterial {
+    return this.#runtime.material;
+  }
+
+  /** Everything that happens in this proxy (connections and lifecycle), for metrics and admin. */
+  get events(): EventHub<ProxyEvent> {
+    return this.#runtime.events;
+  }
+
+  /** `Date.now()` when the proxy started. */
+  get startedAt(): number {
+    return this.#runtime.startedAt;
+  }
 
   /** The most recent event of a type (e.g. the last leaf renewal), if any. */
   lastEvent<K extends ProxyEvent["type"]>(
     type: K,
   ): Extract<ProxyEvent, { type: K }> | undefined {
-    return this.#last.get(type) as Extract<ProxyEvent, { type: K }> | undefined;
+    return this.#runtime.lastEvent(type);
   }
 
   /** The agent client the proxy watches through. */
@@ -197,30 +203,34 @@ export class Proxy implements AsyncDisposable {
   }
 
   /**
-   * Why the proxy does not serve as configured, one line each, for `/ready`: what it is
-   * waiting for and what the agent answered (`leaf: /v1/agent/connect/ca/leaf/web: HTTP 403:
-   * Permission denied`), a leaf or roots it refused, a public listener it could not bind.
+   * Why the proxy does not serve as configured, one line each, for `/ready`: no configuration
+   * yet, what it is waiting for and what the agent answered (`leaf:
+   * /v1/agent/connect/ca/leaf/web: HTTP 403: Permission denied`), a leaf or roots it refused, a
+   * public listener it could not bind or that is not up, upstream listeners that are not up.
    */
   get problems(): string[] {
-    return [...this.#problems.values()];
+    const config = this.#config;
+    const problems: string[] = [];
+    if (!config) problems.push("no configuration yet");
+    else if (config.publicListener && config.app && !this.#inbound) {
+      problems.push("public listener is not up");
+    }
+    problems.push(...this.#runtime.problems);
+    if (config && this.#upstreams.size < config.upstreams.length) {
+      problems.push(
+        `${config.upstreams.length - this.#upstreams.size} upstream listener(s) not up`,
+      );
+    }
+    return problems;
   }
 
   #problem(source: string, text: string | undefined): void {
-    if (text === undefined) this.#problems.delete(source);
-    else this.#problems.set(source, text);
+    this.#runtime.problem(source, text);
   }
 
   /** Publishes a connection or lifecycle event (and passes connection events to `onEvent`). */
-  #emit = (event: ConnectionEvent | LifecycleEvent): void => {
-    const stamped = { ...event, at: Date.now() };
-    this.#last.set(event.type, stamped);
-    this.events.publish(stamped);
-    if (CONNECTION_EVENTS.has(event.type)) this.#o.onEvent?.(event as ConnectionEvent);
-  };
-
-  #setPhase(phase: ProxyPhase): void {
-    this.#phase = phase;
-    this.#emit({ type: "phase", phase });
+  get #emit(): MeshRuntime["emit"] {
+    return this.#runtime.emit;
   }
 
   /**
@@ -236,7 +246,7 @@ export class Proxy implements AsyncDisposable {
 
   /** The lifecycle phase. */
   get phase(): ProxyPhase {
-    return this.#phase;
+    return this.#runtime.phase;
   }
 
   /**
@@ -253,9 +263,24 @@ export class Proxy implements AsyncDisposable {
     return this.#config;
   }
 
+  /** The service the proxy fronts, once configured. */
+  get service(): string | undefined {
+    return this.#config?.service;
+  }
+
+  /** The registration the proxy runs from (`proxyId`, or the one `sidecarFor` found). */
+  get proxyId(): string | undefined {
+    return this.#config?.proxyId;
+  }
+
   /** The public listener, when up. */
   get inbound(): InboundGateway | undefined {
     return this.#inbound;
+  }
+
+  /** The public listener as a list (empty when down); one replaced by a rebind is not listed. */
+  get inboundListeners(): InboundGateway[] {
+    return this.#inbound ? [this.#inbound] : [];
   }
 
   /** The upstream listeners. */
@@ -263,25 +288,8 @@ export class Proxy implements AsyncDisposable {
     return [...this.#upstreams.values()];
   }
 
-  #spawn(p: Promise<void>): void {
-    this.#loops.add(p);
-    p.finally(() => this.#loops.delete(p));
-  }
-
-  /** Resolves true once `p` resolves, false when the proxy closes first. */
-  async #until(p: Promise<unknown>): Promise<boolean> {
-    const signal = this.#controller.signal;
-    if (signal.aborted) return false;
-    let onAbort = () => {};
-    const aborted = new Promise<false>((resolve) => {
-      onAbort = () => resolve(false);
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
-    try {
-      return await Promise.race([p.then(() => true), aborted]);
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-    }
+  get #signal(): AbortSignal {
+    return this.#runtime.signal;
   }
 
   async #start(): Promise<void> {
@@ -295,30 +303,28 @@ export class Proxy implements AsyncDisposable {
     // Like `consul connect proxy`, a sidecar that cannot be found is an error at once; a
     // registration that does not exist yet (-proxy-id) is waited for.
     const id = o.sidecarFor !== undefined ? await findSidecar(o.agent, o.sidecarFor) : o.proxyId;
-    this.#spawn(feedRoots(this.#feed(this.#controller.signal, "roots")));
+    this.#runtime.watchRoots();
     if (o.config) {
-      this.#spawn(
+      this.#runtime.spawn(
         this.#apply(o.config).catch((err) =>
           this.#log.log("error", "cannot apply the configuration", { error: String(err) })
         ),
       );
     } else {
       this.#problem("registration", `registration: waiting for /v1/agent/service/${id}`);
-      this.#spawn(this.#watchService(id!));
+      this.#runtime.spawn(this.#watchService(id!));
     }
-    this.#spawn(this.#whenMaterialReady());
+    this.#runtime.spawn(this.#whenMaterialReady());
   }
 
   async #whenMaterialReady(): Promise<void> {
-    if (await this.#until(this.material.ready)) await this.#markReady();
+    if (await this.#runtime.until(this.material.ready)) await this.#markReady();
   }
 
   /** Turns `ready` once configuration, leaf, roots and the public listener are all there. */
   async #markReady(): Promise<void> {
     const config = this.#config;
-    if (this.#phase !== "starting" || this.#becomingReady || this.#controller.signal.aborted) {
-      return;
-    }
+    if (this.phase !== "starting" || this.#becomingReady || this.#signal.aborted) return;
     if (!config || !this.material.isReady) return;
     if (config.publicListener && config.app && !this.#inbound) return;
     this.#becomingReady = true;
@@ -329,8 +335,7 @@ export class Proxy implements AsyncDisposable {
       await this.#registerOnce(body, reg);
       this.#registration = this.#keepRegistered(body, reg);
     }
-    if (this.#phase !== "starting") return;
-    this.#setPhase("ready");
+    if (!this.#runtime.markReady()) return;
     this.#ready.resolve();
     this.#log.log("info", "proxy ready", {
       service: config.service,
@@ -339,68 +344,13 @@ export class Proxy implements AsyncDisposable {
     });
   }
 
-  #feed(signal: AbortSignal, source: string) {
-    return {
-      agent: this.#o.agent,
-      material: this.material,
-      signal,
-      log: this.#log,
-      emit: this.#emit,
-      problem: (text: string | undefined) => this.#problem(source, text),
-    };
-  }
-
-  #watchLeaf(service: string): void {
-    if (this.#leafService === service) return;
-    this.#leafStop?.abort();
-    this.#problem("leaf", undefined); // the old service's; the new feed reports its own
-    const stop = new AbortController();
-    this.#leafStop = stop;
-    this.#leafService = service;
-    const signal = AbortSignal.any([this.#controller.signal, stop.signal]);
-    this.#spawn(
-      feedLeaf({
-        ...this.#feed(signal, "leaf"),
-        problem: (text) => {
-          if (this.#leafService === service) this.#problem("leaf", text);
-        },
-        service,
-        expiryMarginMs: this.#o.limits?.leafExpiryMarginMs,
-      }),
-    );
-  }
-
-  /** Re-authorizes open inbound connections when the intentions of `service` change. */
-  #watchIntentions(service: string): void {
-    const grace = this.#o.limits?.revokeGraceMs ?? 0;
-    if (grace < 0 || this.#reauthService === service) return;
-    this.#reauthStop?.abort();
-    const stop = new AbortController();
-    this.#reauthStop = stop;
-    this.#reauthService = service;
-    this.#intentions = undefined;
-    this.#spawn(reauthorizeOnChange({
-      agent: this.#o.agent,
-      service,
-      gateways: () => [...(this.#inbound ? [this.#inbound] : []), ...this.#retired],
-      graceMs: grace,
-      authorizeTimeoutMs: this.#o.limits?.authorizeTimeoutMs,
-      signal: AbortSignal.any([this.#controller.signal, stop.signal]),
-      log: this.#log,
-      emit: this.#emit,
-      onIntentions: (list) => {
-        if (this.#reauthService === service) this.#intentions = list;
-      },
-    }));
-  }
-
   /**
    * Follows the registration `id`: the first answer configures the proxy, later changes are
    * applied. Until the first usable answer, failures are retried with backoff (as Consul's
    * proxy does for a `-proxy-id` not registered yet) and reported as a problem.
    */
   async #watchService(id: string): Promise<void> {
-    const signal = this.#controller.signal;
+    const signal = this.#signal;
     let last: string | undefined;
     try {
       for await (
@@ -460,10 +410,10 @@ export class Proxy implements AsyncDisposable {
   }
 
   async #applyNow(config: ProxyConfig): Promise<void> {
-    if (this.#controller.signal.aborted) return;
+    if (this.#signal.aborted) return;
     const o = this.#o;
     const limits = o.limits ?? {};
-    this.#watchLeaf(config.service);
+    this.#runtime.watchLeaf(config.service);
     // Upstreams: close removed or changed ones, open new ones; others are not touched.
     const wanted = new Map(config.upstreams.map((u) => [upstreamKey(u), u]));
     for (const [key, listener] of this.#upstreams) {
@@ -528,7 +478,7 @@ export class Proxy implements AsyncDisposable {
       handshakeTimeoutMs: config.handshakeTimeoutMs ?? limits.handshakeTimeoutMs,
       connectTimeoutMs: config.localConnectTimeoutMs ?? limits.localConnectTimeoutMs,
     };
-    this.#watchIntentions(config.service);
+    this.#runtime.watchIntentions(config.service);
     const inPlace = (gw: InboundGateway) => {
       gw.update(want);
       gw.setApp(app);
@@ -539,7 +489,7 @@ export class Proxy implements AsyncDisposable {
       this.#problem("public listener", undefined);
       return;
     }
-    if (!(await this.#until(this.material.ready))) return;
+    if (!(await this.#runtime.until(this.material.ready))) return;
     // Two sockets cannot listen on one port (0.0.0.0:P and 127.0.0.1:P neither): the old one
     // stops accepting first; its open connections go on.
     const samePort = !!live && !!had && had.bind.port === want.bind.port;
@@ -564,7 +514,7 @@ export class Proxy implements AsyncDisposable {
             throw err;
           }
         },
-        intentions: () => this.#intentions,
+        intentions: () => this.#runtime.intentions,
         bind: want.bind,
         app,
         handshakeTimeoutMs: want.handshakeTimeoutMs,
@@ -587,7 +537,7 @@ export class Proxy implements AsyncDisposable {
         this.#problem("public listener", `public listener: ${failure}`);
         // At start there is nothing to keep serving: fail like `consul connect proxy` (whoever
         // awaits `ready` reports it, once).
-        if (this.#phase === "starting") {
+        if (this.phase === "starting") {
           this.#ready.reject(new Error(`public listener: ${failure}`));
         } else this.#log.log("error", "cannot start the public listener", { error: failure });
         return;
@@ -626,8 +576,8 @@ export class Proxy implements AsyncDisposable {
     const settling = (settings?.handshakeTimeoutMs ?? limits.handshakeTimeoutMs ?? 10_000) +
       (limits.authorizeTimeoutMs ?? 5000) +
       (settings?.connectTimeoutMs ?? limits.localConnectTimeoutMs ?? 1000);
-    this.#spawn(
-      sleep(settling, this.#controller.signal)
+    this.#runtime.spawn(
+      sleep(settling, this.#signal)
         .then(() => old.close(24 * 3600_000))
         .finally(() => this.#retired.delete(old)),
     );
@@ -657,12 +607,12 @@ export class Proxy implements AsyncDisposable {
   async #registerOnce(body: ServiceRegistration, reg: SelfRegistration): Promise<boolean> {
     this.#registerAttempted = true;
     try {
-      await this.#o.agent.register(body, { signal: this.#controller.signal });
+      await this.#o.agent.register(body, { signal: this.#signal });
       this.#problem("register", undefined);
       this.#log.log("info", "registered proxy", { id: reg.id });
       return true;
     } catch (err) {
-      if (this.#controller.signal.aborted) return false;
+      if (this.#signal.aborted) return false;
       const why = describeFailure(err);
       this.#problem("register", `register ${reg.id}: ${why}`);
       this.#log.log("warn", "cannot register the proxy; retrying", { id: reg.id, error: why });
@@ -676,9 +626,9 @@ export class Proxy implements AsyncDisposable {
    */
   async #keepRegistered(body: ServiceRegistration, reg: SelfRegistration): Promise<void> {
     const agent = this.#o.agent;
-    const signal = this.#controller.signal;
+    const signal = this.#signal;
     const checkId = `${reg.id}-ttl`;
-    let registered = this.#problems.get("register") === undefined;
+    let registered = this.#runtime.problemOf("register") === undefined;
     for (let beats = 1; await sleep(reg.heartbeatMs ?? 10_000, signal); beats++) {
       if (!registered) {
         registered = await this.#registerOnce(body, reg);
@@ -709,22 +659,18 @@ export class Proxy implements AsyncDisposable {
   /**
    * Graceful shutdown: deregister first if we registered (so that clients stop being sent
    * here), then stop accepting and drain open connections up to `drainMs`, stop every watch.
+   * Idempotent: every caller awaits the same drain (the first caller's `drainMs`).
    */
   close(drainMs = 0): Promise<void> {
-    if (!this.#closing) {
-      // Set before the drain starts: its first step publishes `draining` synchronously, and a
-      // subscriber that closes the proxy then must get this promise, not start a second drain.
-      const closing = Promise.withResolvers<void>();
-      this.#closing = closing.promise;
-      this.#close(drainMs).then(closing.resolve, closing.reject);
-    }
-    return this.#closing;
+    return this.#runtime.close({
+      drain: (stop) => this.#drain(drainMs, stop),
+      stopped: () => this.#log.log("info", "proxy stopped"),
+    });
   }
 
-  async #close(drainMs: number): Promise<void> {
-    this.#setPhase("draining");
+  async #drain(drainMs: number, stop: () => void): Promise<void> {
     this.#log.log("info", "proxy draining", { drainMs });
-    this.#controller.abort();
+    stop();
     this.#ready.reject(new Error("proxy closed before it was ready"));
     await this.#registration;
     if (this.#o.register && this.#registerAttempted) await this.#deregister(this.#o.register);
@@ -735,9 +681,6 @@ export class Proxy implements AsyncDisposable {
       ...[...this.#upstreams.values()].map((u) => u.close(drainMs)),
     ]);
     this.#upstreams.clear();
-    await Promise.all([...this.#loops]);
-    this.#setPhase("stopped");
-    this.#log.log("info", "proxy stopped");
   }
 
   async #deregister(reg: SelfRegistration): Promise<void> {

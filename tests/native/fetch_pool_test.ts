@@ -62,7 +62,9 @@ async function mesh(handler: MeshHandler, serve: { port?: number; keepAliveTimeo
 
 /** Cuts every open inbound connection of `api` (as a crash or a reset would). */
 function cutConnections(api: ConnectService): void {
-  for (const c of api.inbound!.connections) c.pipe.destroy(new Error("cut by the test"));
+  for (const c of api.inboundListeners[0]!.connections) {
+    c.pipe.destroy(new Error("cut by the test"));
+  }
 }
 
 Deno.test("mesh fetch drops a connection the server closed after its keep-alive timeout", async () => {
