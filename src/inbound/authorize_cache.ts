@@ -15,6 +15,7 @@
  */
 import { AgentError } from "../agent/errors.ts";
 import type { AuthorizeResult } from "../agent/types.ts";
+import { deadline } from "../net/timers.ts";
 
 /** The caller an answer is for: its certificate's SPIFFE ID and serial. */
 export interface AuthorizeCaller {
@@ -229,10 +230,10 @@ export class AuthorizeCache {
     const running = this.#inflight.get(key);
     if (running) return { call: running, joined: true };
     const ac = new AbortController();
-    const timer = setTimeout(
-      () => ac.abort(new Error(`authorize timed out after ${this.#timeoutMs} ms`)),
-      this.#timeoutMs,
-    );
+    const timer = deadline(this.#timeoutMs);
+    timer.signal.addEventListener("abort", () => {
+      ac.abort(new Error(`authorize timed out after ${this.#timeoutMs} ms`));
+    });
     const epoch = this.#epoch;
     let asked: Promise<AuthorizeResult>;
     try {
@@ -250,7 +251,7 @@ export class AuthorizeCache {
         }
         return result;
       }).finally(() => {
-        clearTimeout(timer);
+        timer.clear();
         if (this.#inflight.get(key) === call) this.#inflight.delete(key);
       }),
     };

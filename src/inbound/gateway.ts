@@ -1,21 +1,31 @@
 /**
- * The public mTLS listener: accept → handshake (timeout) → identity from the verified peer
- * certificate → authorize (timeout, fail closed) → dial the local application (timeout) → pipe.
- * No byte reaches the application before authorization, and the application is dialled only
- * for an authorized client (Consul's built-in proxy dials it first; we do not).
+ * The public mTLS listener's lifecycle: the `node:tls` server (a client certificate chaining to
+ * the mesh roots is required), secure-context swaps when the leaf or roots change, the
+ * connection limit, refusal while our leaf is expired, the one place that reports connection
+ * events and logs refusals, and the live connection handlers, which `close` awaits. The path of
+ * one connection — identity → authorize → intention overrule → dial the application → re-check
+ * → pipe — is {@linkcode serveInbound} (`./connection.ts`); TLS-layer handshake failures are
+ * classified in `./handshake.ts`.
  * @module
  */
 import type net from "node:net";
 import tls from "node:tls";
 import type { AuthorizeRequest, AuthorizeResult, Intention } from "../agent/types.ts";
+import type { ConnectionEvent, Refusal } from "../events/connection.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
-import { holdSocket, type Pipe, pipeSockets, type PipeStats } from "../net/pipe.ts";
-import { connectPlain, formatAddress, peerChain, type SocketAddress } from "../net/sockets.ts";
+import { formatAddress, type SocketAddress } from "../net/sockets.ts";
+import { sleep } from "../net/timers.ts";
 import type { TlsMaterial } from "../trust/material.ts";
-import type { ServiceSpiffeId } from "../trust/spiffe.ts";
-import { type AuthorizeAnswer, AuthorizeCache } from "./authorize_cache.ts";
-import { decideByIntentions } from "../intentions/decide.ts";
-import type { ConnectionEvent, Refusal, RefusalReason } from "../events/connection.ts";
+import { AuthorizeCache } from "./authorize_cache.ts";
+import {
+  type AuthorizedConnection,
+  type InboundConnection,
+  type InboundContext,
+  serveInbound,
+} from "./connection.ts";
+import { classifyHandshakeError, isProbeRefusal } from "./handshake.ts";
+
+export type { AuthorizedConnection, Caller, InboundConnection } from "./connection.ts";
 
 /** Options of {@linkcode startInbound}. */
 export interface InboundOptions {
@@ -71,38 +81,6 @@ export interface InboundOptions {
   onEvent?: (event: ConnectionEvent) => void;
 }
 
-/** The verified, authorized caller of an inbound connection. */
-export interface Caller {
-  /** Its SPIFFE ID as presented (first URI SAN). */
-  spiffeId: string;
-  /** The parsed service identity (service, namespace, partition, datacenter). */
-  id: ServiceSpiffeId;
-  /** Its certificate's serial (colon hex). */
-  serial: string;
-}
-
-/** An inbound connection handed over after authorization (see `handoff`). */
-export interface AuthorizedConnection {
-  /** The TLS socket; nothing has been read from it yet. */
-  socket: tls.TLSSocket;
-  /** Who is calling. */
-  caller: Caller;
-  /** The client's address. */
-  remote: string;
-}
-
-/** One open inbound connection. */
-export interface InboundConnection {
-  /** The client's SPIFFE ID. */
-  peer: string;
-  /** The client's address. */
-  remote: string;
-  /** `Date.now()` when it was authorized. */
-  since: number;
-  /** The byte pipe. */
-  pipe: Pipe;
-}
-
 /** A running public listener. */
 export interface InboundGateway extends AsyncDisposable {
   /** The bound address. */
@@ -127,7 +105,12 @@ export interface InboundGateway extends AsyncDisposable {
   pause(): void;
   /** Listens again on the same address after {@linkcode InboundGateway.pause}. */
   resume(): Promise<void>;
-  /** Stops accepting, waits up to `drainMs` for open connections, then closes them. */
+  /**
+   * Stops accepting and drops connections not yet open; waits up to `drainMs` for open ones,
+   * then closes them. Resolves once every connection's handler has ended (its `closed` event
+   * reported). Safe to call again: every call gets the same promise, and a shorter `drainMs`
+   * ends the drain sooner.
+   */
   close(drainMs?: number): Promise<void>;
 }
 
@@ -139,47 +122,6 @@ export interface InboundSettings {
   handshakeTimeoutMs?: number;
   /** Local application connect deadline. @default {1000} */
   connectTimeoutMs?: number;
-}
-
-/**
- * Why a handshake failed, as a refusal. A client certificate that the TLS layer refused against
- * the mesh roots shows in Deno's `node:tls` as "socket hang up" on a socket whose
- * `authorizationError` names the refusal (its client-certificate verifier lets the handshake
- * finish and the socket is then destroyed, as Node does); a missing certificate fails the
- * handshake itself ("peer sent no certificates").
- */
-function classifyHandshakeError(
-  err: Error & { code?: string },
-  socket: tls.TLSSocket,
-): { reason: RefusalReason; detail: string } {
-  const refusedCert = socket.authorizationError;
-  if (refusedCert) {
-    return {
-      reason: "bad_chain",
-      detail: `client certificate refused by the TLS layer against the mesh roots (${
-        String(refusedCert)
-      })`,
-    };
-  }
-  if (err.code === "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE") {
-    return { reason: "no_cert", detail: `no client certificate (${err.message})` };
-  }
-  return { reason: handshakeReason(err), detail: err.message };
-}
-
-function handshakeReason(err: Error): RefusalReason {
-  const m = err.message;
-  if (/handshake timeout/i.test(m)) return "handshake_timeout";
-  if (
-    /CertificateRequired|certificate required|did not return a certificate|sent no certificates/i
-      .test(m)
-  ) {
-    return "no_cert";
-  }
-  if (/UnknownIssuer|unknown ca|BadCertificate|certificate|verify|Expired/i.test(m)) {
-    return "bad_chain";
-  }
-  return "handshake";
 }
 
 /**
@@ -196,7 +138,7 @@ const VERIFY_CLIENTS = { requestCert: true, rejectUnauthorized: true } as const;
  * Starts the public mTLS listener.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { AgentClient, startInbound, TlsMaterial } from "@meshgate/meshgate";
  * const agent = new AgentClient();
  * const material = new TlsMaterial(); // fed by the leaf and roots watches
@@ -204,33 +146,49 @@ const VERIFY_CLIENTS = { requestCert: true, rejectUnauthorized: true } as const;
  *   material, service: "db", authorize: (req, o) => agent.authorize(req, o),
  *   bind: { hostname: "0.0.0.0", port: 21000 }, app: { hostname: "127.0.0.1", port: 5432 },
  * });
+ * await gw.close(10_000); // drain for up to 10 s
  * ```
  */
 export async function startInbound(options: InboundOptions): Promise<InboundGateway> {
-  const o = { ...options }; // `update` changes service and timeouts in place
+  const o = { ...options };
   const log = (o.log ?? silentLogger).with({ listener: "inbound" });
   const emit = o.onEvent ?? (() => {});
   if (!o.app === !o.handoff) throw new Error("startInbound: give exactly one of app or handoff");
-  let app = o.app;
   let listenerName = `inbound:${o.service}`;
-  const active = new Set<InboundConnection>();
-  // Every accepted TCP socket, for the connection limit; those still before authorization are
-  // closed at once on shutdown, authorized ones drain.
+  /** Aborted on close: connections not yet open stop waiting and are dropped. */
+  const stopping = new AbortController();
+  // What every connection's path reads; `update` and `setApp` change it for new steps.
+  const ctx: InboundContext = {
+    material: o.material,
+    // Fresh answers, the outage fallback, joined calls; forgotten on intention and roots changes.
+    authz: new AuthorizeCache({
+      ask: (caller, opts) =>
+        o.authorize(
+          { Target: ctx.service, ClientCertURI: caller.uri, ClientCertSerial: caller.serial },
+          opts,
+        ),
+      timeoutMs: o.authorizeTimeoutMs,
+      freshMs: o.authorizeFreshMs,
+      cacheTtlMs: o.authorizeCacheTtlMs,
+    }),
+    service: o.service,
+    intentions: o.intentions,
+    app: o.app,
+    handoff: o.handoff,
+    connectTimeoutMs: o.connectTimeoutMs ?? 1000,
+    idleTimeoutMs: o.idleTimeoutMs,
+    signal: stopping.signal,
+    log,
+  };
+  const forget = () => ctx.authz.forget();
+  const open = new Set<InboundConnection>();
+  /** One promise per connection past its handshake, settled once its end is reported. */
+  const live = new Set<Promise<void>>();
+  // Every accepted TCP socket, for the connection limit; on close, those still in the
+  // handshake are destroyed (the others belong to their handler).
   const sockets = new Set<net.Socket>();
-  const piped = new WeakSet<net.Socket>();
+  const served = new WeakSet<net.Socket>();
   const acceptedAt = new WeakMap<net.Socket, number>();
-  // Fresh answers, the outage fallback, joined calls; forgotten on intention and roots changes.
-  const authz = new AuthorizeCache({
-    ask: (caller, opts) =>
-      o.authorize(
-        { Target: o.service, ClientCertURI: caller.uri, ClientCertSerial: caller.serial },
-        opts,
-      ),
-    timeoutMs: o.authorizeTimeoutMs,
-    freshMs: o.authorizeFreshMs,
-    cacheTtlMs: o.authorizeCacheTtlMs,
-  });
-  const forget = () => authz.forget();
   await o.material.ready;
 
   const server = tls.createServer({
@@ -246,18 +204,11 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     if (change === "roots") forget();
   });
 
+  /** Closes a refused connection and reports it: the one place refusals are logged. */
   const refuse = (socket: net.Socket, refusal: Refusal) => {
-    socket.destroy();
-    // Deno's node:tls does not always close the TCP connection under a failed handshake.
-    (socket as { _parent?: net.Socket })._parent?.destroy();
-    // Consul's TCP health checks connect and close without a handshake, every 10 s; Deno's
-    // node:tls only notices at the handshake timeout. Keep those out of the warnings.
-    const quiet =
-      (refusal.reason === "handshake_timeout" && refusal.detail === "TLS handshake timeout") ||
-      // A connect-and-close without a handshake (a TCP health check, a port scan).
-      (refusal.reason === "handshake" && refusal.detail === "socket hang up");
+    destroy(socket);
     log.log(
-      quiet ? "debug" : refusal.reason === "denied" ? "info" : "warn",
+      isProbeRefusal(refusal) ? "debug" : refusal.reason === "denied" ? "info" : "warn",
       "inbound connection refused",
       {
         reason: refusal.reason,
@@ -292,124 +243,52 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   });
 
   server.on("tlsClientError", (err: Error, socket: tls.TLSSocket) => {
-    const raw = (socket as unknown as { _parent?: net.Socket })._parent;
+    const raw = parentOf(socket);
     const remote = `${socket.remoteAddress ?? raw?.remoteAddress}:${
       socket.remotePort ?? raw?.remotePort
     }`;
     refuse(socket, { ...classifyHandshakeError(err, socket), remote });
   });
 
-  server.on("secureConnection", (socket: tls.TLSSocket) => void handle(socket));
+  server.on("secureConnection", (socket: tls.TLSSocket) => {
+    const handler: Promise<void> = serve(socket)
+      .catch((err) => {
+        log.log("error", "inbound connection handler failed", { error: String(err) });
+        destroy(socket);
+      })
+      .finally(() => live.delete(handler));
+    live.add(handler);
+  });
 
-  // The whole inbound path of one connection.
-  async function handle(socket: tls.TLSSocket): Promise<void> {
+  /** One connection: its path ({@linkcode serveInbound}), then what is reported of it. */
+  async function serve(socket: tls.TLSSocket): Promise<void> {
     const secureAt = Date.now();
-    const rawSocket = (socket as unknown as { _parent?: net.Socket })._parent;
-    const handshakeMs = secureAt - (rawSocket ? acceptedAt.get(rawSocket) ?? secureAt : secureAt);
-    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    // Not one byte reaches the application before authorization; what the client sends
-    // meanwhile is held (bounded), not paused (see holdSocket).
-    // A handed-off socket stays unread (its new owner reads it from the first byte).
-    const held = o.handoff ? undefined : holdSocket(socket);
-    socket.on("error", () => {}); // errors surface through close; the pipe handles them later
-    const { der, chain } = peerChain(socket);
-    const verdict = await o.material.verifyPeer(der, chain, "clientAuth");
-    if (!verdict.ok) return refuse(socket, { ...verdict, remote });
-    const caller = { uri: verdict.uri, serial: verdict.serial };
-    const authorizeStarted = Date.now();
-    /** An answer no change has overtaken (see AuthorizeCache.current), starting from `prev`. */
-    const ask = async (prev?: AuthorizeAnswer) => {
-      const answer = await authz.current(caller, prev);
-      if (answer.ok && answer.source === "outage" && answer !== prev) {
-        log.log("warn", "agent did not answer authorize; using its recent answer", {
-          peer: verdict.uri,
-          ageMs: answer.ageMs,
-          authorized: answer.result.Authorized,
-          error: String(answer.error),
-        });
-      }
-      return answer;
-    };
-    /** Why `answer` refuses the caller, if it does (the agent, or a newer deny intention). */
-    const refusalOf = (answer: AuthorizeAnswer): Refusal | undefined => {
-      const peer = verdict.uri;
-      if (!answer.ok) return { reason: answer.reason, detail: answer.detail, peer, remote };
-      if (!answer.result.Authorized) {
-        return { reason: "denied", detail: answer.result.Reason, peer, remote };
-      }
-      // The agent's answer may predate a change, or come from its lagging cache.
-      const d = decideByIntentions(o.intentions?.() ?? [], o.service, verdict.id);
-      if (d && !d.authorized) return { reason: "denied", detail: d.reason, peer, remote };
-    };
-    let answer = await ask();
-    const refused = refusalOf(answer);
-    if (refused) return refuse(socket, refused);
-    const authorizeMs = Date.now() - authorizeStarted;
-    if (socket.destroyed) return;
-    let appSocket: net.Socket | undefined;
-    if (!o.handoff) {
-      try {
-        appSocket = await connectPlain(app!, o.connectTimeoutMs ?? 1000);
-      } catch (err) {
-        return refuse(socket, {
-          reason: "app_unreachable",
-          detail: (err as Error).message,
-          peer: verdict.uri,
-          remote,
-        });
-      }
-      if (socket.destroyed) {
-        appSocket.destroy();
-        return;
-      }
-    }
-    // Right before the connection counts as open (nothing is awaited from this check on): an
-    // answer that an intention or roots change overtook, while the agent answered or the
-    // application was dialled, is asked again — the re-check round of that change could not see
-    // this connection; once it is open, the next round does.
-    while (answer.ok && !authz.isCurrent(answer)) answer = await ask(answer);
-    // Intentions may also have changed meanwhile.
-    const late = refusalOf(answer);
-    if (late || socket.destroyed) {
-      appSocket?.destroy();
-      return late ? refuse(socket, late) : undefined;
-    }
-    const accepted: ConnectionEvent = {
+    const raw = parentOf(socket);
+    if (raw) served.add(raw);
+    const handshakeMs = secureAt - (raw ? acceptedAt.get(raw) ?? secureAt : secureAt);
+    const outcome = await serveInbound(socket, ctx);
+    if (outcome.status === "refused") return refuse(socket, outcome.refusal);
+    if (outcome.status === "dropped") return destroy(socket);
+    const { connection: conn, answer } = outcome;
+    open.add(conn);
+    emit({
       type: "accepted",
       direction: "inbound",
       listener: listenerName,
-      peer: verdict.uri,
-      remote,
-      authorizeMs,
+      peer: conn.peer,
+      remote: conn.remote,
+      authorizeMs: outcome.authorizeMs,
       handshakeMs,
       ...(answer.ok && (answer.source === "fresh" || answer.source === "outage")
         ? { authorizeCached: answer.source }
         : {}),
       ...(answer.ok && answer.source === "joined" ? { authorizeJoined: true } : {}),
-    };
-    if (o.handoff) {
-      return handOff(socket, rawSocket, {
-        socket,
-        caller: { spiffeId: verdict.uri, id: verdict.id, serial: verdict.serial },
-        remote,
-      }, accepted);
-    }
-    if (rawSocket) piped.add(rawSocket);
-    const pipe = pipeSockets(socket, appSocket!, {
-      idleTimeoutMs: o.idleTimeoutMs,
-      held: { a: held!.release() },
     });
-    const conn: InboundConnection = { peer: verdict.uri, remote, since: Date.now(), pipe };
-    active.add(conn);
-    emit(accepted);
-    log.log("debug", "inbound connection authorized", { peer: verdict.uri, remote });
-    await finished(conn);
-  }
-
-  /** Reports a connection's close, with its bytes. */
-  async function finished(conn: InboundConnection): Promise<void> {
+    if (!ctx.handoff) {
+      log.log("debug", "inbound connection authorized", { peer: conn.peer, remote: conn.remote });
+    }
     const stats = await conn.pipe.closed;
-    active.delete(conn);
+    open.delete(conn);
     emit({
       type: "closed",
       direction: "inbound",
@@ -432,96 +311,56 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
       });
     });
   await listen(o.bind.port);
-  /** Gives an authorized socket to `handoff`, tracked like a piped connection. */
-  function handOff(
-    socket: tls.TLSSocket,
-    raw: net.Socket | undefined,
-    connection: AuthorizedConnection,
-    accepted: ConnectionEvent,
-  ): void {
-    if (raw) piped.add(raw);
-    const { promise, resolve } = Promise.withResolvers<PipeStats>();
-    const stats: PipeStats = { aToB: 0, bToA: 0 };
-    const read = () => {
-      stats.aToB = socket.bytesRead;
-      stats.bToA = socket.bytesWritten;
-      return stats;
-    };
-    socket.once("close", () => resolve(read()));
-    const pipe: Pipe = {
-      closed: promise,
-      get stats() {
-        return read();
-      },
-      destroy(reason?: Error) {
-        if (reason && !stats.error) stats.error = reason;
-        socket.destroy();
-      },
-    };
-    const conn: InboundConnection = {
-      peer: connection.caller.spiffeId,
-      remote: connection.remote,
-      since: Date.now(),
-      pipe,
-    };
-    active.add(conn);
-    emit(accepted);
-    void finished(conn);
-    try {
-      o.handoff!(connection);
-    } catch (err) {
-      log.log("error", "connection handler failed", { error: String(err) });
-      socket.destroy();
-    }
-  }
-
   server.on("error", (err) => log.log("error", "inbound listener error", { error: err.message }));
   const addr = server.address() as net.AddressInfo;
   const address = { hostname: addr.address, port: addr.port };
   log.log("info", "inbound listener started", {
     bind: formatAddress(address),
-    app: app ? formatAddress(app) : "in-process handler",
+    app: ctx.app ? formatAddress(ctx.app) : "in-process handler",
     service: o.service,
   });
 
   let closing: Promise<void> | undefined;
-  // A later close() may shorten the drain (a retired listener draining when the proxy stops).
-  let deadline = Infinity;
+  // The drain ends when the last connection does, or at the earliest deadline a close() gave
+  // (a retired listener draining when the proxy stops gets the proxy's shorter one).
+  const drained = new AbortController();
+  const drainTimers: Promise<unknown>[] = [];
   const close = (drainMs = 0): Promise<void> => {
-    deadline = Math.min(deadline, Date.now() + drainMs);
+    if (drainMs > 0) {
+      const ms = Math.min(drainMs, MAX_TIMER_MS);
+      drainTimers.push(sleep(ms, drained.signal).then((slept) => slept && drained.abort()));
+    } else drained.abort();
     closing ??= (async () => {
       unsubscribe();
       const closed = new Promise<void>((r) => server.close(() => r()));
-      for (const s of sockets) if (!piped.has(s)) s.destroy();
-      while (active.size && Date.now() < deadline) {
-        await Promise.race([
-          Promise.all([...active].map((c) => c.pipe.closed)),
-          new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - Date.now())))),
-        ]);
-      }
-      for (const c of active) c.pipe.destroy(new Error("proxy shutting down"));
-      await Promise.all([...active].map((c) => c.pipe.closed));
+      stopping.abort(); // connections not yet open are dropped
+      for (const s of sockets) if (!served.has(s)) s.destroy(); // still in the handshake
+      await Promise.race([Promise.allSettled(live), whenAborted(drained.signal)]);
+      for (const c of open) c.pipe.destroy(new Error("proxy shutting down"));
+      await Promise.allSettled(live);
+      drained.abort(); // clears the drain timers
+      await Promise.all(drainTimers);
       await closed;
     })();
     return closing;
   };
   return {
     address,
-    connections: active,
+    connections: open,
     get app() {
-      return app;
+      return ctx.app;
     },
     forgetAuthorizations: forget,
     setApp(next) {
-      app = next;
+      ctx.app = next;
     },
     update(next) {
-      if (next.service !== o.service) {
-        o.service = next.service;
-        listenerName = `inbound:${o.service}`;
+      if (next.service !== ctx.service) {
+        ctx.service = next.service;
+        listenerName = `inbound:${ctx.service}`;
         forget(); // answers were for another target
       }
-      o.connectTimeoutMs = next.connectTimeoutMs;
+      ctx.connectTimeoutMs = next.connectTimeoutMs ?? 1000;
       // Deno's node:tls reads the deadline from the server for each new connection.
       (server as unknown as { _handshakeTimeout: number })._handshakeTimeout =
         next.handshakeTimeoutMs ?? 10_000;
@@ -533,4 +372,27 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     close,
     [Symbol.asyncDispose]: () => close(),
   };
+}
+
+/** The longest delay a timer takes (a longer one fires at once): a drain this long is endless. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The TCP socket under a TLS socket (Deno's `node:tls` keeps it as `_parent`). */
+function parentOf(socket: tls.TLSSocket): net.Socket | undefined {
+  return (socket as unknown as { _parent?: net.Socket })._parent;
+}
+
+/** Destroys a socket, and the TCP socket under it. */
+function destroy(socket: net.Socket): void {
+  socket.destroy();
+  // Deno's node:tls does not always close the TCP connection under a failed handshake.
+  (socket as { _parent?: net.Socket })._parent?.destroy();
+}
+
+/** Resolves when `signal` aborts (at once if it has). */
+function whenAborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener("abort", () => resolve(), { once: true });
+  });
 }

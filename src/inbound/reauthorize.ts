@@ -17,6 +17,7 @@ import { decideByIntentions } from "../intentions/decide.ts";
 import type { InboundGateway } from "./gateway.ts";
 import type { ConnectionEvent } from "../events/connection.ts";
 import type { ReauthorizeRound } from "../events/lifecycle.ts";
+import { sleep } from "../net/timers.ts";
 
 /** Options of {@linkcode reauthorizeOnChange}. */
 export interface ReauthorizeOptions {
@@ -93,7 +94,7 @@ export async function reauthorize(
   }));
   o.emit({ type: "reauthorized", ...round });
   if (round.denied.length === 0) return round;
-  if (o.graceMs) await new Promise((r) => setTimeout(r, o.graceMs));
+  if (o.graceMs) await sleep(o.graceMs);
   const denied = new Map(round.denied.map((d) => [d.peer, d.reason]));
   for (const gw of o.gateways()) {
     for (const c of [...gw.connections]) {

@@ -5,6 +5,7 @@
  */
 import net from "node:net";
 import type tls from "node:tls";
+import { deadline } from "./timers.ts";
 
 /** Where a plain (non-mesh) socket goes: TCP host and port, or a unix socket path. */
 export type SocketAddress = { hostname: string; port: number } | { path: string };
@@ -17,10 +18,14 @@ export function formatAddress(a: SocketAddress): string {
 }
 
 /**
- * Connects a plain socket, failing after `timeoutMs`. The socket allows half-open so that a
- * pipe can pass one direction's end on while the other keeps flowing.
+ * Connects a plain socket, failing after `timeoutMs` or when `signal` aborts. The socket allows
+ * half-open so that a pipe can pass one direction's end on while the other keeps flowing.
  */
-export function connectPlain(address: SocketAddress, timeoutMs: number): Promise<net.Socket> {
+export function connectPlain(
+  address: SocketAddress,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({
       ...("path" in address
@@ -29,17 +34,26 @@ export function connectPlain(address: SocketAddress, timeoutMs: number): Promise
       allowHalfOpen: true,
       noDelay: true,
     });
-    const timer = setTimeout(() => {
+    const timer = deadline(timeoutMs, signal);
+    const done = () => {
+      timer.clear();
+      timer.signal.removeEventListener("abort", onAbort);
+    };
+    const onAbort = () => {
+      done();
       socket.destroy();
-      reject(new Error(`connect ${formatAddress(address)}: timed out after ${timeoutMs} ms`));
-    }, timeoutMs);
+      const why = timer.timedOut() ? `timed out after ${timeoutMs} ms` : "aborted";
+      reject(new Error(`connect ${formatAddress(address)}: ${why}`));
+    };
+    if (timer.signal.aborted) return onAbort();
+    timer.signal.addEventListener("abort", onAbort, { once: true });
     socket.once("connect", () => {
-      clearTimeout(timer);
+      done();
       socket.removeAllListeners("error");
       resolve(socket);
     });
     socket.once("error", (err) => {
-      clearTimeout(timer);
+      done();
       socket.destroy();
       reject(new Error(`connect ${formatAddress(address)}: ${err.message}`));
     });
