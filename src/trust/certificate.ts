@@ -209,11 +209,12 @@ async function describe(
     keyType,
     keyBits,
     signatureAlgorithm,
-    extendedKeyUsages: (eku?.usages ?? []).map(String),
+    extendedKeyUsages: Array.from(eku?.usages ?? [], String),
     hasBasicConstraints: !!bc,
     pathLenConstraint: bc?.pathLength,
     keyUsage: ku?.usages,
-    unhandledCriticalExtensions: cert.extensions
+    // Plain arrays (x509's list classes would carry their own class into every copy).
+    unhandledCriticalExtensions: Array.from(cert.extensions)
       .filter((e) => e.critical && !HANDLED_EXTENSIONS.has(e.type))
       .map((e) => e.type),
     rawSubject: new Uint8Array(cert.subjectName.toArrayBuffer()).toHex(),

@@ -9,8 +9,11 @@
 import { x509 } from "../../src/trust/_x509.ts";
 import { importEcPrivateKeyPem } from "../../src/trust/keys.ts";
 
-// Not ../_helpers.ts: it loads mod.ts, and only the trust modules should be able to break this.
-function fixture(name: string): string {
+/**
+ * Reads one of Consul's test certificates from ../shared/fixtures/consul/. Not ../_helpers.ts:
+ * it loads mod.ts, and only the trust modules should be able to break the trust tests.
+ */
+export function fixture(name: string): string {
   return Deno.readTextFileSync(new URL(`../../../shared/fixtures/consul/${name}`, import.meta.url));
 }
 

@@ -1,13 +1,16 @@
 import assert from "node:assert/strict";
 import {
-  ChainError,
+  CertificateError,
+  type CertificateInfo,
   EKU,
-  importEcPrivateKeyPem,
   parseCertificate,
-  splitPemCertificates,
-  verifyChain,
-} from "../../mod.ts";
-import { fixture } from "../_helpers.ts";
+  x509Of,
+} from "../../src/trust/certificate.ts";
+import { ChainError, verifyChain } from "../../src/trust/chain.ts";
+import { importEcPrivateKeyPem } from "../../src/trust/keys.ts";
+import { decodePem, encodePem, splitPemCertificates } from "../../src/trust/pem.ts";
+import { x509 } from "../../src/trust/_x509.ts";
+import { fixture, issue, leaf, OID, root, unknownExtension } from "./_corpus.ts";
 
 const TD = "11111111-2222-3333-4444-555555555555.consul";
 const AT = new Date("2026-01-01T00:00:00Z"); // inside set A's validity (to 2028-03-20)
@@ -105,4 +108,114 @@ Deno.test("certificate parsing rejects garbage with a CertificateError", async (
     parseCertificate("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----"),
     /invalid base64/,
   );
+});
+
+Deno.test("parseCertificate reads DER as it reads PEM, and the first CERTIFICATE of a bundle", async () => {
+  const pem = fixture("ca1-svc-web.cert.pem");
+  const fromPem = await parseCertificate(pem);
+  const fromDer = await parseCertificate(decodePem(pem)[0]!.der);
+  const { der: _a, ...a } = fromPem;
+  const { der: _b, ...b } = fromDer;
+  assert.deepEqual(a, b);
+  const bundle = encodePem("EC PRIVATE KEY", new Uint8Array([1])) + pem +
+    fixture("ca1-ca-consul-internal.cert.pem");
+  assert.equal((await parseCertificate(bundle)).sha1Fingerprint, fromPem.sha1Fingerprint);
+});
+
+Deno.test("parseCertificate: serials in Consul's minimal colon hex", async () => {
+  const r = await root("Serial Root");
+  for (
+    const [hex, want] of [["00ff", "ff"], ["0001", "01"], ["7f00", "7f:00"], ["0abc", "0a:bc"]]
+  ) {
+    const keys = await crypto.subtle.generateKey(
+      { name: "ECDSA", namedCurve: "P-256" },
+      true,
+      ["sign", "verify"],
+    ) as CryptoKeyPair;
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: hex,
+      subject: "CN=s",
+      issuer: r.cert.subjectName,
+      notBefore: new Date("2026-01-01T00:00:00Z"),
+      notAfter: new Date("2027-01-01T00:00:00Z"),
+      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+      publicKey: keys.publicKey,
+      signingKey: r.keys.privateKey,
+    });
+    assert.equal((await parseCertificate(new Uint8Array(cert.rawData))).serial, want, hex);
+  }
+});
+
+Deno.test("parseCertificate: the extensions a path check reads", async () => {
+  const KU = x509.KeyUsageFlags;
+  const ca = await root("Ext Root", {
+    pathLen: 2,
+    keyUsage: KU.keyCertSign | KU.cRLSign,
+    permitDns: ["example.com"],
+    excludeDns: [".bad.example.com"],
+    permitUri: ["td.consul"],
+    permitRaw: [[0x87, 8, 10, 0, 0, 0, 255, 0, 0, 0]],
+  });
+  const info = await parseCertificate(ca.pem);
+  assert.equal(info.isCA, true);
+  assert.equal(info.hasBasicConstraints, true);
+  assert.equal(info.pathLenConstraint, 2);
+  assert.equal(info.keyUsage, KU.keyCertSign | KU.cRLSign);
+  assert.deepEqual(info.extendedKeyUsages, []);
+  assert.equal(info.subject, "CN=Ext Root");
+  assert.equal(info.rawSubject, info.rawIssuer, "self-signed");
+  assert.equal(info.signatureAlgorithm, "ECDSA-SHA-256");
+  assert.deepEqual(info.unhandledCriticalExtensions, [], "nameConstraints is handled");
+  assert.deepEqual(info.nameConstraints, {
+    permittedDns: ["example.com"],
+    excludedDns: [".bad.example.com"],
+    permittedUri: ["td.consul"],
+    excludedUri: [],
+    unsupported: ["iPAddress"],
+  });
+
+  const l = await parseCertificate(
+    (await leaf(ca, {
+      ca: "absent",
+      keyUsage: "absent",
+      eku: [OID.serverAuth],
+      dns: ["api.example.com"],
+      extra: [unknownExtension(true), new x509.Extension("1.2.3.4", false, new Uint8Array([5, 0]))],
+    })).pem,
+  );
+  assert.equal(l.isCA, false);
+  assert.equal(l.hasBasicConstraints, false);
+  assert.equal(l.keyUsage, undefined);
+  assert.deepEqual(l.extendedKeyUsages, [EKU.serverAuth]);
+  assert.deepEqual(l.dnsNames, ["api.example.com"]);
+  assert.equal(l.authorityKeyId, info.subjectKeyId);
+  assert.equal(l.rawIssuer, info.rawSubject);
+  assert.deepEqual(l.unhandledCriticalExtensions, [OID.unknown], "only the unknown critical one");
+  assert.equal(l.nameConstraints, undefined);
+
+  const rsa = await parseCertificate((await issue({ key: "RSA-2048", hash: "SHA-1" })).pem);
+  assert.equal(rsa.keyType, "rsa");
+  assert.equal(rsa.keyBits, 2048);
+  assert.match(rsa.signatureAlgorithm, /SHA-1$/);
+  const ed = await parseCertificate((await issue({ key: "Ed25519" })).pem);
+  assert.equal(ed.keyType, "ed25519");
+});
+
+Deno.test("parseCertificate: a damaged extension is a CertificateError, not a crash", async () => {
+  const r = await root("Root");
+  const bad = await leaf(r, {
+    uris: [],
+    extra: [new x509.Extension("2.5.29.17", true, new Uint8Array([1, 2, 3]))],
+  });
+  await assert.rejects(
+    parseCertificate(bad.pem),
+    (e) => e instanceof CertificateError && /^certificate: unparseable/.test(e.message),
+  );
+});
+
+Deno.test("x509Of knows only infos made by parseCertificate", async () => {
+  const info = await parseCertificate(fixture("ca1-svc-web.cert.pem"));
+  assert.deepEqual(new Uint8Array(x509Of(info).rawData), info.der);
+  const copy: CertificateInfo = { ...info };
+  assert.throws(() => x509Of(copy), CertificateError);
 });

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { formatSpiffeId, parseSpiffeId, SpiffeIdError } from "../../mod.ts";
+import {
+  formatSpiffeId,
+  parseSpiffeId,
+  serviceSpiffeId,
+  SpiffeIdError,
+} from "../../src/trust/spiffe.ts";
 
 const TD = "11111111-2222-3333-4444-555555555555.consul";
 
@@ -72,4 +77,78 @@ Deno.test("SPIFFE: random inputs only ever give a SpiffeIdError (fuzz, bounded)"
       assert.ok(e instanceof SpiffeIdError, `${s}: ${e}`);
     }
   }
+});
+
+Deno.test("SPIFFE: partitions are lower-cased and default is never written", () => {
+  const id = parseSpiffeId(`spiffe://${TD}/ap/Finance/ns/default/dc/dc1/svc/db`);
+  assert.equal(id.kind === "service" && id.partition, "finance");
+  assert.equal(formatSpiffeId(id), `spiffe://${TD}/ap/finance/ns/default/dc/dc1/svc/db`);
+  const explicitDefault = parseSpiffeId(`spiffe://${TD}/ap/default/ns/default/dc/dc1/svc/db`);
+  assert.equal(formatSpiffeId(explicitDefault), `spiffe://${TD}/ns/default/dc/dc1/svc/db`);
+  const agent = parseSpiffeId(`spiffe://${TD}/ap/Team/agent/client/dc/dc1/id/n1`);
+  assert.equal(agent.kind === "agent" && agent.partition, "team");
+  assert.equal(formatSpiffeId(agent), `spiffe://${TD}/ap/team/agent/client/dc/dc1/id/n1`);
+});
+
+Deno.test("SPIFFE: an escaped slash stays inside its segment and round-trips", () => {
+  const id = parseSpiffeId(`spiffe://${TD}/ns/default/dc/dc1/svc/a%2Fb`);
+  assert.equal(id.kind === "service" && id.service, "a/b");
+  assert.equal(formatSpiffeId(id), `spiffe://${TD}/ns/default/dc/dc1/svc/a%2Fb`);
+  // A raw slash is an extra segment, which no pattern allows.
+  assert.throws(() => parseSpiffeId(`spiffe://${TD}/ns/default/dc/dc1/svc/a/b`), SpiffeIdError);
+});
+
+Deno.test("SPIFFE: a query or fragment does not change the identity", () => {
+  const id = parseSpiffeId(`spiffe://${TD}/ns/default/dc/dc1/svc/web?x=1#frag`);
+  assert.equal(formatSpiffeId(id), `spiffe://${TD}/ns/default/dc/dc1/svc/web`);
+});
+
+Deno.test("SPIFFE: trust domains with user info, a port, spaces or nothing are refused", () => {
+  for (
+    const td of ["", "user@" + TD, TD + ":8443", "a b.consul"]
+  ) {
+    assert.throws(
+      () => parseSpiffeId(`spiffe://${td}/ns/default/dc/dc1/svc/web`),
+      (e) => e instanceof SpiffeIdError && /invalid trust domain|not a URI/.test(e.message),
+      JSON.stringify(td),
+    );
+  }
+  // The signing form needs a dotted trust domain (<cluster-id>.consul).
+  assert.throws(() => parseSpiffeId("spiffe://clusterid"), /not in the expected format/);
+  // Not a string at all (JSON from a peer can be anything).
+  assert.throws(() => parseSpiffeId(42 as unknown as string), SpiffeIdError);
+});
+
+Deno.test("SPIFFE: error messages carry at most 200 characters of the input", () => {
+  const long = `spiffe://${TD}/ns/default/dc/dc1/svc/${"x".repeat(1500)}/extra`;
+  const err = (() => {
+    try {
+      parseSpiffeId(long);
+    } catch (e) {
+      return e as SpiffeIdError;
+    }
+  })();
+  assert.ok(err instanceof SpiffeIdError);
+  assert.equal(err.uri.length, 200);
+  assert.ok(err.message.length < 300);
+});
+
+Deno.test("serviceSpiffeId fills Consul's defaults and lower-cases the trust domain", () => {
+  const id = serviceSpiffeId({ trustDomain: TD.toUpperCase(), datacenter: "dc2", service: "Db" });
+  assert.deepEqual(id, {
+    kind: "service",
+    trustDomain: TD,
+    partition: "default",
+    namespace: "default",
+    datacenter: "dc2",
+    service: "Db",
+  });
+  const ns = serviceSpiffeId({
+    trustDomain: TD,
+    datacenter: "dc1",
+    service: "db",
+    namespace: "ops",
+  });
+  assert.equal(formatSpiffeId(ns), `spiffe://${TD}/ns/ops/dc/dc1/svc/db`);
+  assert.deepEqual(parseSpiffeId(formatSpiffeId(ns)), ns);
 });
