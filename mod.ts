@@ -191,7 +191,14 @@ export {
   REFUSAL_REASONS,
   type RefusalReason,
 } from "./src/events/connection.ts";
-export { DialError, dialMesh, type MeshEndpoint } from "./src/outbound/dialer.ts";
+export {
+  type DialFailure,
+  type DialFailureReason,
+  dialMesh,
+  type MeshConnection,
+  type MeshDialResult,
+  type MeshEndpoint,
+} from "./src/outbound/dialer.ts";
 export {
   type ChainTarget,
   endpointsOf,
@@ -201,14 +208,19 @@ export {
   type UpstreamResolverOptions,
 } from "./src/outbound/resolver.ts";
 export {
+  type Candidate,
+  type ConnectResult,
+  type EndpointDialResult,
   type EndpointHealth,
   type LoadBalancingPolicy,
+  type PickResult,
   UpstreamConnectError,
   type UpstreamConnection,
   UpstreamConnector,
   type UpstreamConnectorOptions,
   type UpstreamConnectReason,
   upstreamListenerName,
+  type UpstreamRefusal,
   type UpstreamTarget,
 } from "./src/outbound/connector.ts";
 export {

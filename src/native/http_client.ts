@@ -27,7 +27,12 @@ export type MeshDial = (host: string) => Promise<tls.TLSSocket>;
  * put back in front of the stream.
  */
 export async function dialThrough(connector: UpstreamConnector): Promise<tls.TLSSocket> {
-  const { socket, held } = await connector.connect();
+  const connected = await connector.connect();
+  // Library callers get an exception; the refusal's reason stays on it.
+  if (!connected.ok) {
+    throw new UpstreamConnectError(connected.refusal.reason, connected.refusal.detail);
+  }
+  const { socket, held } = connected.connection;
   const early = held.release();
   if (early.ended) {
     socket.destroy();

@@ -21,9 +21,13 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
   });
 }
 
+/** setTimeout's longest delay; a longer one would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
- * An abort signal that fires when `parent` aborts or after `ms`. Unlike `AbortSignal.timeout`,
- * `clear()` removes the timer at once, so a finished request leaves nothing pending.
+ * An abort signal that fires when `parent` aborts or after `ms` (never, for `ms` beyond
+ * setTimeout's range or `Infinity`). Unlike `AbortSignal.timeout`, `clear()` removes the timer
+ * at once, so a finished request leaves nothing pending; a `parent` that aborts removes it too.
  */
 export function deadline(
   ms: number,
@@ -31,13 +35,22 @@ export function deadline(
 ): { signal: AbortSignal; clear: () => void; timedOut: () => boolean } {
   const controller = new AbortController();
   let expired = false;
-  const onAbort = () => controller.abort(parent?.reason);
-  const timer = setTimeout(() => {
-    expired = true;
-    controller.abort(new DOMException(`timed out after ${ms} ms`, "TimeoutError"));
-  }, ms);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const onAbort = () => {
+    clearTimeout(timer);
+    controller.abort(parent?.reason);
+  };
   if (parent?.aborted) onAbort();
-  else parent?.addEventListener("abort", onAbort, { once: true });
+  else {
+    parent?.addEventListener("abort", onAbort, { once: true });
+    if (!(ms > MAX_TIMER_MS)) {
+      timer = setTimeout(() => {
+        expired = true;
+        parent?.removeEventListener("abort", onAbort);
+        controller.abort(new DOMException(`timed out after ${ms} ms`, "TimeoutError"));
+      }, Math.max(0, ms));
+    }
+  }
   return {
     signal: controller.signal,
     clear: () => {

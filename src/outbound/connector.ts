@@ -5,14 +5,13 @@
  * and Connect-native clients.
  * @module
  */
+import type tls from "node:tls";
 import type { AgentClient } from "../agent/client.ts";
-import type { ConnectionEvent } from "../events/connection.ts";
-import type { HeldSocket } from "../net/pipe.ts";
+import type { ConnectionEvent, Refusal } from "../events/connection.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import type { TlsMaterial } from "../trust/material.ts";
 import { parseSpiffeId } from "../trust/spiffe.ts";
-import type tls from "node:tls";
-import { DialError, dialMesh, type MeshEndpoint } from "./dialer.ts";
+import { type DialFailure, dialMesh, type MeshConnection, type MeshEndpoint } from "./dialer.ts";
 import { endpointsOf, UpstreamResolver } from "./resolver.ts";
 
 /** Which upstream to reach. */
@@ -31,7 +30,7 @@ export interface UpstreamTarget {
 }
 
 /**
- * Why {@linkcode UpstreamConnectError} was thrown: `no_endpoint` (the agent says nothing healthy
+ * Why a connection to an upstream could not be made: `no_endpoint` (the agent says nothing healthy
  * is there), `chain_unavailable` (no discovery chain from the agent within the connect timeout:
  * it refuses, e.g. 403, or is down), `endpoints_unavailable` (the chain is known but no endpoint
  * list of its targets came within the connect timeout), `upstream_unreachable` (every endpoint
@@ -47,9 +46,16 @@ export type UpstreamConnectReason =
   | "bad_chain"
   | "bad_identity";
 
+/** A refused connection to an upstream: a {@linkcode Refusal} with the connector's reasons. */
+export interface UpstreamRefusal extends Refusal {
+  /** See {@linkcode UpstreamConnectReason}. */
+  reason: UpstreamConnectReason;
+}
+
 /**
  * A connection could not be made: nothing to try, the agent did not say where in time, or
- * every endpoint failed.
+ * every endpoint failed. The data path passes refusals as values; the Connect-native API
+ * (`ConnectService.dial`, mesh `fetch`) throws this for its callers.
  *
  * @example
  * ```ts
@@ -73,16 +79,61 @@ export class UpstreamConnectError extends Error {
   readonly reason: UpstreamConnectReason;
 }
 
-/** A verified mesh connection to one endpoint. */
-export interface UpstreamConnection {
-  /** The TLS socket. */
-  socket: tls.TLSSocket;
-  /** What it received while being verified. */
-  held: HeldSocket;
+/** A verified mesh connection to one endpoint of an upstream. */
+export interface UpstreamConnection extends MeshConnection<tls.TLSSocket> {
   /** The endpoint reached. */
   endpoint: MeshEndpoint;
   /** Milliseconds from the first dial of this endpoint to verified. */
   connectMs: number;
+}
+
+/** One endpoint to dial, and how long its dial may take. */
+export interface Candidate {
+  /** The endpoint. */
+  endpoint: MeshEndpoint;
+  /** The connect timeout of its chain target (or the upstream's own). */
+  timeoutMs: number;
+}
+
+/** The outcome of {@linkcode UpstreamConnector.pick}: endpoints to try in order, or why none. */
+export type PickResult =
+  | { ok: true; candidates: [Candidate, ...Candidate[]] }
+  | { ok: false; refusal: UpstreamRefusal };
+
+/** The outcome of {@linkcode UpstreamConnector.dial}: one endpoint dialled and verified, or not. */
+export type EndpointDialResult =
+  | { ok: true; connection: UpstreamConnection }
+  | { ok: false; failure: DialFailure };
+
+/** The outcome of {@linkcode UpstreamConnector.connect}. */
+export type ConnectResult =
+  | { ok: true; connection: UpstreamConnection }
+  | { ok: false; refusal: UpstreamRefusal };
+
+/**
+ * The refusal once every endpoint tried failed: `bad_chain` or `bad_identity` when they all
+ * failed that same check of their certificate, else `upstream_unreachable`; the detail is the
+ * last failure (`cancelled` when none was tried).
+ *
+ * @example
+ * ```ts
+ * import { refusalAfterDials } from "./connector.ts";
+ * const refusal = refusalAfterDials([
+ *   { reason: "bad_identity", detail: "peer certificate mismatch got …/svc/api, want service db" },
+ * ]);
+ * console.log(refusal.reason); // "bad_identity"
+ * ```
+ */
+export function refusalAfterDials(failures: readonly DialFailure[]): UpstreamRefusal {
+  const reasons = new Set(failures.map((f) => f.reason));
+  const [only] = reasons;
+  const last = failures.at(-1);
+  return {
+    reason: reasons.size === 1 && (only === "bad_chain" || only === "bad_identity")
+      ? only
+      : "upstream_unreachable",
+    detail: last ? `${last.reason}: ${last.detail}` : "cancelled",
+  };
 }
 
 /** How an upstream picks among the healthy endpoints of a target. */
@@ -173,14 +224,20 @@ export interface UpstreamConnectorOptions {
 }
 
 /**
- * Connects to an upstream, watching its chain and endpoints while it lives.
+ * Connects to an upstream, watching its chain and endpoints while it lives. Failures are
+ * values: {@linkcode UpstreamConnector.pick} says which endpoints to try (or why none),
+ * {@linkcode UpstreamConnector.dial} dials one, {@linkcode UpstreamConnector.connect} does both.
  *
  * @example
- * ```ts ignore
- * import { UpstreamConnector } from "@meshgate/meshgate";
+ * ```ts
+ * import { AgentClient, TlsMaterial, UpstreamConnector } from "@meshgate/meshgate";
+ * await using agent = new AgentClient({ address: "127.0.0.1:8500" });
+ * const material = new TlsMaterial(); // fed by the leaf and roots watches
  * const db = new UpstreamConnector({ agent, material, upstream: { type: "service", name: "db" } });
- * const { socket, endpoint } = await db.connect();
- * console.log(`connected to ${endpoint.id}`);
+ * const connected = await db.connect(AbortSignal.timeout(5000));
+ * if (connected.ok) console.log(`connected to ${connected.connection.endpoint.id}`);
+ * else console.log(`refused: ${connected.refusal.reason}: ${connected.refusal.detail}`);
+ * await db.close();
  * ```
  */
 export class UpstreamConnector {
@@ -285,30 +342,64 @@ export class UpstreamConnector {
     return [...ordered.filter((e) => !recent(e)), ...ordered.filter(recent)];
   }
 
+  /** The upstream it connects to. */
+  get upstream(): UpstreamTarget {
+    return this.#o.upstream;
+  }
+
   /**
-   * Candidates in the order to try them: per target, round robin, recently failed last. Waits
+   * Pick: the endpoints to try, in order — per chain target, by policy, ejected ones left out,
+   * recently failed last, failover targets after the primary — or why there are none. Waits
    * for the chain and the endpoint lists it needs at most the connect timeout, never longer
-   * (issue #14: an agent that refuses or is down must not hold clients forever).
-   * @throws {UpstreamConnectError} `chain_unavailable` or `endpoints_unavailable` when the
-   *   agent has not said in time where to go
+   * (issue #14: an agent that refuses or is down must not hold clients forever); `signal`
+   * ends the wait early. No dial while our leaf is expired.
    */
-  async candidates(): Promise<{ endpoint: MeshEndpoint; timeoutMs: number }[]> {
+  async pick(signal?: AbortSignal): Promise<PickResult> {
     const up = this.#o.upstream;
-    if (!this.resolver) {
-      const result = await this.#o.agent.preparedQuery(up.name, { dc: up.datacenter });
-      const endpoints = endpointsOf(result.Nodes).map((e) => ({ ...e, target: up.name }));
-      return this.#order(endpoints).map((endpoint) => ({
-        endpoint,
-        timeoutMs: up.connectTimeoutMs ?? 5000,
-      }));
+    if (this.#o.material.leafExpired) {
+      return refused(
+        "leaf_expired",
+        `our leaf certificate expired at ${this.#o.material.leaf?.cert.ValidBefore}`,
+      );
     }
-    const resolver = this.resolver;
+    let candidates: Candidate[];
+    if (this.resolver) {
+      const listed = await this.#chainCandidates(this.resolver, signal);
+      if (!listed.ok) return listed;
+      candidates = listed.candidates;
+    } else {
+      try {
+        const result = await this.#o.agent.preparedQuery(up.name, { dc: up.datacenter, signal });
+        const endpoints = endpointsOf(result.Nodes).map((e) => ({ ...e, target: up.name }));
+        const timeoutMs = up.connectTimeoutMs ?? 5000;
+        candidates = this.#order(endpoints).map((endpoint) => ({ endpoint, timeoutMs }));
+      } catch (err) {
+        return refused("no_endpoint", err instanceof Error ? err.message : String(err));
+      }
+    }
+    const [first, ...rest] = candidates;
+    if (first) return { ok: true, candidates: [first, ...rest] };
+    // With ACLs on, "none" may only mean "none this token may see": say so.
+    const hidden = [...this.resolver?.targets.values() ?? []]
+      .flatMap((t) => t.endpoints.length === 0 && t.aclWarning ? [t.aclWarning] : []);
+    return refused(
+      "no_endpoint",
+      `no healthy instances of ${up.name}` + (hidden.length ? ` (${hidden.join("; ")})` : ""),
+    );
+  }
+
+  /** A chain's candidates: its picked route's targets in failover order, once known. */
+  async #chainCandidates(
+    resolver: UpstreamResolver,
+    signal?: AbortSignal,
+  ): Promise<{ ok: true; candidates: Candidate[] } | { ok: false; refusal: UpstreamRefusal }> {
+    const up = this.#o.upstream;
     const started = Date.now();
     const left = (timeoutMs: number) => started + timeoutMs - Date.now();
     const chainTimeoutMs = up.connectTimeoutMs ?? 5000;
-    if (!await resolver.waitFor(() => resolver.isChainKnown, left(chainTimeoutMs))) {
+    if (!await resolver.waitFor(() => resolver.isChainKnown, left(chainTimeoutMs), signal)) {
       const why = resolver.chainError;
-      throw new UpstreamConnectError(
+      return refused(
         "chain_unavailable",
         `no discovery chain for ${up.name} from the agent within ${chainTimeoutMs} ms` +
           (why ? `: ${why}` : ""),
@@ -328,119 +419,113 @@ export class UpstreamConnector {
     };
     const endpointsTimeoutMs = up.connectTimeoutMs ??
       resolver.targets.get(ids[0] ?? "")?.connectTimeoutMs ?? 5000;
-    await resolver.waitFor(settled, left(endpointsTimeoutMs));
-    const out: { endpoint: MeshEndpoint; timeoutMs: number }[] = [];
+    await resolver.waitFor(settled, left(endpointsTimeoutMs), signal);
+    const candidates: Candidate[] = [];
     for (const id of ids) {
       const target = resolver.targets.get(id);
       if (!target || target.endpoints.length === 0) continue;
       for (const endpoint of this.#order(target.endpoints)) {
-        out.push({ endpoint, timeoutMs: up.connectTimeoutMs ?? target.connectTimeoutMs });
+        candidates.push({ endpoint, timeoutMs: up.connectTimeoutMs ?? target.connectTimeoutMs });
       }
     }
     const unknown = ids.filter((id) => resolver.targets.get(id)?.isKnown === false);
-    if (out.length === 0 && unknown.length) {
-      const why = resolver.targetError(unknown[0]);
-      const targets = unknown.join(", ");
-      throw new UpstreamConnectError(
+    if (candidates.length === 0 && unknown.length) {
+      const why = resolver.targetError(unknown[0] ?? "");
+      return refused(
         "endpoints_unavailable",
-        `no endpoint list for ${targets} from the agent within ${endpointsTimeoutMs} ms` +
-          (why ? `: ${why}` : ""),
+        `no endpoint list for ${unknown.join(", ")} from the agent within ` +
+          `${endpointsTimeoutMs} ms` + (why ? `: ${why}` : ""),
       );
     }
-    return out;
+    return { ok: true, candidates };
   }
 
   /**
-   * Dials endpoints in order until one is verified. Retries happen only here, before any byte
-   * of the caller was sent. `cancelled` stops early (the client went away).
-   * @throws {UpstreamConnectError}
+   * Dial → verify one candidate (see {@linkcode dialMesh}), keeping the endpoint's health: a
+   * success clears its failures, a failure counts towards ejection, is logged and reported as
+   * `dial_failed`. A dial cut by `signal` counts for nothing.
    */
-  async connect(cancelled: () => boolean = () => false): Promise<UpstreamConnection> {
-    const up = this.#o.upstream;
-    if (this.#o.material.leafExpired) {
-      throw new UpstreamConnectError(
-        "leaf_expired",
-        `our leaf certificate expired at ${this.#o.material.leaf!.cert.ValidBefore}`,
-      );
+  async dial(candidate: Candidate, signal?: AbortSignal): Promise<EndpointDialResult> {
+    const { endpoint, timeoutMs } = candidate;
+    const started = Date.now();
+    const dialed = await dialMesh(this.#o.material, endpoint, timeoutMs, signal);
+    const h = this.#healthOf(endpoint.id);
+    if (dialed.ok) {
+      h.consecutiveFailures = 0;
+      h.ejections = 0;
+      h.ejectedUntil = undefined;
+      h.lastError = undefined;
+      h.lastErrorAt = undefined;
+      h.active++;
+      dialed.connection.socket.once("close", () => h.active--);
+      return {
+        ok: true,
+        connection: { ...dialed.connection, endpoint, connectMs: Date.now() - started },
+      };
     }
-    let list;
-    try {
-      list = await this.candidates();
-    } catch (err) {
-      if (err instanceof UpstreamConnectError) throw err;
-      throw new UpstreamConnectError("no_endpoint", (err as Error).message);
+    if (signal?.aborted) return dialed;
+    this.#failed(endpoint, h, `${dialed.failure.reason}: ${dialed.failure.detail}`, started);
+    return dialed;
+  }
+
+  /** Counts a failed dial: ejection after `ejectAfterFailures` in a row, a log, an event. */
+  #failed(endpoint: MeshEndpoint, h: EndpointHealth, error: string, started: number): void {
+    h.consecutiveFailures++;
+    h.lastError = error;
+    h.lastErrorAt = Date.now();
+    const threshold = this.#o.ejectAfterFailures ?? 3;
+    if (threshold > 0 && h.consecutiveFailures >= threshold) {
+      const ms = Math.min((this.#o.ejectionBaseMs ?? 10_000) * 2 ** h.ejections, 300_000);
+      h.ejections++;
+      h.consecutiveFailures = 0;
+      h.ejectedUntil = Date.now() + ms;
+      this.#log.log("warn", "endpoint ejected after consecutive failures", {
+        endpoint: endpoint.id,
+        forMs: ms,
+        ejections: h.ejections,
+      });
     }
-    if (list.length === 0) {
-      // With ACLs on, "none" may only mean "none this token may see": say so.
-      const hidden = [...this.resolver?.targets.values() ?? []]
-        .flatMap((t) => t.endpoints.length === 0 && t.aclWarning ? [t.aclWarning] : []);
-      throw new UpstreamConnectError(
-        "no_endpoint",
-        `no healthy instances of ${up.name}` + (hidden.length ? ` (${hidden.join("; ")})` : ""),
-      );
+    this.#log.log("warn", "upstream endpoint failed", { endpoint: endpoint.id, error });
+    this.#o.onEvent?.({
+      type: "dial_failed",
+      direction: "outbound",
+      listener: this.listenerName,
+      target: endpoint.target ?? this.#o.upstream.name,
+      endpoint: endpoint.id,
+      error,
+      ms: Date.now() - started,
+    });
+  }
+
+  /**
+   * Pick, then dial → verify endpoint after endpoint until one is verified. Retries happen
+   * only here, before any byte of the caller was sent. `signal` stops early (the caller went
+   * away).
+   */
+  async connect(signal?: AbortSignal): Promise<ConnectResult> {
+    const picked = await this.pick(signal);
+    if (!picked.ok) return picked;
+    const failures: DialFailure[] = [];
+    for (const candidate of picked.candidates) {
+      if (signal?.aborted) break;
+      const dialed = await this.dial(candidate, signal);
+      if (dialed.ok) return dialed;
+      failures.push(dialed.failure);
     }
-    let lastError = "";
-    // The certificate check every endpoint tried failed, if they all failed the same one.
-    let certFailure: "bad_chain" | "bad_identity" | undefined | null;
-    for (const { endpoint, timeoutMs } of list) {
-      if (cancelled()) break;
-      const started = Date.now();
-      try {
-        const { socket, held } = await dialMesh(this.#o.material, endpoint, timeoutMs);
-        const h = this.#healthOf(endpoint.id);
-        h.consecutiveFailures = 0;
-        h.ejections = 0;
-        h.ejectedUntil = undefined;
-        h.lastError = undefined;
-        h.lastErrorAt = undefined;
-        h.active++;
-        socket.once("close", () => h.active--);
-        return { socket, held, endpoint, connectMs: Date.now() - started };
-      } catch (err) {
-        lastError = err instanceof DialError ? `${err.reason}: ${err.message}` : String(err);
-        const cert = err instanceof DialError && (err.reason === "bad_chain" ||
-            err.reason === "bad_identity")
-          ? err.reason
-          : null;
-        certFailure = certFailure === undefined || certFailure === cert ? cert : null;
-        const h = this.#healthOf(endpoint.id);
-        h.consecutiveFailures++;
-        h.lastError = lastError;
-        h.lastErrorAt = Date.now();
-        const threshold = this.#o.ejectAfterFailures ?? 3;
-        if (threshold > 0 && h.consecutiveFailures >= threshold) {
-          const ms = Math.min((this.#o.ejectionBaseMs ?? 10_000) * 2 ** h.ejections, 300_000);
-          h.ejections++;
-          h.consecutiveFailures = 0;
-          h.ejectedUntil = Date.now() + ms;
-          this.#log.log("warn", "endpoint ejected after consecutive failures", {
-            endpoint: endpoint.id,
-            forMs: ms,
-            ejections: h.ejections,
-          });
-        }
-        this.#log.log("warn", "upstream endpoint failed", {
-          endpoint: endpoint.id,
-          error: lastError,
-        });
-        this.#o.onEvent?.({
-          type: "dial_failed",
-          direction: "outbound",
-          listener: this.listenerName,
-          target: endpoint.target ?? up.name,
-          endpoint: endpoint.id,
-          error: lastError,
-          ms: Date.now() - started,
-        });
-      }
-    }
-    throw new UpstreamConnectError(certFailure ?? "upstream_unreachable", lastError || "cancelled");
+    return { ok: false, refusal: refusalAfterDials(failures) };
   }
 
   /** Stops watching. */
   async close(): Promise<void> {
     await this.resolver?.close();
   }
+}
+
+function refused(
+  reason: UpstreamConnectReason,
+  detail: string,
+): { ok: false; refusal: UpstreamRefusal } {
+  return { ok: false, refusal: { reason, detail } };
 }
 
 /** The datacenter our leaf's SPIFFE ID names (the agent's), when the leaf is loaded. */

@@ -5,9 +5,11 @@
  * Consul's built-in proxy does). No byte of the caller is sent before both have passed.
  * @module
  */
+import type { Duplex } from "node:stream";
 import type tls from "node:tls";
 import { connect } from "node:tls";
 import { type HeldSocket, holdSocket } from "../net/pipe.ts";
+import { deadline } from "../net/timers.ts";
 import { peerChain } from "../net/sockets.ts";
 import type { TlsMaterial } from "../trust/material.ts";
 
@@ -30,28 +32,35 @@ export interface MeshEndpoint {
 }
 
 /**
- * The dial failed: `reason` says at which step.
- *
- * @example
- * ```ts
- * import { DialError } from "@meshgate/meshgate";
- * console.log(new DialError("bad_identity", "peer certificate mismatch").reason);
- * ```
+ * A verified mesh connection: the server chained to the mesh roots and proved to be the
+ * service meant. Any dial implementation hands its result over in this shape (the data path
+ * pipes `socket` after releasing `held`).
  */
-export class DialError extends Error {
-  /**
-   * Creates the error.
-   * @param reason `connect` (TCP or TLS failed or timed out) or a peer-verification failure
-   * @param detail what happened
-   */
-  constructor(reason: "connect" | "bad_chain" | "bad_identity" | "no_cert", detail: string) {
-    super(detail);
-    this.name = "DialError";
-    this.reason = reason;
-  }
-  /** At which step the dial failed. */
-  readonly reason: "connect" | "bad_chain" | "bad_identity" | "no_cert";
+export interface MeshConnection<S extends Duplex = Duplex> {
+  /** The connection, flowing into `held` until released. */
+  socket: S;
+  /** What the server sent while it was being verified; release it right before piping. */
+  held: HeldSocket;
 }
+
+/**
+ * At which step a dial failed: `connect` (TCP or TLS failed or timed out, or the dial was
+ * cancelled), or the check of the server's certificate that it did not pass.
+ */
+export type DialFailureReason = "connect" | "bad_chain" | "bad_identity" | "no_cert";
+
+/** Why one endpoint could not be dialled. */
+export interface DialFailure {
+  /** At which step. */
+  reason: DialFailureReason;
+  /** What happened, naming the endpoint's address. */
+  detail: string;
+}
+
+/** The outcome of a dial: a verified connection, or why there is none. */
+export type MeshDialResult<S extends Duplex = Duplex> =
+  | { ok: true; connection: MeshConnection<S> }
+  | { ok: false; failure: DialFailure };
 
 /**
  * The codes `node:tls` gives a handshake that its certificate verification refused (OpenSSL's
@@ -100,89 +109,129 @@ function skipLegacyPeerCertificate(socket: tls.TLSSocket): () => void {
 }
 
 /**
- * Dials `endpoint` over mTLS and verifies it. Resolves with the socket and what it has
- * received so far (release it into the pipe).
+ * Dials `endpoint` over mTLS and verifies it: the TLS handshake (our leaf, the mesh roots as
+ * the only trust anchors) within `timeoutMs`, then the server's chain and SPIFFE ID. Never
+ * throws for a failed dial: the failure is the value (fail closed — the socket is destroyed
+ * and no byte of the caller was sent). `signal` cancels it, also while our leaf is awaited.
  *
  * @example
  * ```ts ignore
  * import { dialMesh } from "@meshgate/meshgate";
- * const socket = await dialMesh(material, { address: "10.0.0.7", port: 21000, service: "db", id: "db-1" }, 5000);
+ * const dialed = await dialMesh(material, { address: "10.0.0.7", port: 21000, service: "db", id: "db-1" }, 5000);
+ * if (dialed.ok) dialed.connection.socket.end("hello");
+ * else console.log(dialed.failure.reason, dialed.failure.detail);
  * ```
- * @throws {DialError} when the endpoint cannot be reached or is not who it should be
  */
 export async function dialMesh(
   material: TlsMaterial,
   endpoint: MeshEndpoint,
   timeoutMs: number,
-): Promise<{ socket: tls.TLSSocket; held: HeldSocket }> {
-  await material.ready;
-  const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
-    const s = connect({
-      host: endpoint.address,
-      port: endpoint.port,
-      // Our leaf, and the mesh roots as the only trust anchors (no public roots).
-      secureContext: material.secureContext,
-      // Defense in depth: the TLS layer refuses, in the handshake, a server whose chain does
-      // not lead to the mesh roots (rustls/webpki: CA flags, signatures, validity, the
-      // serverAuth key usage); our own check below runs as well and decides identity.
-      rejectUnauthorized: true,
-      // Identity is the SPIFFE URI, checked below; there is no hostname to check. Deno's
-      // node:tls leaves name checks to this function (rustls' own is skipped), so a mesh
-      // certificate without DNS or IP names passes the TLS layer on its chain alone.
-      checkServerIdentity: () => undefined,
-      allowHalfOpen: true,
-      noDelay: true,
-    } as tls.ConnectionOptions);
-    const restore = skipLegacyPeerCertificate(s);
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(
-        new DialError(
-          "connect",
-          `${endpoint.address}:${endpoint.port}: timed out after ${timeoutMs} ms`,
-        ),
-      );
-    }, timeoutMs);
-    s.once("secureConnect", () => {
-      clearTimeout(timer);
-      restore();
-      resolve(s);
-    });
-    s.once("error", (err: Error & { code?: string }) => {
-      clearTimeout(timer);
-      restore();
-      s.destroy();
-      const where = `${endpoint.address}:${endpoint.port}`;
-      reject(
-        err.code && CHAIN_ERROR_CODES.has(err.code)
-          ? new DialError(
-            "bad_chain",
-            `${where}: server certificate refused by the TLS layer against the mesh roots ` +
-              `(${err.code}: ${err.message})`,
-          )
-          : new DialError("connect", `${where}: ${err.message}`),
-      );
-    });
-  });
+  signal?: AbortSignal,
+): Promise<MeshDialResult<tls.TLSSocket>> {
+  const where = `${endpoint.address}:${endpoint.port}`;
+  if (!await settles(material.ready, signal)) return failed("connect", `${where}: dial cancelled`);
+  const handshake = await handshakeTls(material, endpoint, timeoutMs, signal);
+  if (!handshake.ok) return handshake;
+  const socket = handshake.socket;
   // Hold what the server sends while we check it (a refusing server closes at once).
   const held = holdSocket(socket);
   const { der, chain } = peerChain(socket);
   const verdict = await material.verifyPeer(der, chain, "serverAuth");
   if (!verdict.ok) {
     socket.destroy();
-    throw new DialError(verdict.reason, `${endpoint.address}:${endpoint.port}: ${verdict.detail}`);
+    return failed(verdict.reason, `${where}: ${verdict.detail}`);
   }
   const id = verdict.id;
   const sameService = id.service.toLowerCase() === endpoint.service.toLowerCase();
   const sameDc = !endpoint.datacenter || id.datacenter === endpoint.datacenter;
   if (!sameService || !sameDc || id.namespace !== "default") {
     socket.destroy();
-    throw new DialError(
+    return failed(
       "bad_identity",
       `peer certificate mismatch got ${verdict.uri}, want service ${endpoint.service}` +
         (endpoint.datacenter ? ` in ${endpoint.datacenter}` : ""),
     );
   }
   socket.on("error", () => {}); // surfaced through the pipe from here on
-  return { socket, held };
+  return { ok: true, connection: { socket, held } };
+}
+
+function failed(reason: DialFailureReason, detail: string): { ok: false; failure: DialFailure } {
+  return { ok: false, failure: { reason, detail } };
+}
+
+/** Waits for `promise`; `false` when `signal` aborts first. */
+async function settles(promise: Promise<unknown>, signal?: AbortSignal): Promise<boolean> {
+  if (!signal) return await promise.then(() => true);
+  if (signal.aborted) return false;
+  const { promise: aborted, resolve } = Promise.withResolvers<boolean>();
+  const onAbort = () => resolve(false);
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    return await Promise.race([promise.then(() => true), aborted]);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/** The TCP connection and TLS handshake, within `timeoutMs`; the TLS layer checks the chain. */
+function handshakeTls(
+  material: TlsMaterial,
+  endpoint: MeshEndpoint,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<{ ok: true; socket: tls.TLSSocket } | { ok: false; failure: DialFailure }> {
+  const where = `${endpoint.address}:${endpoint.port}`;
+  const limit = deadline(timeoutMs, signal);
+  const { promise, resolve } = Promise.withResolvers<
+    { ok: true; socket: tls.TLSSocket } | { ok: false; failure: DialFailure }
+  >();
+  const s = connect({
+    host: endpoint.address,
+    port: endpoint.port,
+    // Our leaf, and the mesh roots as the only trust anchors (no public roots).
+    secureContext: material.secureContext,
+    // Defense in depth: the TLS layer refuses, in the handshake, a server whose chain does
+    // not lead to the mesh roots (rustls/webpki: CA flags, signatures, validity, the
+    // serverAuth key usage); our own check afterwards runs as well and decides identity.
+    rejectUnauthorized: true,
+    // Identity is the SPIFFE URI, checked afterwards; there is no hostname to check. Deno's
+    // node:tls leaves name checks to this function (rustls' own is skipped), so a mesh
+    // certificate without DNS or IP names passes the TLS layer on its chain alone.
+    checkServerIdentity: () => undefined,
+    allowHalfOpen: true,
+    noDelay: true,
+  } as tls.ConnectionOptions);
+  const restore = skipLegacyPeerCertificate(s);
+  let done = false;
+  const settle = (
+    result: { ok: true; socket: tls.TLSSocket } | { ok: false; failure: DialFailure },
+  ) => {
+    if (done) return;
+    done = true;
+    limit.clear();
+    limit.signal.removeEventListener("abort", onAbort);
+    restore();
+    if (!result.ok) s.destroy();
+    resolve(result);
+  };
+  const onAbort = () =>
+    settle(failed(
+      "connect",
+      limit.timedOut() ? `${where}: timed out after ${timeoutMs} ms` : `${where}: dial cancelled`,
+    ));
+  if (limit.signal.aborted) onAbort();
+  else limit.signal.addEventListener("abort", onAbort, { once: true });
+  s.once("secureConnect", () => settle({ ok: true, socket: s }));
+  s.once("error", (err: Error & { code?: string }) =>
+    settle(
+      err.code && CHAIN_ERROR_CODES.has(err.code)
+        ? failed(
+          "bad_chain",
+          `${where}: server certificate refused by the TLS layer against the mesh roots ` +
+            `(${err.code}: ${err.message})`,
+        )
+        : failed("connect", `${where}: ${err.message}`),
+    ));
+  return promise;
 }

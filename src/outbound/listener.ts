@@ -1,23 +1,21 @@
 /**
- * One upstream's local listener: accept → pick an endpoint (round robin, skipping ones that
- * just failed; the chain's failover targets next) → mTLS dial with identity check → pipe.
+ * One upstream's local listener, lifecycle only: the `node:net` server (TCP or a unix socket
+ * with its file mode), the connection limit, and the handlers it started — each client is
+ * served by {@linkcode serveOutbound}; `close()` stops accepting and awaits them all.
  * @module
  */
 import net from "node:net";
 import type { AgentClient } from "../agent/client.ts";
-import type { ConnectionEvent, Refusal } from "../events/connection.ts";
+import type { ConnectionEvent } from "../events/connection.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
-import { type Pipe, pipeSockets } from "../net/pipe.ts";
 import { formatAddress, type SocketAddress } from "../net/sockets.ts";
+import { deadline } from "../net/timers.ts";
 import type { TlsMaterial } from "../trust/material.ts";
-import {
-  type EndpointHealth,
-  type LoadBalancingPolicy,
-  type UpstreamConnectError,
-  type UpstreamConnection,
-  UpstreamConnector,
-} from "./connector.ts";
+import { type OutboundConnection, type OutboundContext, serveOutbound } from "./connection.ts";
+import { type EndpointHealth, type LoadBalancingPolicy, UpstreamConnector } from "./connector.ts";
 import type { UpstreamResolver } from "./resolver.ts";
+
+export type { OutboundConnection } from "./connection.ts";
 
 /** An upstream as the proxy configures it. */
 export interface UpstreamConfig {
@@ -35,20 +33,6 @@ export interface UpstreamConfig {
   socketMode?: number;
   /** Upstream `Config.lb_policy`: `round_robin` (weighted) or `least_connections`. */
   policy?: LoadBalancingPolicy;
-}
-
-/** An open outbound connection. */
-export interface OutboundConnection {
-  /** `service@address:port` of the endpoint it reached. */
-  peer: string;
-  /** The local client's address. */
-  remote: string;
-  /** The chain target. */
-  target: string;
-  /** `Date.now()` when it was established. */
-  since: number;
-  /** The byte pipe. */
-  pipe: Pipe;
 }
 
 /** Options of {@linkcode startUpstream}. */
@@ -92,7 +76,10 @@ export interface UpstreamListener extends AsyncDisposable {
   readonly endpointFailures: ReadonlyMap<string, { at: number; error: string }>;
   /** Dial health (consecutive failures, ejection, open connections) by endpoint ID. */
   readonly endpointHealth: ReadonlyMap<string, Readonly<EndpointHealth>>;
-  /** Stops accepting, waits up to `drainMs` for open connections, then closes them. */
+  /**
+   * Stops accepting, waits up to `drainMs` for open connections and dials in progress, then
+   * cuts them and awaits their end. Safe to call again; a later call may shorten the drain.
+   */
   close(drainMs?: number): Promise<void>;
 }
 
@@ -124,79 +111,35 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
     onEvent: emit,
     onEndpoints: o.onEndpoints,
   });
-  const active = new Set<OutboundConnection>();
-
-  const refuse = (client: net.Socket, refusal: Refusal) => {
-    client.destroy();
-    log.log("warn", "upstream connection failed", {
-      reason: refusal.reason,
-      detail: refusal.detail,
-    });
-    emit({ type: "refused", direction: "outbound", listener: connector.listenerName, refusal });
+  const connections = new Set<OutboundConnection>();
+  // Aborted when the drain ends: cuts every pick, dial and pipe still running.
+  const stop = new AbortController();
+  const ctx: OutboundContext = {
+    connector,
+    connections,
+    maxConnections: o.maxConnections,
+    idleTimeoutMs: o.idleTimeoutMs,
+    log,
+    emit,
+    signal: stop.signal,
   };
-
-  // The whole outbound path of one connection.
-  async function handle(client: net.Socket): Promise<void> {
-    client.pause();
-    client.on("error", () => {});
-    const remote = `${client.remoteAddress ?? "local"}:${client.remotePort ?? ""}`;
-    if (o.maxConnections && active.size >= o.maxConnections) {
-      return refuse(client, {
-        reason: "limit",
-        detail: `${o.maxConnections} connections open`,
-        remote,
-      });
-    }
-    let connected: UpstreamConnection;
-    try {
-      connected = await connector.connect(() => client.destroyed);
-    } catch (err) {
-      if (client.destroyed) return;
-      const e = err as UpstreamConnectError;
-      return refuse(client, { reason: e.reason ?? "no_endpoint", detail: e.message, remote });
-    }
-    const { socket: mesh, held: meshHeld, endpoint, connectMs } = connected;
-    if (client.destroyed) {
-      mesh.destroy();
-      return;
-    }
-    const peer = `${endpoint.service}@${endpoint.address}:${endpoint.port}`;
-    const listener = connector.listenerName; // settled: a dial means our leaf is loaded
-    const pipe = pipeSockets(client, mesh, {
-      idleTimeoutMs: o.idleTimeoutMs,
-      held: { b: meshHeld.release() },
-    });
-    const target = endpoint.target ?? up.name;
-    const conn = { peer, remote, target, since: Date.now(), pipe };
-    active.add(conn);
-    emit({
-      type: "accepted",
-      direction: "outbound",
-      listener,
-      peer,
-      remote,
-      handshakeMs: connectMs,
-      target,
-    });
-    const stats = await pipe.closed;
-    active.delete(conn);
-    emit({
-      type: "closed",
-      direction: "outbound",
-      listener,
-      peer,
-      remote,
-      bytesIn: stats.bToA,
-      bytesOut: stats.aToB,
-      durationMs: Date.now() - conn.since,
-      error: stats.error?.message,
-    });
-  }
+  // Every handler until its connection is closed and reported.
+  const live = new Set<Promise<void>>();
+  const serve = (client: net.Socket) => {
+    const handler = serveOutbound(client, ctx)
+      .then((served) => served.ok ? served.closed : undefined)
+      .catch((err) => {
+        client.destroy();
+        log.log("error", "upstream connection failed unexpectedly", { error: String(err) });
+      })
+      .finally(() => live.delete(handler));
+    live.add(handler);
+  };
 
   const server = net.createServer(
     // noDelay: a proxy must not hold small writes back (Nagle) waiting for an ACK.
     { allowHalfOpen: true, pauseOnConnect: true, noDelay: true },
-    (c) => void handle(c),
+    serve,
   );
   if ("path" in up.bind) await Deno.remove(up.bind.path).catch(() => {});
   await new Promise<void>((resolve, reject) => {
@@ -219,17 +162,16 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
   log.log("info", "upstream listener started", { bind: formatAddress(address), type: up.type });
 
   let closing: Promise<void> | undefined;
-  // A later close() may shorten the drain.
-  let deadline = Infinity;
   const close = (drainMs = 0): Promise<void> => {
-    deadline = Math.min(deadline, Date.now() + drainMs);
+    // Each call sets a drain deadline; the first to expire ends the drain for all.
+    const drain = deadline(drainMs, stop.signal);
+    drain.signal.addEventListener("abort", () => stop.abort(), { once: true });
     closing ??= (async () => {
       const closed = new Promise<void>((r) => server.close(() => r()));
-      while (active.size && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - Date.now()))));
-      }
-      for (const c of active) c.pipe.destroy(new Error("listener closing"));
-      await Promise.all([...active].map((c) => c.pipe.closed));
+      const cut = new Promise<void>((r) => stop.signal.addEventListener("abort", () => r()));
+      while (live.size && !stop.signal.aborted) await Promise.race([Promise.allSettled(live), cut]);
+      stop.abort(); // clears the deadlines too
+      await Promise.allSettled(live);
       await connector.close();
       await closed;
       if ("path" in up.bind) await Deno.remove(up.bind.path).catch(() => {});
@@ -243,7 +185,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
     },
     address,
     resolver: connector.resolver,
-    connections: active,
+    connections,
     get endpointFailures() {
       return connector.endpointFailures;
     },

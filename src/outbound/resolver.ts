@@ -8,6 +8,7 @@ import type { AgentClient } from "../agent/client.ts";
 import { parseGoDuration } from "../agent/duration.ts";
 import type { CompiledDiscoveryChain, ServiceEntry } from "../agent/types.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
+import { deadline } from "../net/timers.ts";
 import type { MeshEndpoint } from "./dialer.ts";
 
 /** One chain target with its current endpoints. */
@@ -188,26 +189,21 @@ export class UpstreamResolver {
 
   /**
    * Waits until `ok()` holds, checking again after each change of the chain or of an endpoint
-   * list. Resolves `false` after `timeoutMs`, or when the resolver closes.
+   * list. Resolves `false` after `timeoutMs`, when `signal` aborts, or when the resolver closes.
    */
-  async waitFor(ok: () => boolean, timeoutMs: number): Promise<boolean> {
+  async waitFor(ok: () => boolean, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     if (ok()) return true;
-    let expired = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        expired = true;
-        resolve();
-      }, Math.max(0, timeoutMs));
-    });
+    const limit = deadline(timeoutMs, signal);
+    const { promise: over, resolve } = Promise.withResolvers<void>();
+    limit.signal.addEventListener("abort", () => resolve(), { once: true });
     try {
       while (!ok()) {
-        if (expired || this.#controller.signal.aborted) return false;
-        await Promise.race([this.#changed.promise, timeout]);
+        if (limit.signal.aborted || this.#controller.signal.aborted) return false;
+        await Promise.race([this.#changed.promise, over]);
       }
       return true;
     } finally {
-      clearTimeout(timer);
+      limit.clear();
     }
   }
 

@@ -6,7 +6,7 @@ import net from "node:net";
 import tls from "node:tls";
 import {
   ConnectCA,
-  DialError,
+  type DialFailure,
   dialMesh,
   type IssuedLeaf,
   parseCertificate,
@@ -66,17 +66,21 @@ const endpoint = (port: number, service = "db", datacenter?: string) => ({
   id: `node/${service}-sidecar-proxy`,
 });
 
-async function dialError(p: Promise<unknown>): Promise<DialError> {
-  const err = await p.then(() => undefined, (e) => e);
-  assert.ok(err instanceof DialError, `expected a DialError, got ${err}`);
-  return err;
+/** The failure of a dial that must fail (never an exception). */
+async function dialFailure(p: ReturnType<typeof dialMesh>): Promise<DialFailure> {
+  const dialed = await p;
+  if (dialed.ok) dialed.connection.socket.destroy();
+  assert.ok(!dialed.ok, "expected the dial to fail");
+  return dialed.failure;
 }
 
 Deno.test("dial: the expected service, chained to the roots, is reached and sees our leaf", async () => {
   const ca = await ConnectCA.create({ clusterId: CLUSTER });
   const material = await webMaterial(ca);
   await using server = await meshServer(await ca.signLeaf("db"), ca.roots.map((r) => r.RootCert));
-  const { socket, held } = await dialMesh(material, endpoint(server.port, "db", "dc1"), 2000);
+  const dialed = await dialMesh(material, endpoint(server.port, "db", "dc1"), 2000);
+  assert.ok(dialed.ok, dialed.ok ? "" : dialed.failure.detail);
+  const { socket, held } = dialed.connection;
   // What arrived while the dial checked the server is held; the rest follows on the socket.
   const early = held.release();
   const got = await new Promise<string>((resolve) => {
@@ -94,18 +98,18 @@ Deno.test("dial: a mesh certificate of another service is refused (bad_identity)
   const ca = await ConnectCA.create({ clusterId: CLUSTER });
   const material = await webMaterial(ca);
   await using server = await meshServer(await ca.signLeaf("api"), ca.roots.map((r) => r.RootCert));
-  const err = await dialError(dialMesh(material, endpoint(server.port, "db"), 2000));
+  const err = await dialFailure(dialMesh(material, endpoint(server.port, "db"), 2000));
   assert.equal(err.reason, "bad_identity");
-  assert.match(err.message, /got spiffe:\/\/.*\/svc\/api, want service db/);
+  assert.match(err.detail, /got spiffe:\/\/.*\/svc\/api, want service db/);
 });
 
 Deno.test("dial: the right service in another datacenter is refused (bad_identity)", async () => {
   const ca = await ConnectCA.create({ clusterId: CLUSTER });
   const material = await webMaterial(ca);
   await using server = await meshServer(await ca.signLeaf("db"), ca.roots.map((r) => r.RootCert));
-  const err = await dialError(dialMesh(material, endpoint(server.port, "db", "dc2"), 2000));
+  const err = await dialFailure(dialMesh(material, endpoint(server.port, "db", "dc2"), 2000));
   assert.equal(err.reason, "bad_identity");
-  assert.match(err.message, /want service db in dc2/);
+  assert.match(err.detail, /want service db in dc2/);
 });
 
 Deno.test("dial: the right SPIFFE ID signed by a foreign CA of the same trust domain is refused (bad_chain)", async () => {
@@ -115,7 +119,7 @@ Deno.test("dial: the right SPIFFE ID signed by a foreign CA of the same trust do
   const material = await webMaterial(ca);
   const forged = await impostor.signLeaf("db");
   await using server = await meshServer(forged, impostor.roots.map((r) => r.RootCert));
-  const err = await dialError(dialMesh(material, endpoint(server.port, "db"), 2000));
+  const err = await dialFailure(dialMesh(material, endpoint(server.port, "db"), 2000));
   assert.equal(err.reason, "bad_chain");
 });
 
@@ -126,18 +130,18 @@ Deno.test("dial: nothing listening, or a server that never finishes the handshak
   await new Promise<void>((r) => closed.listen(0, "127.0.0.1", r));
   const port = (closed.address() as net.AddressInfo).port;
   await new Promise<void>((r) => closed.close(() => r()));
-  const refused = await dialError(dialMesh(material, endpoint(port), 2000));
+  const refused = await dialFailure(dialMesh(material, endpoint(port), 2000));
   assert.equal(refused.reason, "connect");
 
   const silent = new Set<net.Socket>();
   const mute = net.createServer((s) => silent.add(s.on("error", () => {})));
   await new Promise<void>((r) => mute.listen(0, "127.0.0.1", r));
   try {
-    const stalled = await dialError(
+    const stalled = await dialFailure(
       dialMesh(material, endpoint((mute.address() as net.AddressInfo).port), 300),
     );
     assert.equal(stalled.reason, "connect");
-    assert.match(stalled.message, /timed out after 300 ms/);
+    assert.match(stalled.detail, /timed out after 300 ms/);
   } finally {
     for (const s of silent) s.destroy();
     await new Promise<void>((r) => mute.close(() => r()));

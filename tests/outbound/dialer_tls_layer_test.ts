@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import type net from "node:net";
 import tls from "node:tls";
-import { ConnectCA, DialError, dialMesh, type IssuedLeaf, TlsMaterial } from "../../mod.ts";
+import { ConnectCA, dialMesh, type IssuedLeaf, TlsMaterial } from "../../mod.ts";
 
 const CLUSTER = "11111111-2222-3333-4444-555555555555";
 
@@ -53,7 +53,9 @@ Deno.test("dial: a mesh server without DNS or IP names is reached by address (no
   const material = await webMaterial(ca);
   const db = await ca.signLeaf("db");
   await using srv = await server(db);
-  const { socket } = await dialMesh(material, endpoint(srv.port), 2000);
+  const dialed = await dialMesh(material, endpoint(srv.port), 2000);
+  assert.ok(dialed.ok, dialed.ok ? "" : dialed.failure.detail);
+  const { socket } = dialed.connection;
   try {
     assert.equal(socket.authorized, true, "the TLS layer verified the server");
     assert.equal(Object.hasOwn(socket, "getPeerCertificate"), false, "the stub is gone");
@@ -70,9 +72,9 @@ Deno.test("dial: a server whose certificate does not chain to the mesh roots fai
   const impostor = await ConnectCA.create({ clusterId: CLUSTER });
   const material = await webMaterial(ca);
   await using srv = await server(await impostor.signLeaf("db"));
-  const err = await dialMesh(material, endpoint(srv.port), 2000).then(() => undefined, (e) => e);
-  assert.ok(err instanceof DialError, String(err));
-  assert.equal(err.reason, "bad_chain");
-  assert.match(err.message, /refused by the TLS layer against the mesh roots/);
+  const dialed = await dialMesh(material, endpoint(srv.port), 2000);
+  assert.ok(!dialed.ok, "the dial was refused");
+  assert.equal(dialed.failure.reason, "bad_chain");
+  assert.match(dialed.failure.detail, /refused by the TLS layer against the mesh roots/);
   assert.equal(srv.handshakes(), 0, "the handshake never completed");
 });
