@@ -1,10 +1,15 @@
 /**
  * The double's intentions (by-name API) and the authorize decision of Consul's §4: first match
- * by precedence, L7 means deny, and a default when nothing matches.
+ * by precedence, L7 means deny, and a default when nothing matches (decided by the double's own
+ * {@linkcode authorizeByIntentions}, not by the proxy's code it is meant to check).
  * @module
  */
-import { decideByIntentions } from "../intentions/decide.ts";
 import type { AuthorizeResult, Intention } from "../agent/types.ts";
+import {
+  authorizeByIntentions,
+  compareByPrecedence,
+  intentionPrecedence,
+} from "./intention_decision.ts";
 import { parseSpiffeId, SpiffeIdError } from "../trust/spiffe.ts";
 import { BadRequest, type Schema, strictDecode } from "./strict.ts";
 import type { Store } from "./store.ts";
@@ -49,10 +54,14 @@ const AUTHORIZE_SCHEMA: Schema = {
 /** The store topic intentions bump. */
 export const INTENTIONS_TOPIC = "intentions";
 
-/** On CE only these occur: 9 (web→db), 8 (*→db), 6 (web→*), 5 (*→*). */
-export function precedence(source: string, destination: string): number {
-  const max = destination === "*" ? 6 : 9;
-  return max - (source === "*" ? 1 : 0);
+/** Precedence of a by-name intention (namespace `default` on both sides). */
+function precedence(source: string, destination: string): number {
+  return intentionPrecedence({
+    SourceNS: "default",
+    SourceName: source,
+    DestinationNS: "default",
+    DestinationName: destination,
+  });
 }
 
 function validateName(kind: string, name: string | null): string {
@@ -163,13 +172,9 @@ export class Intentions {
     if (this.#byPair.delete(key)) this.#store.bump(INTENTIONS_TOPIC);
   }
 
-  /** Every intention, highest precedence first, with Consul's tie-break by names. */
+  /** Every intention, highest precedence first, with Consul's tie-break (byte order of names). */
   list(): Intention[] {
-    return [...this.#byPair.values()].sort((a, b) =>
-      b.Precedence - a.Precedence ||
-      a.SourceName.localeCompare(b.SourceName) ||
-      a.DestinationName.localeCompare(b.DestinationName)
-    );
+    return [...this.#byPair.values()].sort(compareByPrecedence);
   }
 
   /** `POST /v1/agent/connect/authorize`. */
@@ -203,8 +208,11 @@ export class Intentions {
     if (id.partition !== "default") {
       throw new BadRequest(`Mismatched partitions: "${id.partition}" != "default"`);
     }
-    const decision = decideByIntentions(this.list(), body.Target, id);
-    if (decision) return { Authorized: decision.authorized, Reason: decision.reason };
-    return { Authorized: this.defaultAllow, Reason: "Default behavior configured by ACLs" };
+    return authorizeByIntentions(
+      this.list(),
+      { name: body.Target, namespace: "default", partition: "default" },
+      { name: id.service, namespace: id.namespace, partition: id.partition },
+      this.defaultAllow,
+    );
   }
 }
