@@ -24,7 +24,10 @@ export interface AgentConnectionOptions {
    * adapter (`createDenoAgentClient`), which re-reads it when it changes.
    */
   tokenFile?: string;
-  /** Use HTTPS for a `host:port` address (`CONSUL_HTTP_SSL`). */
+  /**
+   * Use HTTPS (`CONSUL_HTTP_SSL`), for a `host:port` address and for an `http://` one too: the
+   * Consul CLI never reverts to http when TLS was asked for.
+   */
   ssl?: boolean;
   /** Verify the agent's certificate (`CONSUL_HTTP_SSL_VERIFY`). @default {true} */
   sslVerify?: boolean;
@@ -199,11 +202,10 @@ export function resolveAgentConfig(
     if (url.pathname !== "/" || url.search) {
       throw new AgentConfigError(addrSetting, `"${address}" must not have a path or query`);
     }
-    config = {
-      ...common,
-      baseUrl: url.origin,
-      transport: url.protocol === "https:" ? "https" : "http",
-    };
+    // As the Consul CLI (api.NewClient): an `http://` address with CONSUL_HTTP_SSL=true is
+    // still dialled with TLS (measured against consul 1.22.7).
+    const transport = url.protocol === "https:" || ssl ? "https" : "http";
+    config = { ...common, baseUrl: `${transport}://${url.host}`, transport };
   }
   return { config, token };
 }

@@ -273,7 +273,8 @@ export const decodeChain: Decoder<CompiledDiscoveryChain> = (v) => {
   map(chain, "ServiceMeta", "$.Chain");
   list(chain, "AutoVirtualIPs", "$.Chain");
   list(chain, "ManualVirtualIPs", "$.Chain");
-  if (!(chain.StartNode as string in nodes)) {
+  // Own keys only: `"constructor" in nodes` is true for any object.
+  if (!Object.hasOwn(nodes, chain.StartNode as string)) {
     throw new DecodeFailure(`$.Chain.StartNode: ${chain.StartNode} is not in Nodes`);
   }
   for (const [key, n] of Object.entries(nodes)) {

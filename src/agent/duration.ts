@@ -27,7 +27,7 @@ const UNITS: Record<string, number> = {
  */
 export function parseGoDuration(text: string): number {
   const s = String(text).trim();
-  if (s === "0") return 0;
+  if (/^[-+]?0$/.test(s)) return 0; // as Go: a bare zero needs no unit, signed or not
   const m = /^([-+]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+$/.exec(s);
   if (!m) throw new RangeError(`invalid duration "${s.slice(0, 40)}"`);
   let total = 0;

@@ -19,7 +19,7 @@ Deno.test("agent config reads CONSUL_HTTP_ADDR in every form the Consul CLI acce
   assert.equal(resolveAgentConfig({}, {}).config.baseUrl, "http://127.0.0.1:8500");
 });
 
-Deno.test("agent config: CONSUL_HTTP_SSL turns host:port into https; explicit options win", () => {
+Deno.test("agent config: CONSUL_HTTP_SSL turns host:port and http:// into https; explicit options win", () => {
   const env = {
     CONSUL_HTTP_ADDR: "10.1.1.1:8501",
     CONSUL_HTTP_SSL: "true",
@@ -47,7 +47,8 @@ Deno.test("agent config: CONSUL_HTTP_SSL turns host:port into https; explicit op
     { address: "http://other:1", token: "opt", sslVerify: true },
     env,
   );
-  assert.equal(over.config.baseUrl, "http://other:1");
+  // CONSUL_HTTP_SSL=true makes even an http:// address https, as in the Consul CLI.
+  assert.equal(over.config.baseUrl, "https://other:1");
   assert.equal(over.token, "opt");
   assert.equal(over.config.sslVerify, true);
 });
@@ -98,4 +99,80 @@ Deno.test("agent config: the token file and token by the Consul CLI's precedence
     "env",
   ]);
   assert.deepEqual(pick({}, {}), [undefined, undefined, undefined]);
+});
+
+Deno.test("agent config: CONSUL_HTTP_SSL and the scheme, as the Consul CLI combines them", () => {
+  // Measured with consul 1.22.7: `CONSUL_HTTP_SSL=true consul kv get -http-addr http://…` sends
+  // a TLS ClientHello. No setting turns an https:// address back into http.
+  const cases: [string, Record<string, string>, { ssl?: boolean }, string][] = [
+    ["http://h:1", { CONSUL_HTTP_SSL: "true" }, {}, "https://h:1"],
+    ["http://h:1", { CONSUL_HTTP_SSL: "false" }, {}, "http://h:1"],
+    ["https://h:1", { CONSUL_HTTP_SSL: "false" }, {}, "https://h:1"],
+    ["https://h:1", {}, { ssl: false }, "https://h:1"],
+    ["h:1", {}, { ssl: true }, "https://h:1"],
+    ["h:1", { CONSUL_HTTP_SSL: "true" }, { ssl: false }, "http://h:1"],
+  ];
+  for (const [address, env, options, url] of cases) {
+    const { config } = resolveAgentConfig({ address, ...options }, env);
+    assert.equal(config.baseUrl, url, `${address} ${JSON.stringify({ ...env, ...options })}`);
+    assert.equal(config.transport, url.slice(0, url.indexOf(":")));
+  }
+});
+
+Deno.test("agent config: booleans in Go's ParseBool spellings only; empty is unset", () => {
+  for (const t of ["1", "t", "T", "true", "TRUE", "True"]) {
+    assert.equal(resolveAgentConfig({}, { CONSUL_HTTP_SSL_VERIFY: t }).config.sslVerify, true, t);
+  }
+  for (const f of ["0", "f", "F", "false", "FALSE", "False"]) {
+    assert.equal(resolveAgentConfig({}, { CONSUL_HTTP_SSL_VERIFY: f }).config.sslVerify, false, f);
+  }
+  assert.equal(resolveAgentConfig({}, { CONSUL_HTTP_SSL_VERIFY: "" }).config.sslVerify, true);
+  for (const bad of ["yes", "on", "tRUE", " true", "2"]) {
+    assert.throws(
+      () => resolveAgentConfig({}, { CONSUL_HTTP_SSL_VERIFY: bad }),
+      (e) => e instanceof AgentConfigError && e.setting === "CONSUL_HTTP_SSL_VERIFY",
+      JSON.stringify(bad),
+    );
+  }
+});
+
+Deno.test("agent config: the CA directory, the datacenter, blank values", () => {
+  const { config } = resolveAgentConfig({}, { CONSUL_CAPATH: "/etc/ca.d", CONSUL_CACERT: "" });
+  assert.equal(config.caPath, "/etc/ca.d");
+  assert.equal(config.caFile, undefined, "an empty variable is unset");
+  assert.equal(
+    resolveAgentConfig({ caPath: "/opt/ca" }, { CONSUL_CAPATH: "/x" }).config.caPath,
+    "/opt/ca",
+  );
+  assert.equal(resolveAgentConfig({ datacenter: "dc2" }).config.datacenter, "dc2");
+  assert.equal(resolveAgentConfig({ datacenter: "" }).config.datacenter, undefined);
+  assert.equal(
+    resolveAgentConfig({}, { CONSUL_HTTP_ADDR: "   " }).config.baseUrl,
+    "http://127.0.0.1:8500",
+  );
+  assert.equal(
+    resolveAgentConfig({ address: " 10.0.0.1:8500 " }).config.baseUrl,
+    "http://10.0.0.1:8500",
+  );
+});
+
+Deno.test("agent config: addresses that cannot be an agent are refused, naming their setting", () => {
+  const bad: [Parameters<typeof resolveAgentConfig>, string, RegExp][] = [
+    [
+      [{}, { CONSUL_HTTP_ADDR: "http://h:1?x=1" }],
+      "CONSUL_HTTP_ADDR",
+      /must not have a path or query/,
+    ],
+    [[{ address: "http://h:1/v1" }], "address", /must not have a path/],
+    [[{ address: "http://exa mple:1" }], "address", /is not a valid address/],
+    [[{ address: "ws://h:1" }], "address", /unsupported scheme ws:/],
+    [[{}, { CONSUL_HTTP_ADDR: "unix://" }], "CONSUL_HTTP_ADDR", /unix:\/\/ address has no path/],
+  ];
+  for (const [args, setting, re] of bad) {
+    assert.throws(
+      () => resolveAgentConfig(...args),
+      (e) => e instanceof AgentConfigError && e.setting === setting && re.test(e.message),
+      JSON.stringify(args),
+    );
+  }
 });

@@ -3,13 +3,17 @@
 import assert from "node:assert/strict";
 import { AgentClient, AgentDecodeError } from "../../mod.ts";
 import {
+  decodeAgentSelf,
   decodeAgentService,
   decodeAgentServices,
+  decodeAuthorize,
+  decodeBoolean,
   decodeCAConfig,
   decodeChain,
   DecodeFailure,
   decodeIntentionMatch,
   decodeIntentions,
+  decodeLeaf,
   decodePreparedQuery,
   decodeRoots,
   decodeServiceEntries,
@@ -189,4 +193,119 @@ Deno.test("intentions list and CA configuration: null is none", () => {
   assert.deepEqual(ixn.Meta, {});
   assert.throws(() => decodeIntentions([{ SourceName: 1 }]), /\$\[0\]\.SourceName/);
   assert.deepEqual(decodeCAConfig({ Provider: "consul", Config: null, State: null }).Config, {});
+});
+
+/** Asserts that `decode(value)` throws a DecodeFailure whose detail is exactly `detail`. */
+function refuses(decode: (v: unknown) => unknown, value: unknown, detail: string | RegExp) {
+  assert.throws(
+    () => decode(value),
+    (e) =>
+      e instanceof DecodeFailure &&
+      (typeof detail === "string" ? e.detail === detail : detail.test(e.detail)),
+    JSON.stringify(value)?.slice(0, 120),
+  );
+}
+
+Deno.test("every decoder refuses a body of the wrong kind at the top, naming $", () => {
+  for (
+    const decode of [decodeRoots, decodeLeaf, decodeAuthorize, decodeAgentService, decodeAgentSelf]
+  ) {
+    refuses(decode, null, "$: expected object, got null");
+    refuses(decode, [], "$: expected object, got array");
+    refuses(decode, "x", "$: expected object, got string");
+  }
+  refuses(decodeServiceEntries, {}, "$: expected array, got object");
+  refuses(decodeIntentions, "x", "$: expected array, got string");
+  refuses(decodeChain, {}, "$.Chain: expected object, got undefined");
+  refuses(decodeBoolean, "true", "$: expected boolean, got string");
+  assert.equal(decodeBoolean(true), true);
+});
+
+Deno.test("leaf: the PEMs must be PEMs and the validity RFC 3339 times", () => {
+  const leaf = {
+    SerialNumber: "01:2c",
+    CertPEM: PEM,
+    PrivateKeyPEM: "-----BEGIN EC PRIVATE KEY-----\nMA==\n-----END EC PRIVATE KEY-----\n",
+    Service: "web",
+    ServiceURI: "spiffe://t.consul/ns/default/dc/dc1/svc/web",
+    ValidAfter: "2026-01-01T00:00:00Z",
+    ValidBefore: "2026-01-04T00:00:00Z",
+    CreateIndex: 1,
+    ModifyIndex: 1,
+  };
+  assert.equal(decodeLeaf(leaf).SerialNumber, "01:2c");
+  refuses(decodeLeaf, { ...leaf, CertPEM: "MIIB..." }, "$.CertPEM: not a PEM");
+  refuses(decodeLeaf, { ...leaf, PrivateKeyPEM: "" }, "$.PrivateKeyPEM: not a PEM");
+  refuses(decodeLeaf, { ...leaf, ValidBefore: "soon" }, "$.ValidBefore: not an RFC 3339 time");
+  refuses(decodeLeaf, { ...leaf, ValidAfter: 5 }, "$.ValidAfter: expected string, got number");
+  const { ServiceURI: _, ...missing } = leaf;
+  refuses(decodeLeaf, missing, "$.ServiceURI: expected string, got undefined");
+});
+
+Deno.test("roots: a RootCert that is no PEM and a missing Active flag are refused", () => {
+  const root = { ID: "a", RootCert: PEM, Active: true };
+  const list = (r: Record<string, unknown>) => ({
+    ActiveRootID: "a",
+    TrustDomain: "t",
+    Roots: [r],
+  });
+  refuses(decodeRoots, list({ ...root, RootCert: "x" }), "$.Roots[0].RootCert: not a PEM");
+  refuses(
+    decodeRoots,
+    list({ ...root, Active: "true" }),
+    /\$\.Roots\[0\]\.Active: expected boolean/,
+  );
+  refuses(decodeRoots, list({ ...root, NotAfter: 7 }), /\$\.Roots\[0\]\.NotAfter/);
+  refuses(decodeRoots, { ...list(root), TrustDomain: null }, /\$\.TrustDomain: expected string/);
+});
+
+Deno.test("authorize and agent self: the fields meshgate decides on must have their types", () => {
+  assert.deepEqual(decodeAuthorize({ Authorized: false, Reason: "x" }), {
+    Authorized: false,
+    Reason: "x",
+  });
+  // A string "true" must never authorize a connection.
+  refuses(decodeAuthorize, { Authorized: "true" }, "$.Authorized: expected boolean, got string");
+  refuses(decodeAuthorize, { Reason: "ok" }, "$.Authorized: expected boolean, got undefined");
+  refuses(
+    decodeAuthorize,
+    { Authorized: true, Reason: 1 },
+    "$.Reason: expected string, got number",
+  );
+  refuses(decodeAgentSelf, { Config: { Datacenter: "dc1" } }, /\$\.Config\.NodeName/);
+  refuses(decodeAgentSelf, {}, "$.Config: expected object, got undefined");
+});
+
+Deno.test("agent services: a bad service names its ID", () => {
+  refuses(
+    decodeAgentServices,
+    { "web-1": { ID: "web-1", Service: "web", Port: "80" } },
+    "$[web-1].Port: expected number, got string",
+  );
+  refuses(decodeAgentServices, [], "$: expected object, got array");
+});
+
+Deno.test("discovery chain: StartNode must be one of the chain's own nodes, not an inherited name", () => {
+  const chain = (start: string) => ({
+    Chain: {
+      ServiceName: "db",
+      StartNode: start,
+      Nodes: { "resolver:db": { Type: "resolver" } },
+      Targets: {},
+    },
+  });
+  assert.equal(decodeChain(chain("resolver:db")).StartNode, "resolver:db");
+  for (const start of ["constructor", "__proto__", "toString", "hasOwnProperty"]) {
+    refuses(decodeChain, chain(start), `$.Chain.StartNode: ${start} is not in Nodes`);
+  }
+  refuses(
+    decodeChain,
+    { Chain: { ...chain("x").Chain, StartNode: 5 } },
+    /StartNode: expected string/,
+  );
+  refuses(
+    decodeChain,
+    { Chain: { ...chain("resolver:db").Chain, Targets: { t: { Service: "db" } } } },
+    "$.Chain.Targets[t].Datacenter: expected string, got undefined",
+  );
 });
