@@ -1,8 +1,8 @@
 // Where an upstream's chain and endpoints are looked up: in the upstream's datacenter and each
-// target's (issue #15), narrowed by the target's subset (issue #16). The double knows one
-// datacenter, so a wrapping fetch plays "dc2": it records every request, answers `compile-dc=dc2`
-// with the double's chain renamed to dc2, and `dc=dc2` with the double's own (dc1) instances —
-// exactly the wrong-datacenter answer a resolver must not trust.
+// target's (issue #15), narrowed by the target's subset (issue #16). The double compiles a chain
+// for any `compile-dc`, as Consul does, but knows the instances of one datacenter only, so a
+// wrapping fetch plays "dc2" for health: it records every request and answers `dc=dc2` with the
+// double's own (dc1) instances — exactly the wrong-datacenter answer a resolver must not trust.
 import assert from "node:assert/strict";
 import {
   AgentClient,
@@ -14,18 +14,13 @@ import {
 import { devAgent, eventually } from "../_helpers.ts";
 import { mesh } from "../e2e/_mesh.ts";
 
-/** A client of `dev` whose requests naming dc2 are answered by `dev` as if it were dc2. */
+/** A client of `dev` whose health requests naming dc2 are answered with dc1's instances. */
 function dc2Client(dev: RunningDevAgent, seen: URL[] = []): AgentClient {
-  const viaDc2: typeof fetch = async (input, init) => {
+  const viaDc2: typeof fetch = (input, init) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
     seen.push(new URL(url));
-    const chainInDc2 = url.searchParams.get("compile-dc") === "dc2";
-    if (chainInDc2) url.searchParams.delete("compile-dc");
     if (url.searchParams.get("dc") === "dc2") url.searchParams.delete("dc");
-    const res = await fetch(url, init);
-    if (!chainInDc2) return res;
-    const text = (await res.text()).replaceAll("dc1", "dc2");
-    return new Response(text, { status: res.status, headers: res.headers });
+    return fetch(url, init);
   };
   return new AgentClient({
     address: dev.address,
