@@ -46,7 +46,7 @@ export interface LoggerOptions {
  */
 export function parseLogLevel(text: string): LogLevel {
   const l = text.toLowerCase();
-  if (l in ORDER) return l as LogLevel;
+  if (Object.hasOwn(ORDER, l)) return l as LogLevel; // not `in`: "constructor" is in any object
   if (l === "warning") return "warn";
   throw new RangeError(`unknown log level "${text}" (trace, debug, info, warn, error)`);
 }
