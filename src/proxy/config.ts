@@ -50,7 +50,11 @@ export class ProxyConfigError extends Error {
   readonly field: string;
 }
 
-function positiveMs(config: Record<string, unknown> | undefined, key: string): number | undefined {
+function positiveMs(
+  config: Record<string, unknown> | undefined,
+  key: string,
+  field = `Config.${key}`,
+): number | undefined {
   const v = config?.[key];
   if (v === undefined || v === null) return undefined;
   // Consul's JSON numbers decode as float64; its built-in proxy then ignores them (§5.2). We
@@ -58,10 +62,22 @@ function positiveMs(config: Record<string, unknown> | undefined, key: string): n
   const n = typeof v === "string" ? Number(v) : v;
   if (typeof n !== "number" || !Number.isFinite(n) || n <= 0) {
     throw new ProxyConfigError(
-      `Config.${key}`,
+      field,
       `must be a positive number of milliseconds, got ${JSON.stringify(v)}`,
     );
   }
+  return n;
+}
+
+/** A TCP port: a whole number 1-65535 (Consul itself accepts any integer in a registration). */
+function isPort(n: number | undefined): n is number {
+  return Number.isInteger(n) && n! > 0 && n! < 65536;
+}
+
+/** `n` when it is a port, `undefined` when unset or 0, else a ProxyConfigError naming `field`. */
+function optionalPort(n: number | undefined, field: string): number | undefined {
+  if (n === undefined || n === 0) return undefined;
+  if (!isPort(n)) throw new ProxyConfigError(field, `must be 1-65535, got ${n}`);
   return n;
 }
 
@@ -89,7 +105,7 @@ export function configFromService(svc: AgentService): ProxyConfig {
     }
     let bind: SocketAddress;
     if (u.LocalBindSocketPath) bind = { path: u.LocalBindSocketPath };
-    else if (u.LocalBindPort && u.LocalBindPort > 0 && u.LocalBindPort < 65536) {
+    else if (isPort(u.LocalBindPort)) {
       bind = { hostname: u.LocalBindAddress || "127.0.0.1", port: u.LocalBindPort };
     } else {
       throw new ProxyConfigError(
@@ -120,20 +136,24 @@ export function configFromService(svc: AgentService): ProxyConfig {
       name: u.DestinationName,
       datacenter: u.Datacenter || undefined,
       bind,
-      connectTimeoutMs: positiveMs(u.Config, "connect_timeout_ms"),
+      connectTimeoutMs: positiveMs(
+        u.Config,
+        "connect_timeout_ms",
+        `${field}.Config.connect_timeout_ms`,
+      ),
       ...(socketMode !== undefined ? { socketMode } : {}),
       ...(lb ? { policy: lb as LoadBalancingPolicy } : {}),
     });
   }
   let app: SocketAddress | undefined;
+  const appPort = optionalPort(p.LocalServicePort, "Proxy.LocalServicePort");
   if (p.LocalServiceSocketPath) app = { path: p.LocalServiceSocketPath };
-  else if (p.LocalServicePort) {
-    app = { hostname: p.LocalServiceAddress || "127.0.0.1", port: p.LocalServicePort };
-  }
+  else if (appPort) app = { hostname: p.LocalServiceAddress || "127.0.0.1", port: appPort };
+  const port = optionalPort(svc.Port, "Port");
   return {
     proxyId: svc.ID,
     service: p.DestinationServiceName,
-    publicListener: svc.Port ? { hostname: svc.Address || "0.0.0.0", port: svc.Port } : undefined,
+    publicListener: port ? { hostname: svc.Address || "0.0.0.0", port } : undefined,
     app,
     upstreams,
     localConnectTimeoutMs: positiveMs(p.Config, "local_connect_timeout_ms"),
