@@ -747,7 +747,8 @@ const services: ContractCase[] = [
         const a = await call(`/v1/health/connect/${web}`);
         // deno-lint-ignore no-explicit-any
         const c = a.json?.[0]?.Checks.find((c: any) => c.CheckID === checkId);
-        return c?.Status === "critical" ? c : undefined;
+        if (c?.Status === "critical") return c;
+        throw new Error(`the catalog has ${JSON.stringify(c ?? a.json)}`);
       });
       assert.equal(check.Output, "TTL expired (last output before timeout follows): ok");
     },
@@ -836,31 +837,41 @@ const health: ContractCase[] = [
     },
   },
   {
-    name: "health/connect: a never-seen service answers the catalog's index (not 1) and keeps " +
-      "it when a wait ends",
+    name: "health/connect: a never-seen service answers the index at which a service last " +
+      "left the catalog, and keeps it when a wait ends",
     async fn(ctx) {
-      const { call, name, register } = ctx;
+      const { call, client, name, register } = ctx;
       const ghost = name("ghost");
-      const web = name("web");
+      const [web, api] = ["web", "api"].map(name);
+      const ghostIndex = async () => {
+        const a = await call(`/v1/health/connect/${ghost}`);
+        assert.deepEqual(a.json, []);
+        return a.index!;
+      };
+      // Consul answers a service it has no instances of with its "service last extinction"
+      // index: it moves when a service's last instance leaves, not when one arrives.
       await register({ ID: `${web}-1`, Name: web, Port: 1, Connect: { SidecarService: {} } });
       await healthCount(ctx, web, 1);
-      const before = await call(`/v1/health/connect/${ghost}`);
-      assert.deepEqual(before.json, []);
-      assert.ok(before.index! > 1, `index ${before.index}`);
-      // A catalog write moves it.
-      const api = name("api");
+      await client.deregister(`${web}-1`);
+      await healthCount(ctx, web, 0);
+      const extinct = await ghostIndex();
+      assert.ok(extinct > 1, `index ${extinct}`);
       await register({ ID: `${api}-1`, Name: api, Port: 1, Connect: { SidecarService: {} } });
-      await healthCount(ctx, api, 1);
-      const never = await call(`/v1/health/connect/${ghost}`);
-      assert.ok(never.index! > before.index!, `${never.index} <= ${before.index}`);
+      const arrived = await healthCount(ctx, api, 1);
+      assert.ok(arrived.index! > extinct);
+      assert.equal(await ghostIndex(), extinct, "a service arriving does not move it");
+      await client.deregister(`${api}-1`);
+      await healthCount(ctx, api, 0);
+      const latest = await ghostIndex();
+      assert.ok(latest > arrived.index!, `${latest} <= ${arrived.index}: a service left`);
       // A blocking read that times out keeps it, though the catalog moved meanwhile.
       const blocked = await parked(() =>
-        call(`/v1/health/connect/${ghost}?index=${never.index}&wait=1s`)
+        call(`/v1/health/connect/${ghost}?index=${latest}&wait=1s`)
       );
       const other = name("other");
       await register({ ID: other, Name: other, Port: 1 });
       const r = await blocked.pending;
-      assert.equal(r.index, never.index);
+      assert.equal(r.index, latest);
       assert.deepEqual(r.json, []);
     },
   },
@@ -1581,11 +1592,21 @@ const chains: ContractCase[] = [
         Address: dbChain.AutoVirtualIPs[0],
         Port: entry.Service.Port,
       });
-      // Freed when the last instance named so is gone.
+      // Freed when the last instance named so is gone, and handed out again before any
+      // address never used (Consul takes the lowest from its table of freed addresses).
       await client.deregister(`${web}-1`);
       await ctx.until(
         `${web}'s virtual IP freed`,
         async () => (await chain(web)).AutoVirtualIPs === null,
+      );
+      const api = name("api");
+      await register({ ID: `${api}-1`, Name: api, Port: 4, Connect: { SidecarService: {} } });
+      const apiChain = await vip(api);
+      const asNumber = (ip: string) => ip.split(".").reduce((n, part) => n * 256 + Number(part), 0);
+      assert.ok(
+        asNumber(apiChain.AutoVirtualIPs[0]) <= asNumber(webChain.AutoVirtualIPs[0]),
+        `${api} got ${apiChain.AutoVirtualIPs[0]}, not a freed address up to ` +
+          webChain.AutoVirtualIPs[0],
       );
     },
   },
@@ -1726,6 +1747,14 @@ export const CASES: readonly ContractCase[] = [
 
 /** The cases that cannot run on one kind of agent, and why. */
 export const SKIPS: readonly Skip[] = [
+  {
+    case: "health/connect: a never-seen service answers the index at which a service last " +
+      "left the catalog, and keeps it when a wait ends",
+    agent: "double",
+    reason: "known difference: the double answers a never-seen service with its current index, " +
+      "which every write moves (Consul: the index at which a service's last instance left); to " +
+      "fix in src/devagent's health routes",
+  },
   {
     case: "intention precedence: an L7 intention denies every caller it matches; an L4 one " +
       "beside it decides for its own caller",
