@@ -80,9 +80,9 @@ export async function createDenoAgentClient(
     : undefined;
   // Deno's fetch cannot skip verification, verify another server name, or dial a unix socket;
   // node:http(s) can, so those (and any agent TLS setting) go through it.
+  // A client key alone counts too, so that it is refused below instead of silently ignored.
   const needsNode = config.transport === "unix" || config.caFile || config.caPath ||
-    config.clientCert ||
-    !config.sslVerify || config.tlsServerName;
+    config.clientCert || config.clientKey || !config.sslVerify || config.tlsServerName;
   let fetchFn = options.fetch;
   if (needsNode && !fetchFn) {
     if (!!config.clientCert !== !!config.clientKey) {

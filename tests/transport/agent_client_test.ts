@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
 import { AgentNetworkError, pipeSockets } from "../../mod.ts";
+import { AgentConfigError } from "../../src/agent/errors.ts";
 import { createDenoAgentClient } from "../../src/transport/agent_client.ts";
 import { devAgent } from "../_helpers.ts";
 import { type Pki, pki, pkiFiles } from "./_pki.ts";
@@ -119,4 +120,76 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("namedEnv reads only the named variables; one outside --allow-env reads as unset", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "meshgate-namedenv-" });
+  const script = `${dir}/main.ts`;
+  const src = new URL("../../src/transport/agent_client.ts", import.meta.url).href;
+  await Deno.writeTextFile(
+    script,
+    `import { namedEnv } from "${src}";\n` +
+      `console.log(JSON.stringify(namedEnv(["MESHGATE_A", "MESHGATE_B", "MESHGATE_UNSET"])));\n`,
+  );
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-check",
+        `--config=${new URL("../../deno.json", import.meta.url).pathname}`,
+        "--allow-env=MESHGATE_A,MESHGATE_UNSET",
+        "--allow-read",
+        script,
+      ],
+      env: { MESHGATE_A: "a", MESHGATE_B: "b" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), { MESHGATE_A: "a" });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createDenoAgentClient: an unreadable CA file or client certificate names its setting", async () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [
+      { CONSUL_CACERT: "/nonexistent/ca.pem" },
+      /^CONSUL_CACERT: cannot read \/nonexistent\/ca\.pem/,
+    ],
+    [
+      { CONSUL_CLIENT_CERT: "/nonexistent/c.pem", CONSUL_CLIENT_KEY: "/nonexistent/k.pem" },
+      /^CONSUL_CLIENT_CERT: cannot read/,
+    ],
+    [
+      { CONSUL_CLIENT_KEY: "/nonexistent/k.pem" },
+      /^CONSUL_CLIENT_CERT: a client certificate and its key/,
+    ],
+    [{ CONSUL_CAPATH: "/nonexistent/ca.d" }, /^CONSUL_CAPATH: cannot read/],
+  ];
+  for (const [env, re] of cases) {
+    await assert.rejects(
+      createDenoAgentClient({ env: { CONSUL_HTTP_ADDR: "https://127.0.0.1:1", ...env } }),
+      (e) => e instanceof AgentConfigError && re.test(e.message),
+      JSON.stringify(env),
+    );
+  }
+});
+
+Deno.test("createDenoAgentClient: a fetch given by the caller is used as is, even for TLS settings", async () => {
+  const urls: string[] = [];
+  const agent = await createDenoAgentClient({
+    env: { CONSUL_HTTP_ADDR: "https://10.9.9.9:8501", CONSUL_HTTP_SSL_VERIFY: "false" },
+    fetch: (input) => {
+      urls.push(String(input));
+      return Promise.resolve(Response.json({ Config: { Datacenter: "dc1", NodeName: "n" } }));
+    },
+  });
+  try {
+    await agent.request({ method: "GET", path: "/v1/agent/self", decode: (j) => j });
+    assert.deepEqual(urls, ["https://10.9.9.9:8501/v1/agent/self"]);
+  } finally {
+    await agent.close();
+  }
 });

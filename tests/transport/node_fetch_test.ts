@@ -267,3 +267,78 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "node fetch: method, headers and a UTF-8 body go out whole; status, headers and body come back",
+  sanitizeResources: false, // keep-alive sockets of node:http close asynchronously
+  async fn() {
+    const seen: { method: string; length: string | null; token: string | null; body: string }[] =
+      [];
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+      seen.push({
+        method: req.method,
+        length: req.headers.get("content-length"),
+        token: req.headers.get("x-consul-token"),
+        body: await req.text(),
+      });
+      const path = new URL(req.url).pathname;
+      if (path === "/empty") return new Response(null, { status: 204 });
+      const headers = new Headers({ "X-Consul-Index": "42", "content-type": "application/json" });
+      headers.append("Set-Cookie", "a=1");
+      headers.append("Set-Cookie", "b=2");
+      return new Response('{"ok":"✓"}', { status: 201, headers });
+    });
+    const f = createNodeFetch({});
+    try {
+      const base = `http://127.0.0.1:${server.addr.port}`;
+      const body = JSON.stringify({ Name: "wéb ✓" });
+      const res = await f(`${base}/v1/agent/service/register?replace-existing-checks=true`, {
+        method: "PUT",
+        headers: { "X-Consul-Token": "t0k" },
+        body,
+      });
+      assert.equal(res.status, 201);
+      assert.equal(res.headers.get("x-consul-index"), "42");
+      assert.equal(res.headers.get("set-cookie"), "a=1, b=2");
+      assert.deepEqual(await res.json(), { ok: "✓" });
+      assert.deepEqual(seen[0], {
+        method: "PUT",
+        length: String(new TextEncoder().encode(body).length), // bytes, not characters
+        token: "t0k",
+        body,
+      });
+      const empty = await f(`${base}/empty`);
+      assert.equal(empty.status, 204);
+      assert.equal(empty.body, null);
+      assert.equal(seen[1]!.method, "GET");
+      assert.equal(seen[1]!.length, null, "no body, no length");
+    } finally {
+      f.close();
+      await server.shutdown();
+    }
+  },
+});
+
+Deno.test("node fetch: a refused connection names the address; a unix socket names its path", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  const f = createNodeFetch({});
+  const unix = createNodeFetch({ socketPath: "/nonexistent/consul.sock" });
+  try {
+    await assert.rejects(
+      f(`http://127.0.0.1:${port}/v1/agent/self`),
+      (e: Error & { code?: string }) =>
+        e.message.startsWith(`http://127.0.0.1:${port}: `) && e.code === "ECONNREFUSED" &&
+        e.cause instanceof Error,
+    );
+    await assert.rejects(
+      unix("http://localhost/v1/agent/self"),
+      /^Error: unix:\/\/\/nonexistent\/consul\.sock: /,
+    );
+  } finally {
+    f.close();
+    unix.close();
+  }
+});
