@@ -99,7 +99,7 @@ function rawPath(request: Request): string {
  * `agent.app.request()` directly.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createDevAgent } from "@meshgate/meshgate";
  * const agent = await createDevAgent({ leafTtlMs: 60_000 });
  * const res = await agent.app.request("/v1/agent/connect/ca/roots");
