@@ -196,7 +196,7 @@ export function startPprof(options: PprofOptions): Promise<PprofServer> {
     const name = m[1];
     if (name === "") return text(200, INDEX(timeoutMs));
     if (name === "profile" || name === "heap") return profile(name, req, url);
-    const why = GO_ONLY[name];
+    const why = Object.hasOwn(GO_ONLY, name) ? GO_ONLY[name] : undefined; // not "constructor"
     return text(404, `${name}: ${why ?? "unknown profile"}; see /debug/pprof/\n`);
   };
 

@@ -347,3 +347,38 @@ Deno.test("cli flags: -h is -help, as in every Go command", () => {
   }
   assert.equal(parseFlags(["-h=false", "-sidecar-for", "a"]).help, false);
 });
+
+Deno.test("cli flags: a repeated -upstream name keeps the last; values that look like flags are values", () => {
+  const o = parseFlags([
+    "-service",
+    "web",
+    "-upstream",
+    "db:9191",
+    "-upstream",
+    "cache:9292",
+    "-upstream",
+    "db:9393",
+    "-access-log",
+    "-",
+    "-token=",
+  ]);
+  assert.deepEqual(o.config?.upstreams.map((u) => [u.name, "port" in u.bind && u.bind.port]), [
+    ["db", 9393],
+    ["cache", 9292],
+  ]);
+  assert.equal(o.accessLog, "-", "- is stdout, not a flag");
+  assert.equal(o.agent.token, "", "an empty inline value is a value");
+  assert.throws(
+    () => parseFlags(["--", "-sidecar-for", "a"]),
+    /^FlagError: --: unexpected argument/,
+  );
+  assert.throws(() => parseFlags(["-sidecar-for"]), /-sidecar-for: needs a value/);
+});
+
+Deno.test("cli flags: the admin token from -admin-token, else MESHGATE_ADMIN_TOKEN", () => {
+  const env = { MESHGATE_ADMIN_TOKEN: "from-env" };
+  assert.equal(parseFlags(["-sidecar-for", "a"], env).adminToken, "from-env");
+  assert.equal(parseFlags(["-sidecar-for", "a", "-admin-token", "flag"], env).adminToken, "flag");
+  assert.equal(parseFlags(["-sidecar-for", "a", "-admin-token", ""], {}).adminToken, undefined);
+  assert.equal(parseFlags(["-sidecar-for", "a"], {}).adminToken, undefined);
+});

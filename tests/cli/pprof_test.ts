@@ -115,3 +115,49 @@ Deno.test({
     }
   },
 });
+
+Deno.test("pprof: paths and methods outside the profiles are refused with a reason", async () => {
+  await using pprof = await startPprof({ hostname: "127.0.0.1", port: 0, timeoutMs: 2000 });
+  const base = new URL(pprof.url);
+  const get = async (path: string, init?: RequestInit) => {
+    const res = await fetch(new URL(path, base), init);
+    return [res.status, await res.text()] as const;
+  };
+  assert.equal((await get("/debug/pprof"))[0], 200, "the index without its slash");
+  assert.deepEqual(await get("/debug/pprof/profile", { method: "POST" }), [405, "GET only\n"]);
+  assert.deepEqual(await get("/debug/pprof/", { method: "DELETE" }), [405, "GET only\n"]);
+  assert.deepEqual(await get("/debug/pprof/profile/extra"), [
+    404,
+    "not found: see /debug/pprof/\n",
+  ]);
+  assert.deepEqual(await get("/debug/pprof/nosuch"), [
+    404,
+    "nosuch: unknown profile; see /debug/pprof/\n",
+  ]);
+  assert.deepEqual(await get("/debug/pprof/allocs"), [
+    404,
+    "allocs: use /debug/pprof/heap?seconds=N (sampled allocations); see /debug/pprof/\n",
+  ]);
+  // A prototype name is no Go-only profile.
+  assert.deepEqual(await get("/debug/pprof/constructor"), [
+    404,
+    "constructor: unknown profile; see /debug/pprof/\n",
+  ]);
+  // A window too large to be a number of seconds is still a 400, not a crash.
+  assert.equal((await get("/debug/pprof/heap?seconds=99999999999999999999999"))[0], 400);
+});
+
+Deno.test("pprof: a missing or bad `seconds` is the default window, shortened to fit the timeout", async () => {
+  // timeout 2 s: Go's default of 30 s would be refused, so the default becomes 1 s.
+  await using pprof = await startPprof({ hostname: "127.0.0.1", port: 0, timeoutMs: 2000 });
+  for (const q of ["", "?seconds=abc", "?seconds=-5", "?seconds=0", "?seconds=1.5"]) {
+    const t0 = Date.now();
+    const res = await fetch(`${pprof.url}heap${q}`);
+    assert.equal(res.status, 200, q);
+    await res.body?.cancel();
+    const ms = Date.now() - t0;
+    // 200 already says the window is under the 2 s timeout (Go's 30 s would be a 400); it did
+    // run a whole second.
+    assert.ok(ms >= 900, `${q}: a 1 s window took ${ms} ms`);
+  }
+});
