@@ -43,6 +43,8 @@ export interface ContractAgent {
    * `default_policy = "deny"` and a double started with `defaultAllow: false`.
    */
   defaultAllow: boolean;
+  /** What the agent printed so far (a real agent's log), shown when a case fails. */
+  logs?(): string;
 }
 
 /** A running agent the runner stops when done with it. */
@@ -90,7 +92,7 @@ export interface CaseContext {
   /**
    * Polls `check` until it returns something other than `undefined`/`false` (a real agent
    * syncs its catalog and refreshes its caches in the background), failing after `ms` with
-   * `what` and the last error `check` threw.
+   * `what` and the last error `check` threw. @default {45_000} (see `SYNC_MS`)
    */
   until<T>(what: string, check: () => Promise<T | undefined | false>, ms?: number): Promise<T>;
 }
@@ -118,11 +120,24 @@ export interface Skip {
   reason: string;
 }
 
+/**
+ * How long a case waits for a real agent to sync its catalog. A sync that fails (seen when a
+ * check is written while its service is being deregistered) makes Consul's anti-entropy retry
+ * a full sync after 15 s plus a random stagger of up to 15 s; until then no change reaches the
+ * catalog.
+ */
+const SYNC_MS = 45_000;
+
 let counter = 0;
 
 /** Names unique within this process: cases never see each other's services or intentions. */
 function uniqueName(base: string): string {
   return `${base}-${++counter}`;
+}
+
+/** {@linkcode uniqueName} for several bases at once, as a tuple to destructure. */
+function names<const T extends readonly string[]>(...bases: T): { [K in keyof T]: string } {
+  return bases.map(uniqueName) as { [K in keyof T]: string };
 }
 
 async function readAnswer(res: Response): Promise<RawAnswer> {
@@ -196,7 +211,7 @@ async function runCase(agent: ContractAgent, c: ContractCase): Promise<void> {
       async until<T>(
         what: string,
         check: () => Promise<T | undefined | false>,
-        ms = 15_000,
+        ms = SYNC_MS,
       ): Promise<T> {
         const deadline = Date.now() + ms;
         let last = "";
@@ -228,6 +243,17 @@ async function runCase(agent: ContractAgent, c: ContractCase): Promise<void> {
   }
   await client.close();
   if (outcome.failed) throw outcome.error;
+}
+
+/** Runs `fn`; when it fails, the agent's log tail joins the error message. */
+async function withLogs(agent: ContractAgent, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    const tail = agent.logs?.().slice(-4000).trim();
+    if (tail && err instanceof Error) err.message += `\n--- the agent's log (tail) ---\n${tail}`;
+    throw err;
+  }
 }
 
 /** How a runner file runs the suite against one kind of agent. */
@@ -284,9 +310,9 @@ export function runContract(options: RunContractOptions): void {
             name: skip ? `${c.name} (skipped: ${skip.reason})` : c.name,
             ignore: !!skip,
             async fn() {
-              if (shared) return await runCase(shared, c);
+              if (shared) return await withLogs(shared, () => runCase(shared, c));
               await using agent = await options.start();
-              await runCase(agent, c);
+              await withLogs(agent, () => runCase(agent, c));
             },
           });
         }
@@ -842,7 +868,7 @@ const health: ContractCase[] = [
     async fn(ctx) {
       const { call, client, name, register } = ctx;
       const ghost = name("ghost");
-      const [web, api] = ["web", "api"].map(name);
+      const [web, api] = names("web", "api");
       const ghostIndex = async () => {
         const a = await call(`/v1/health/connect/${ghost}`);
         assert.deepEqual(a.json, []);
@@ -1117,8 +1143,8 @@ const authorize: ContractCase[] = [
       "(L4); nothing matching falls to the default",
     anyDefaultPolicy: true,
     async fn(ctx) {
-      const [web, api, batch, cron] = ["web", "api", "batch", "cron"].map(ctx.name);
-      const [pay, ledger, audit] = ["pay", "ledger", "audit"].map(ctx.name);
+      const [web, api, batch, cron] = names("web", "api", "batch", "cron");
+      const [pay, ledger, audit] = names("pay", "ledger", "audit");
       await ctx.putEntry({
         Kind: "service-intentions",
         Name: "*",
@@ -1165,8 +1191,8 @@ const authorize: ContractCase[] = [
     anyDefaultPolicy: true,
     async fn(ctx) {
       const { operator, defer } = ctx;
-      const [web, cron] = ["web", "cron"].map(ctx.name);
-      const [db, solo] = ["db", "solo"].map(ctx.name);
+      const [web, cron] = names("web", "cron");
+      const [db, solo] = names("db", "solo");
       // The opposite of the default, so that the intention is what decides.
       const everyone = ctx.agent.defaultAllow ? "deny" : "allow";
       const upsert = async (src: string, dst: string, action: "allow" | "deny") => {
@@ -1194,8 +1220,8 @@ const authorize: ContractCase[] = [
       "beside it decides for its own caller",
     anyDefaultPolicy: true,
     async fn(ctx) {
-      const [web, api, cron] = ["web", "api", "cron"].map(ctx.name);
-      const [shop, tcp] = ["shop", "tcp"].map(ctx.name);
+      const [web, api, cron] = names("web", "api", "cron");
+      const [shop, tcp] = names("shop", "tcp");
       const l7 = (...rules: [string, string][]) =>
         rules.map(([Action, PathPrefix]) => ({ Action, HTTP: { PathPrefix } }));
       // Permissions need an HTTP-like protocol on the destination.
@@ -1231,8 +1257,8 @@ const authorize: ContractCase[] = [
     name: "intention names: CE reads a namespace part (ns/name, */name) as the default namespace",
     async fn(ctx) {
       const { operator, call, defer } = ctx;
-      const [web, api] = ["web", "api"].map(ctx.name);
-      const [db, pay] = ["db", "pay"].map(ctx.name);
+      const [web, api] = names("web", "api");
+      const [db, pay] = names("db", "pay");
       const put = await call(
         `/v1/connect/intentions/exact?source=*/${web}&destination=${db}`,
         { method: "PUT", body: { Action: "deny" } },
@@ -1276,8 +1302,8 @@ const intentions: ContractCase[] = [
   {
     name: "intentions: exact CRUD, list order, 404 without an index, idempotent delete, " +
       "missing or malformed names are 500s",
-    async fn({ operator, client, call, name, defer }) {
-      const [web, db, nobody] = ["web", "db", "nobody"].map(name);
+    async fn({ operator, client, call, defer }) {
+      const [web, db, nobody] = names("web", "db", "nobody");
       assert.equal(await operator.upsertIntention(web, db, { Action: "allow" }), true);
       defer(() => operator.deleteIntention(web, db));
       await operator.upsertIntention("*", db, { Action: "deny" });
@@ -1328,8 +1354,8 @@ const intentions: ContractCase[] = [
   {
     name: "intentions/match: evaluation order; a name nothing matches maps to null; a blocked " +
       "read wakes on a change; no 'by' is a 500",
-    async fn({ client, call, name, putEntry, operator }) {
-      const [pay, web, billing, ghost] = ["pay", "web", "billing", "ghost"].map(name);
+    async fn({ client, call, putEntry, operator }) {
+      const [pay, web, billing, ghost] = names("pay", "web", "billing", "ghost");
       await putEntry({
         Kind: "service-intentions",
         Name: pay,
@@ -1374,8 +1400,8 @@ const intentions: ContractCase[] = [
   },
   {
     name: "intentions: a blocked list read wakes on a write",
-    async fn({ client, operator, name, defer }) {
-      const [web, cache] = ["web", "cache"].map(name);
+    async fn({ client, operator, defer }) {
+      const [web, cache] = names("web", "cache");
       const i0 = await client.intentions();
       const blocked = await parked(() => client.intentions({ index: i0.index, waitMs: 20_000 }));
       await operator.upsertIntention(web, cache, { Action: "allow" });
@@ -1389,8 +1415,8 @@ const intentions: ContractCase[] = [
   },
   {
     name: "intentions: L7 permissions on a tcp destination are refused through the exact API",
-    async fn({ call, name }) {
-      const [web, db] = ["web", "db"].map(name);
+    async fn({ call }) {
+      const [web, db] = names("web", "db");
       const r = await call(`/v1/connect/intentions/exact?source=${web}&destination=${db}`, {
         method: "PUT",
         body: { Permissions: [{ Action: "allow", HTTP: { PathPrefix: "/" } }] },
@@ -1431,8 +1457,8 @@ const chains: ContractCase[] = [
   {
     name: "discovery chain: a resolver's timeouts, failover and redirect; a blocked read wakes " +
       "on the change",
-    async fn({ client, call, name, putEntry }) {
-      const [db, backup, legacy] = ["db", "db-backup", "legacy"].map(name);
+    async fn({ client, call, putEntry }) {
+      const [db, backup, legacy] = names("db", "db-backup", "legacy");
       const dbTarget = `${db}.default.default.dc1`;
       const backupTarget = `${backup}.default.default.dc1`;
       const before = await client.discoveryChain(db);
@@ -1515,8 +1541,8 @@ const chains: ContractCase[] = [
   },
   {
     name: "discovery chain: a splitter needs an L7 protocol shared by every service it names",
-    async fn({ client, operator, name, putEntry }) {
-      const [api, canary] = ["api", "api-canary"].map(name);
+    async fn({ client, operator, putEntry }) {
+      const [api, canary] = names("api", "api-canary");
       const splitter = {
         Kind: "service-splitter",
         Name: api,
@@ -1567,7 +1593,7 @@ const chains: ContractCase[] = [
       "instance",
     async fn(ctx) {
       const { call, name, register, client } = ctx;
-      const [web, db, plain] = ["web", "db", "plain"].map(name);
+      const [web, db, plain] = names("web", "db", "plain");
       const chain = async (svc: string) => (await call(`/v1/discovery-chain/${svc}`)).json.Chain;
       const none = await chain(web);
       assert.equal(none.AutoVirtualIPs, null);
@@ -1617,8 +1643,8 @@ const queries: ContractCase[] = [
     name: "prepared queries: execute with connect=true lists the sidecars that pass, with " +
       "Consul's QueryMeta and Go's nil slices",
     async fn(ctx) {
-      const { client, operator, call, name, register, defer } = ctx;
-      const [db, q] = ["db", "db-query"].map(name);
+      const { client, operator, call, register, defer } = ctx;
+      const [db, q] = names("db", "db-query");
       const sidecar = `${db}-1-sidecar-proxy`;
       await register({
         ID: `${db}-1`,
@@ -1692,7 +1718,7 @@ const queries: ContractCase[] = [
   {
     name: "prepared queries: failures as Consul's PreparedQuery.Apply and Execute answer them",
     async fn({ call, name, defer }) {
-      const [db, q] = ["db", "q"].map(name);
+      const [db, q] = names("db", "q");
       const post = (body: unknown) => call("/v1/query", { method: "POST", body });
       const created = await post({ Name: q, Service: { Service: db } });
       const id: string = created.json.ID;

@@ -33,75 +33,136 @@ function freePort(): number {
   return port;
 }
 
-/** A `consul agent -dev` process started by {@linkcode spawnDevConsul}. */
+/** A `consul agent` process started by {@linkcode spawnDevConsul}. */
 export interface DevConsulProcess {
-  /** SIGTERM (SIGKILL after 5 s), then removes `dir`. */
+  /** Kills the process if it runs (SIGTERM, SIGKILL after 5 s) and removes `dir`. Idempotent. */
   stop(): Promise<void>;
-  /** Everything the agent printed. */
+  /** Everything the agent printed (the last 256 KiB), across restarts. */
   logs(): string;
+  /** Sends `signal` and waits until the process is gone (SIGKILL after `graceMs`). */
+  kill(signal?: Deno.Signal, graceMs?: number): Promise<void>;
+  /** Starts the process again (same arguments, same `dir`); resolves once `ready()` says so. */
+  start(): Promise<void>;
+  /** The process ID while it runs. */
+  readonly pid: number | undefined;
+  /** Whether the process runs. */
+  readonly isRunning: boolean;
+}
+
+/** How {@linkcode spawnDevConsul} runs the agent. */
+export interface SpawnConsulOptions {
+  /** Pass `-dev` (in memory, a server that bootstraps alone). @default {true} */
+  dev?: boolean;
+  /** `-log-level`. @default {"warn"} */
+  logLevel?: string;
+  /** How long `ready()` may take before the agent is killed and its log tail thrown. @default {60000} */
+  readyTimeoutMs?: number;
 }
 
 /**
- * Starts `consul agent -dev` on loopback with `extraArgs`, and resolves once `ready()` says so
- * (polled every 200 ms for up to 60 s; on timeout the agent is stopped and its log tail thrown).
- * `dir` (its data or config directory) is removed when it stops. The one way the integration
- * suite starts a dev agent.
+ * Starts `consul agent` on loopback (`-dev` unless `options.dev` is false) with `extraArgs`, and
+ * resolves once `ready()` says so (polled every 100 ms; an agent that exits, or is not ready
+ * within `readyTimeoutMs`, fails with its log tail). `dir` (its data or config directory) is
+ * removed when it stops. The one way the integration suite starts a Consul agent: the dev
+ * agents of {@linkcode startConsul} and {@linkcode startConsulWithAcls}, and the servers and
+ * clients of {@linkcode startConsulAgent}.
  */
 export async function spawnDevConsul(
   binary: string,
   extraArgs: string[],
   dir: string,
   ready: () => Promise<boolean>,
+  options: SpawnConsulOptions = {},
 ): Promise<DevConsulProcess> {
-  const child = new Deno.Command(binary, {
-    args: [
-      "agent",
-      "-dev",
-      "-bind=127.0.0.1",
-      "-client=127.0.0.1",
-      "-log-level=warn",
-      ...extraArgs,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const logs: string[] = [];
+  const args = [
+    "agent",
+    ...(options.dev ?? true ? ["-dev"] : []),
+    "-bind=127.0.0.1",
+    "-client=127.0.0.1",
+    `-log-level=${options.logLevel ?? "warn"}`,
+    ...extraArgs,
+  ];
+  const readyTimeoutMs = options.readyTimeoutMs ?? 60_000;
+  let log = "";
+  let child: Deno.ChildProcess | undefined;
+  let draining: Promise<unknown> = Promise.resolve();
+  let stopped = false;
   const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) logs.push(chunk);
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      log = (log + chunk).slice(-262_144);
+    }
   };
-  const draining = Promise.all([collect(child.stdout), collect(child.stderr)]);
-  const stop = async () => {
+  const kill = async (signal: Deno.Signal = "SIGTERM", graceMs = 5000) => {
+    const c = child;
+    if (!c) return;
     try {
-      child.kill("SIGTERM");
+      c.kill(signal);
     } catch {
       // already gone
     }
     const timer = setTimeout(() => {
       try {
-        child.kill("SIGKILL");
+        c.kill("SIGKILL");
       } catch {
         // gone
       }
-    }, 5000);
-    await child.status;
+    }, graceMs);
+    await c.status;
     clearTimeout(timer);
     await draining;
+    if (child === c) child = undefined;
+  };
+  const stop = async () => {
+    stopped = true;
+    await kill();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
-  const deadline = Date.now() + 60_000;
-  while (true) {
-    try {
-      if (await ready()) break;
-    } catch {
-      // not up yet
+  const start = async () => {
+    if (stopped) throw new Error("consul: stopped for good");
+    if (child) throw new Error(`consul: already running (pid ${child.pid})`);
+    const c = new Deno.Command(binary, { args, stdout: "piped", stderr: "piped" }).spawn();
+    child = c;
+    draining = Promise.all([collect(c.stdout), collect(c.stderr)]);
+    let exited = false;
+    c.status.then(() => (exited = true));
+    const deadline = Date.now() + readyTimeoutMs;
+    while (true) {
+      if (exited) {
+        await kill();
+        throw new Error(`consul exited at start:\n${log.slice(-3000)}`);
+      }
+      try {
+        if (await ready()) return;
+      } catch {
+        // not up yet
+      }
+      if (Date.now() > deadline) {
+        await kill("SIGKILL");
+        throw new Error(
+          `consul did not become ready within ${readyTimeoutMs / 1000} s:\n${log.slice(-3000)}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`consul did not become ready within 60 s:\n${logs.join("").slice(-2000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
+  };
+  try {
+    await start();
+  } catch (err) {
+    await stop();
+    throw err;
   }
-  return { stop, logs: () => logs.join("") };
+  return {
+    stop,
+    logs: () => log,
+    kill,
+    start,
+    get pid() {
+      return child?.pid;
+    },
+    get isRunning() {
+      return child !== undefined;
+    },
+  };
 }
 
 /** Whether a dev agent at `url` has a leader and a Connect CA (with `fetchFn`, e.g. over mTLS). */
@@ -122,6 +183,8 @@ export interface RealConsul extends AsyncDisposable {
   address: string;
   binary: string;
   stop(): Promise<void>;
+  /** Everything the agent printed so far (at `-log-level=warn`). */
+  logs(): string;
 }
 
 /** Starts `consul agent -dev` and waits for its leader and its Connect CA. */
@@ -138,7 +201,7 @@ export async function startConsul(): Promise<RealConsul> {
   const hcl = `ports { http = ${ports.http}, https = -1, grpc = -1, grpc_tls = -1, dns = -1, ` +
     `serf_lan = ${ports.serf_lan}, serf_wan = ${ports.serf_wan}, server = ${ports.server} }`;
   const url = `http://127.0.0.1:${ports.http}`;
-  const { stop } = await spawnDevConsul(
+  const { stop, logs } = await spawnDevConsul(
     binary,
     [`-hcl=${hcl}`, `-hcl=data_dir = "${dataDir}"`, `-hcl=connect { enabled = true }`],
     dataDir,
@@ -149,6 +212,7 @@ export async function startConsul(): Promise<RealConsul> {
     address: `127.0.0.1:${ports.http}`,
     binary,
     stop,
+    logs,
     [Symbol.asyncDispose]: stop,
   };
 }
@@ -205,17 +269,23 @@ acl {
   const url = `http://127.0.0.1:${ports.http}`;
   const headers = { "X-Consul-Token": managementToken };
   // Ready once the leader has bootstrapped the management token and the Connect CA answers.
-  const { stop } = await spawnDevConsul(binary, [`-config-file=${configFile}`], dir, async () => {
-    const self = await fetch(`${url}/v1/acl/token/self`, { headers });
-    await self.body?.cancel();
-    return self.ok && await hasLeaderAndRoots(url, fetch, headers);
-  });
+  const { stop, logs } = await spawnDevConsul(
+    binary,
+    [`-config-file=${configFile}`],
+    dir,
+    async () => {
+      const self = await fetch(`${url}/v1/acl/token/self`, { headers });
+      await self.body?.cancel();
+      return self.ok && await hasLeaderAndRoots(url, fetch, headers);
+    },
+  );
   return {
     url,
     address: `127.0.0.1:${ports.http}`,
     binary,
     managementToken,
     stop,
+    logs,
     [Symbol.asyncDispose]: stop,
   };
 }
@@ -323,6 +393,17 @@ export interface ConsulPorts {
   server: number;
 }
 
+/** Four ports for one agent from `range` (see {@linkcode reservePorts}). */
+export function reserveAgentPorts(range: { from: number; to: number }): ConsulPorts {
+  const [http, serfLan, serfWan, server] = reservePorts(4, range) as [
+    number,
+    number,
+    number,
+    number,
+  ];
+  return { http, serfLan, serfWan, server };
+}
+
 /** How to start one agent with {@linkcode startConsulAgent}. */
 export interface ConsulAgentOptions {
   /** Node name, unique in the cluster. */
@@ -388,17 +469,12 @@ export async function startConsulAgent(options: ConsulAgentOptions): Promise<Con
   const datacenter = options.datacenter ?? "dc1";
   const dataDir = await Deno.makeTempDir({ prefix: `meshgate-consul-${node}-` });
   const args = [
-    "agent",
     `-node=${node}`,
     `-datacenter=${datacenter}`,
-    "-bind=127.0.0.1",
-    "-client=127.0.0.1",
-    `-log-level=${options.logLevel ?? "warn"}`,
     `-data-dir=${dataDir}`,
     "-hcl=disable_update_check = true",
     `-hcl=ports { http = ${ports.http}, https = -1, grpc = -1, grpc_tls = -1, dns = -1, ` +
     `serf_lan = ${ports.serfLan}, serf_wan = ${ports.serfWan}, server = ${ports.server} }`,
-    ...(options.dev ? ["-dev"] : []),
     ...(options.server ? ["-server"] : []),
     ...(options.bootstrapExpect ? [`-bootstrap-expect=${options.bootstrapExpect}`] : []),
     ...(options.retryJoin ?? []).flatMap((a) => [`-retry-join=${a}`, "-retry-interval=1s"]),
@@ -407,75 +483,13 @@ export async function startConsulAgent(options: ConsulAgentOptions): Promise<Con
     ) => [`-retry-join-wan=${a}`, "-retry-interval-wan=1s"]),
     ...(options.hcl ?? []).map((h) => `-hcl=${h}`),
   ];
-  let log = "";
-  let child: Deno.ChildProcess | undefined;
-  let draining: Promise<unknown> = Promise.resolve();
-  let stopped = false;
   const url = `http://127.0.0.1:${ports.http}`;
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      log = (log + chunk).slice(-262_144);
-    }
-  };
-  const kill = async (signal: Deno.Signal = "SIGTERM", graceMs = 5000) => {
-    const c = child;
-    if (!c) return;
-    try {
-      c.kill(signal);
-    } catch {
-      // already gone
-    }
-    const timer = setTimeout(() => {
-      try {
-        c.kill("SIGKILL");
-      } catch {
-        // gone
-      }
-    }, graceMs);
-    await c.status;
-    clearTimeout(timer);
-    await draining;
-    if (child === c) child = undefined;
-  };
-  const start = async () => {
-    if (stopped) throw new Error(`consul ${node}: stopped for good`);
-    if (child) throw new Error(`consul ${node}: already running (pid ${child.pid})`);
-    const c = new Deno.Command(binary, { args, stdout: "piped", stderr: "piped" }).spawn();
-    child = c;
-    draining = Promise.all([collect(c.stdout), collect(c.stderr)]);
-    let exited = false;
-    c.status.then(() => exited = true);
-    const deadline = Date.now() + 30_000;
-    while (true) {
-      if (exited) {
-        await kill();
-        throw new Error(`consul ${node} exited at start:\n${log.slice(-3000)}`);
-      }
-      try {
-        const res = await fetch(`${url}/v1/agent/self`, { signal: AbortSignal.timeout(2000) });
-        await res.body?.cancel();
-        if (res.ok) return;
-      } catch {
-        // not up yet
-      }
-      if (Date.now() > deadline) {
-        await kill("SIGKILL");
-        throw new Error(`consul ${node}: HTTP did not answer within 30 s:\n${log.slice(-3000)}`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
-  const stop = async () => {
-    stopped = true;
-    await kill("SIGTERM", 3000);
-    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
-  };
-  try {
-    await start();
-  } catch (err) {
-    await stop();
-    throw err;
-  }
+  // Ready once HTTP answers: a cluster has no leader until enough servers joined.
+  const agent = await spawnDevConsul(binary, args, dataDir, async () => {
+    const res = await fetch(`${url}/v1/agent/self`, { signal: AbortSignal.timeout(2000) });
+    await res.body?.cancel();
+    return res.ok;
+  }, { dev: options.dev ?? false, logLevel: options.logLevel, readyTimeoutMs: 30_000 });
   return {
     node,
     datacenter,
@@ -485,16 +499,16 @@ export async function startConsulAgent(options: ConsulAgentOptions): Promise<Con
     binary,
     dataDir,
     get pid() {
-      return child?.pid;
+      return agent.pid;
     },
     get isRunning() {
-      return child !== undefined;
+      return agent.isRunning;
     },
-    logs: () => log,
-    kill,
-    start,
-    stop,
-    [Symbol.asyncDispose]: stop,
+    logs: agent.logs,
+    kill: agent.kill,
+    start: agent.start,
+    stop: agent.stop,
+    [Symbol.asyncDispose]: agent.stop,
   };
 }
 

@@ -21,6 +21,7 @@ runContract({
       url: consul.url,
       address: consul.address,
       defaultAllow: true,
+      logs: consul.logs,
       [Symbol.asyncDispose]: () => consul.stop(),
     };
   },
@@ -40,6 +41,7 @@ runContract({
       address: consul.address,
       token: consul.managementToken,
       defaultAllow: false,
+      logs: consul.logs,
       [Symbol.asyncDispose]: () => consul.stop(),
     };
   },
