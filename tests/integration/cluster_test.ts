@@ -12,6 +12,7 @@ import {
   consulBinary,
   consulGet,
   type ConsulPorts,
+  reserveAgentPorts,
   reservePorts,
   startConsulAgent,
   waitForLeader,
@@ -25,15 +26,7 @@ if (!binary) announceSkip("tests/integration/cluster_test.ts");
 /** This suite's own ports (the helper's range is 21200-21499; multi_dc_test.ts takes 21200-21329). */
 const RANGE = { from: 21330, to: 21499 };
 
-function agentPorts(): ConsulPorts {
-  const [http, serfLan, serfWan, server] = reservePorts(4, RANGE) as [
-    number,
-    number,
-    number,
-    number,
-  ];
-  return { http, serfLan, serfWan, server };
-}
+const agentPorts = (): ConsulPorts => reserveAgentPorts(RANGE);
 
 /** What a stream of new connections got while something happened. */
 interface Probe {

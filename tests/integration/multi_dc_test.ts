@@ -17,6 +17,8 @@ import {
   type ConsulAgent,
   consulBinary,
   consulGet,
+  type ConsulPorts,
+  reserveAgentPorts,
   reservePorts,
   startConsulAgent,
   waitForLeader,
@@ -30,15 +32,7 @@ if (!binary) announceSkip("tests/integration/multi_dc_test.ts");
 /** This suite's own ports (the helper's range is 21200-21499; cluster_test.ts takes the rest). */
 const RANGE = { from: 21200, to: 21329 };
 
-function agentPorts() {
-  const [http, serfLan, serfWan, server] = reservePorts(4, RANGE) as [
-    number,
-    number,
-    number,
-    number,
-  ];
-  return { http, serfLan, serfWan, server };
-}
+const agentPorts = (): ConsulPorts => reserveAgentPorts(RANGE);
 
 interface HealthEntry {
   Service: { ID: string; Port: number };
