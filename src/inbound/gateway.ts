@@ -75,6 +75,11 @@ export interface InboundOptions {
   idleTimeoutMs?: number;
   /** Most concurrent connections; excess is refused. 0 = unlimited. @default {0} */
   maxConnections?: number;
+  /**
+   * Bind with `SO_REUSEPORT`, so that listeners in other threads (`-workers`) share the port and
+   * the kernel spreads connections across them. @default {false}
+   */
+  reusePort?: boolean;
   /** Log sink. */
   log?: Logger;
   /** Connection events (metrics, admin). */
@@ -305,7 +310,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
   const listen = (port: number) =>
     new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(port, o.bind.hostname, () => {
+      server.listen({ port, host: o.bind.hostname, reusePort: o.reusePort ?? false }, () => {
         server.off("error", reject);
         resolve();
       });

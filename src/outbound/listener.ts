@@ -49,6 +49,11 @@ export interface UpstreamOptions {
   idleTimeoutMs?: number;
   /** How long an endpoint that failed is skipped. @default {10000} */
   failureCooldownMs?: number;
+  /**
+   * Bind a TCP listener with `SO_REUSEPORT`, so that listeners in other threads (`-workers`)
+   * share the port; a unix socket cannot be shared. @default {false}
+   */
+  reusePort?: boolean;
   /** Log sink. */
   log?: Logger;
   /** Connection events (metrics, admin). */
@@ -149,7 +154,12 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
       resolve();
     };
     if ("path" in up.bind) server.listen(up.bind.path, done);
-    else server.listen(up.bind.port, up.bind.hostname, done);
+    else {
+      server.listen(
+        { port: up.bind.port, host: up.bind.hostname, reusePort: o.reusePort ?? false },
+        done,
+      );
+    }
   });
   if ("path" in up.bind && up.socketMode !== undefined) {
     await Deno.chmod(up.bind.path, up.socketMode);
