@@ -1,6 +1,13 @@
 // The `proxy` command as an operator runs it: a separate process, stopped with SIGTERM.
 import assert from "node:assert/strict";
-import { clientFor, devAgent, eventually, freePort, spawnLogged } from "../_helpers.ts";
+import {
+  clientFor,
+  devAgent,
+  eventually,
+  freePort,
+  registerEchoDb,
+  spawnLogged,
+} from "../_helpers.ts";
 import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
 
 const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
@@ -13,14 +20,7 @@ Deno.test({
   async fn() {
     await using dev = await devAgent();
     const agent = clientFor(dev);
-    const app = await echoServer();
-    const port = freePort();
-    await agent.register({
-      ID: "db-1",
-      Name: "db",
-      Port: app.port,
-      Connect: { SidecarService: { Port: port } },
-    });
+    const { app, port } = await registerEchoDb(agent);
     const p = spawnProxy([
       "-sidecar-for",
       "db-1",
@@ -130,14 +130,7 @@ Deno.test({
   async fn() {
     await using dev = await devAgent();
     const agent = clientFor(dev);
-    const app = await echoServer();
-    const port = freePort();
-    await agent.register({
-      ID: "db-1",
-      Name: "db",
-      Port: app.port,
-      Connect: { SidecarService: { Port: port } },
-    });
+    const { app, port } = await registerEchoDb(agent);
     const other = await squat(); // the first sidecar's admin app
     const p = spawnProxy([
       "-sidecar-for",

@@ -2,8 +2,11 @@
 import net from "node:net";
 import tls from "node:tls";
 
-/** An echo server on 127.0.0.1:0 that also records how many connections it got. */
-export async function echoServer(): Promise<
+/**
+ * An echo server on 127.0.0.1:0 that also records how many connections it got; with `greeting`,
+ * it first writes that to each connection.
+ */
+export async function echoServer(greeting?: string): Promise<
   { port: number; connections: () => number; close: () => Promise<void> }
 > {
   let count = 0;
@@ -13,6 +16,7 @@ export async function echoServer(): Promise<
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
     s.on("error", () => {});
+    if (greeting !== undefined) s.write(greeting);
     s.pipe(s);
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));

@@ -10,8 +10,8 @@ import {
   type ProxyEvent,
   startProxy,
 } from "../../mod.ts";
-import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
-import { echoServer, outcome, roundTrip, tlsClient } from "./_net.ts";
+import { clientFor, devAgent, eventually, registerEchoDb } from "../_helpers.ts";
+import { outcome, roundTrip, tlsClient } from "./_net.ts";
 
 Deno.test("consul#13302, #12319: the leaf watch starts non-blocking and blocks at most 60 s", async () => {
   await using dev = await devAgent();
@@ -71,14 +71,7 @@ Deno.test("consul#10871, #9862: an expired leaf from the agent is refused and as
 Deno.test("consul#8681: after a rotation, trust includes every root the agent lists until it drops it", async () => {
   await using dev = await devAgent();
   const agent = clientFor(dev);
-  const app = await echoServer();
-  const port = freePort();
-  await agent.register({
-    ID: "db-1",
-    Name: "db",
-    Port: app.port,
-    Connect: { SidecarService: { Port: port } },
-  });
+  const { app, port } = await registerEchoDb(agent);
   await using proxy = await startProxy({ agent, sidecarFor: "db-1" });
   await proxy.ready;
   // A caller still holding a leaf from the old root (its agent has not re-issued yet).

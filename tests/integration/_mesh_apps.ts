@@ -2,6 +2,7 @@
 // an app that says who it is, then echoes; a client that reads that line; a long-lived client
 // that keeps echoing. Every wait has a deadline.
 import net from "node:net";
+import { echoServer } from "../e2e/_net.ts";
 
 /** A TCP app on 127.0.0.1:0 that greets each connection with `label\n`, then echoes. */
 export interface Greeter {
@@ -13,28 +14,9 @@ export interface Greeter {
   close(): Promise<void>;
 }
 
-/** Starts a {@linkcode Greeter}. */
-export async function startGreeter(label: string): Promise<Greeter> {
-  let count = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    count++;
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-    s.on("error", () => {});
-    s.write(`${label}\n`);
-    s.pipe(s);
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    connections: () => count,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
+/** Starts a {@linkcode Greeter}: the e2e echo server, greeting first. */
+export function startGreeter(label: string): Promise<Greeter> {
+  return echoServer(`${label}\n`);
 }
 
 /**

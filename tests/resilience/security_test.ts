@@ -28,7 +28,7 @@ import {
   registerEchoDb,
   spawnLogged,
 } from "../_helpers.ts";
-import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
+import { roundTrip, tlsClient } from "../e2e/_net.ts";
 
 const SOAK = Deno.env.get("MESHGATE_SOAK") === "1";
 const TOKEN = "5e1b6f0c-0000-4000-8000-secret-token";
@@ -37,14 +37,7 @@ Deno.test("security: no private key or token in logs, admin API or event stream"
   await using dev = await devAgent();
   const lines: string[] = [];
   const agent = new AgentClient({ address: dev.address, token: TOKEN });
-  const app = await echoServer();
-  const port = freePort();
-  await agent.register({
-    ID: "db-1",
-    Name: "db",
-    Port: app.port,
-    Connect: { SidecarService: { Port: port } },
-  });
+  const { app, port } = await registerEchoDb(agent);
   const proxy = await startProxy({
     agent,
     sidecarFor: "db-1",
