@@ -103,3 +103,14 @@ export async function registerEchoDb(agent: AgentClient) {
   });
   return { app, port };
 }
+
+/**
+ * A mesh client of `port` (a sidecar's public listener): TLS with `service`'s leaf from `agent`,
+ * trusting the agent's roots. Resolves once the handshake is done.
+ */
+export async function meshClient(agent: AgentClient, port: number, service = "web") {
+  const { tlsClient } = await import("./e2e/_net.ts");
+  const leaf = (await agent.leaf(service)).value;
+  const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
+  return await tlsClient(port, { cert: leaf.CertPEM, key: leaf.PrivateKeyPEM, ca: roots });
+}

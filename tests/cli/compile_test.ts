@@ -2,8 +2,15 @@
 // deno compile needs Deno's denort runtime from dl.deno.land: where it cannot be fetched, the
 // test says so loudly and skips.
 import assert from "node:assert/strict";
-import { clientFor, devAgent, eventually, registerEchoDb, spawnLogged } from "../_helpers.ts";
-import { roundTrip, tlsClient } from "../e2e/_net.ts";
+import {
+  clientFor,
+  devAgent,
+  eventually,
+  meshClient,
+  registerEchoDb,
+  spawnLogged,
+} from "../_helpers.ts";
+import { roundTrip } from "../e2e/_net.ts";
 
 const out = await Deno.makeTempDir({ prefix: "meshgate-compile-" });
 const binary = `${out}/meshgate`;
@@ -44,9 +51,7 @@ Deno.test({
       "",
     ]);
     await eventually(() => p.logs().includes("proxy ready"), 20_000);
-    const web = (await agent.leaf("web")).value;
-    const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
-    const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
+    const c = await meshClient(agent, port);
     assert.equal(new TextDecoder().decode(await roundTrip(c, "one binary")), "one binary");
     p.child.kill("SIGTERM");
     assert.equal(await p.exited(), 0);

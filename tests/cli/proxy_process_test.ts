@@ -5,10 +5,11 @@ import {
   devAgent,
   eventually,
   freePort,
+  meshClient,
   registerEchoDb,
   spawnLogged,
 } from "../_helpers.ts";
-import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
+import { echoServer, roundTrip } from "../e2e/_net.ts";
 
 const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 
@@ -35,9 +36,7 @@ Deno.test({
       20_000,
       "the proxy to be ready",
     );
-    const web = (await agent.leaf("web")).value;
-    const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
-    const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
+    const c = await meshClient(agent, port);
     assert.equal(new TextDecoder().decode(await roundTrip(c, "cli")), "cli");
     p.child.kill("SIGTERM");
     const code = await p.exited();
@@ -143,9 +142,7 @@ Deno.test({
     ]);
     try {
       await eventually(() => p.logs().includes('"proxy ready"'), 20_000, "the proxy to be ready");
-      const web = (await agent.leaf("web")).value;
-      const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
-      const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
+      const c = await meshClient(agent, port);
       assert.equal(new TextDecoder().decode(await roundTrip(c, "served")), "served");
     } finally {
       p.child.kill("SIGTERM");

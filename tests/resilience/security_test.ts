@@ -25,10 +25,11 @@ import {
   devAgent,
   eventually,
   freePort,
+  meshClient,
   registerEchoDb,
   spawnLogged,
 } from "../_helpers.ts";
-import { roundTrip, tlsClient } from "../e2e/_net.ts";
+import { roundTrip } from "../e2e/_net.ts";
 
 const SOAK = Deno.env.get("MESHGATE_SOAK") === "1";
 const TOKEN = "5e1b6f0c-0000-4000-8000-secret-token";
@@ -48,15 +49,10 @@ Deno.test("security: no private key or token in logs, admin API or event stream"
   const events = await admin.request("/v1/events");
   const reader = events.body!.pipeThrough(new TextDecoderStream()).getReader();
   // Traffic, a refusal, a rotation, an agent error: everything that logs.
-  const web = (await clientFor(dev).leaf("web")).value;
-  const roots = (await clientFor(dev).roots()).value.Roots.map((r) => r.RootCert);
-  const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
+  const c = await meshClient(clientFor(dev), port);
   await roundTrip(c, "x");
   await new OperatorClient(clientFor(dev)).upsertIntention("web", "db", { Action: "deny" });
-  await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots }).then(
-    (s) => s.destroy(),
-    () => {},
-  );
+  await meshClient(clientFor(dev), port).then((s) => s.destroy(), () => {});
   dev.faults.add({ path: "/v1/agent/connect/ca/roots", status: 500, times: 1 });
   await dev.rotateCA();
   await eventually(() => proxy.material.roots!.roots.Roots.length === 2, 5000);
@@ -116,9 +112,7 @@ Deno.test("security: the proxy runs with the narrow permission set (no disk, nam
     "",
   ]);
   await eventually(() => p.logs().includes("proxy ready"), 20_000, "the proxy to be ready");
-  const web = (await agent.leaf("web")).value;
-  const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
-  const c = await tlsClient(port, { cert: web.CertPEM, key: web.PrivateKeyPEM, ca: roots });
+  const c = await meshClient(agent, port);
   assert.equal(new TextDecoder().decode(await roundTrip(c, "no disk")), "no disk");
   p.child.kill("SIGTERM");
   assert.equal(await p.exited(), 0, p.logs());
