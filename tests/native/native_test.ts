@@ -10,7 +10,6 @@ import {
   type ConnectionEvent,
   createAdminApp,
   OperatorClient,
-  parseMeshHost,
   startProxy,
 } from "../../mod.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
@@ -172,17 +171,8 @@ Deno.test("native: a CA rotation keeps the server serving old and new connection
   await agent.close();
 });
 
-Deno.test("native: mesh host names and their errors", async () => {
-  assert.deepEqual(parseMeshHost("api.service.consul"), { type: "service", name: "api" });
-  assert.deepEqual(parseMeshHost("db.service.dc2.consul"), {
-    type: "service",
-    name: "db",
-    datacenter: "dc2",
-  });
-  assert.deepEqual(parseMeshHost("near.query.consul"), { type: "prepared_query", name: "near" });
-  for (const bad of ["api", "api.consul", "api.node.consul", "a.b.c.d.consul", "api.service.com"]) {
-    assert.throws(() => parseMeshHost(bad), /is not a mesh address/);
-  }
+// The host name forms themselves: tests/native/names_test.ts.
+Deno.test("native: fetch refuses a host that is not a mesh address, and one with no instance", async () => {
   await using dev = await devAgent();
   const agent = clientFor(dev);
   await using web = await connect({ service: "web", agent });
