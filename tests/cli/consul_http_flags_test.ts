@@ -1,15 +1,12 @@
 // Consul's HTTP API flags as they act, not only as they parse: -stale and -datacenter on the
 // wire (in-process and through the proxy command), -ca-path against an HTTPS front.
 import assert from "node:assert/strict";
-import net from "node:net";
-import tls from "node:tls";
 import { AgentClient } from "../../src/agent/client.ts";
 import { AgentConfigError } from "../../src/agent/errors.ts";
 import { parseFlags } from "../../src/cli/flags.ts";
-import { pipeSockets } from "../../mod.ts";
 import { createDenoAgentClient } from "../../src/transport/agent_client.ts";
 import { devAgent, eventually, spawnLogged } from "../_helpers.ts";
-import { pki, pkiFiles } from "../transport/_pki.ts";
+import { pki, pkiFiles, tlsFront } from "../transport/_pki.ts";
 
 const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 
@@ -163,20 +160,6 @@ function causes(err: unknown): string {
   return out.join(" <- ");
 }
 
-/** TLS in front of the double, with a certificate for 127.0.0.1 from the test CA. */
-async function tlsFront(target: string, cert: string, key: string) {
-  const server = tls.createServer({ cert, key, allowHalfOpen: true }, (socket) => {
-    const [host, port] = target.split(":");
-    pipeSockets(socket, net.connect({ host, port: Number(port), allowHalfOpen: true }));
-  });
-  server.on("tlsClientError", () => {});
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return {
-    address: `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
-}
-
 Deno.test({
   name: "-ca-path trusts every CA under a directory (recursively); -ca-file wins over it",
   sanitizeResources: false, // keep-alive sockets of node:https close asynchronously
@@ -184,7 +167,7 @@ Deno.test({
     await using dev = await devAgent();
     const p = await pki({ withLoopback: true });
     const other = await pki();
-    const front = await tlsFront(dev.address, p.server.cert, p.server.key);
+    const front = await tlsFront(dev.address, p.server);
     const dir = await Deno.makeTempDir({ prefix: "meshgate-capath-" });
     const otherFiles = await pkiFiles(other);
     try {

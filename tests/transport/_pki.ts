@@ -1,5 +1,8 @@
 // Certificates for agent-TLS tests: a CA ("Consul Agent CA"), a server certificate for
 // `server.dc1.consul` (and optionally 127.0.0.1), and a client certificate, made with our x509 code.
+import net from "node:net";
+import tls from "node:tls";
+import { pipeSockets } from "../../src/net/pipe.ts";
 import { x509 } from "../../src/trust/_x509.ts";
 
 const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
@@ -94,5 +97,49 @@ export async function pkiFiles(p: Pki) {
     key: await write("client-key.pem", p.client.key),
     serverCert: await write("server.pem", p.server.cert),
     serverKey: await write("server-key.pem", p.server.key),
+  };
+}
+
+/** An agent behind TLS, from {@linkcode tlsFront}. */
+export interface TlsFront {
+  /** The front's port on 127.0.0.1. */
+  port: number;
+  /** `https://127.0.0.1:<port>`. */
+  address: string;
+  /** With `ca`: whether each client's certificate verified, in connection order. */
+  clientCerts: boolean[];
+  /** Stops listening (open connections end with their peers). */
+  close(): Promise<void>;
+}
+
+/**
+ * Terminates TLS with `server`'s certificate on 127.0.0.1:0 and forwards each connection to
+ * `target` (`host:port`, e.g. the double's address). With `ca`, it asks for a client certificate
+ * (not required) and records whether it verified against `ca`.
+ */
+export async function tlsFront(
+  target: string,
+  server: Issued,
+  options: { ca?: string } = {},
+): Promise<TlsFront> {
+  const [host, port] = target.split(":");
+  const clientCerts: boolean[] = [];
+  const front = tls.createServer({
+    cert: server.cert,
+    key: server.key,
+    allowHalfOpen: true,
+    ...(options.ca ? { ca: [options.ca], requestCert: true, rejectUnauthorized: false } : {}),
+  }, (socket) => {
+    if (options.ca) clientCerts.push(socket.authorized);
+    pipeSockets(socket, net.connect({ host, port: Number(port), allowHalfOpen: true }));
+  });
+  front.on("tlsClientError", () => {});
+  await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
+  const listening = (front.address() as net.AddressInfo).port;
+  return {
+    port: listening,
+    address: `https://127.0.0.1:${listening}`,
+    clientCerts,
+    close: () => new Promise<void>((r) => front.close(() => r())),
   };
 }

@@ -2,36 +2,11 @@
 // CONSUL_HTTP_SSL_VERIFY=false, and unix sockets — against a TLS (or unix) front of the double.
 import assert from "node:assert/strict";
 import net from "node:net";
-import tls from "node:tls";
 import { AgentNetworkError, pipeSockets } from "../../mod.ts";
 import { AgentConfigError } from "../../src/agent/errors.ts";
 import { createDenoAgentClient } from "../../src/transport/agent_client.ts";
 import { devAgent } from "../_helpers.ts";
-import { type Pki, pki, pkiFiles } from "./_pki.ts";
-
-/** Terminates TLS (asking for a client certificate) and forwards to the double. */
-async function tlsFront(target: number, p: Pki) {
-  const clientCerts: boolean[] = [];
-  const server = tls.createServer({
-    cert: p.server.cert,
-    key: p.server.key,
-    ca: [p.ca],
-    requestCert: true,
-    rejectUnauthorized: false,
-    allowHalfOpen: true,
-  }, (socket) => {
-    clientCerts.push(socket.authorized);
-    const up = net.connect({ host: "127.0.0.1", port: target, allowHalfOpen: true });
-    pipeSockets(socket, up);
-  });
-  server.on("tlsClientError", () => {});
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    clientCerts,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
-}
+import { pki, pkiFiles, tlsFront } from "./_pki.ts";
 
 Deno.test({
   name: "agent transport: HTTPS with a CA file, server name, client certificate, no-verify",
@@ -39,7 +14,7 @@ Deno.test({
   async fn() {
     await using dev = await devAgent();
     const p = await pki();
-    const front = await tlsFront(Number(dev.address.split(":")[1]), p);
+    const front = await tlsFront(dev.address, p.server, { ca: p.ca });
     const f = await pkiFiles(p);
     const addr = `https://127.0.0.1:${front.port}`;
     try {

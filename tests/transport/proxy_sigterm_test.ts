@@ -2,11 +2,8 @@
 // SIGTERM ends it within the drain timeout, even while its blocking queries wait on reused
 // keep-alive sockets (it used to wait them out: 5 minutes).
 import assert from "node:assert/strict";
-import net from "node:net";
-import tls from "node:tls";
-import { pipeSockets } from "../../mod.ts";
 import { clientFor, devAgent, eventually, registerEchoDb, spawnLogged } from "../_helpers.ts";
-import { pki } from "./_pki.ts";
+import { pki, tlsFront } from "./_pki.ts";
 
 const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 
@@ -18,17 +15,8 @@ Deno.test({
     const agent = clientFor(dev);
     const { app } = await registerEchoDb(agent);
     const p = await pki();
-    // The double behind TLS, counting requests that are still waiting for their answer.
-    const front = tls.createServer({ cert: p.server.cert, key: p.server.key }, (socket) => {
-      const up = net.connect({
-        host: "127.0.0.1",
-        port: Number(dev.address.split(":")[1]),
-        allowHalfOpen: true,
-      });
-      pipeSockets(socket, up);
-    });
-    await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
-    const port = (front.address() as net.AddressInfo).port;
+    // The double behind TLS.
+    const front = await tlsFront(dev.address, p.server);
     const drainMs = 1000;
     const child = spawnLogged(
       Deno.execPath(),
@@ -39,7 +27,7 @@ Deno.test({
         "-sidecar-for",
         "db-1",
         "-http-addr",
-        `https://127.0.0.1:${port}`,
+        front.address,
         "-admin-bind",
         "",
         "-drain-timeout",
@@ -75,7 +63,7 @@ Deno.test({
         // already gone
       }
       await child.exited();
-      await new Promise<void>((r) => front.close(() => r()));
+      await front.close();
       await app.close();
       await agent.close();
     }
