@@ -246,7 +246,12 @@ export {
   startProxy,
 } from "./src/proxy/proxy.ts";
 export { EventHub } from "./src/events/hub.ts";
-export type { LifecycleEvent, ProxyEvent, ReauthorizeRound } from "./src/events/lifecycle.ts";
+export type {
+  LifecycleEvent,
+  LifecyclePhase,
+  ProxyEvent,
+  ReauthorizeRound,
+} from "./src/events/lifecycle.ts";
 export {
   type AdminApp,
   type AdminAppOptions,
@@ -258,7 +263,7 @@ export {
 export { type ReadinessOptions, readinessProblems } from "./src/admin/readiness.ts";
 export { type AdminServer, type AdminServerOptions, startAdmin } from "./src/admin/server.ts";
 export { createProxyMetrics, type ProxyMetrics } from "./src/admin/proxy_metrics.ts";
-export type { AdminSubject } from "./src/admin/subject.ts";
+export type { AdminInbound, AdminSubject, AdminUpstream } from "./src/admin/subject.ts";
 export {
   Counter,
   Gauge,
