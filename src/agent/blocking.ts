@@ -223,18 +223,20 @@ export class BlockingQuery<T> {
     const iterator: AsyncIterableIterator<Snapshot<T>> = {
       next: async (): Promise<IteratorResult<Snapshot<T>>> => {
         while (true) {
+          // Left (its signal aborted, return() or close()): nothing more, not even a pending
+          // snapshot.
+          if (sub.done) {
+            await sub.left;
+            return { value: undefined, done: true };
+          }
           if (sub.pending) {
             const value = sub.pending;
             sub.pending = undefined;
             return { value, done: false };
           }
-          if (this.#fatal !== undefined && !sub.done) {
+          if (this.#fatal !== undefined) {
             await leave();
             throw this.#fatal;
-          }
-          if (sub.done) {
-            await sub.left;
-            return { value: undefined, done: true };
           }
           await new Promise<void>((resolve) => (sub.wake = resolve));
           sub.wake = undefined;

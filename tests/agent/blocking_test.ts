@@ -1,10 +1,15 @@
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import { type BlockingParams, BlockingQuery, OperatorClient } from "../../mod.ts";
+import {
+  type BlockingParams,
+  BlockingQuery,
+  type BlockingResult,
+  OperatorClient,
+} from "../../mod.ts";
 import { clientFor, devAgent, eventually, next } from "../_helpers.ts";
 
 /** A scripted source: each call takes the next step (a value with an index, or an error). */
-function scripted(steps: ({ value: number; index: bigint } | Error)[]) {
+function scripted(steps: (BlockingResult<number> | Error)[]) {
   const calls: BlockingParams[] = [];
   const fetch = (p: BlockingParams) => {
     calls.push(p);
@@ -214,4 +219,124 @@ Deno.test("a watch keeps retrying through agent errors and resumes when the agen
   assert.equal(errors.length, 3);
   assert.match(String(errors[0]), /500 No cluster leader/);
   await it.return?.();
+});
+
+Deno.test("blocking query by hash sends the last ContentHash, never an index", async () => {
+  const src = scripted([
+    { value: 1, hash: "aaa", index: 9n },
+    { value: 2, hash: "bbb" },
+  ]);
+  const q = new BlockingQuery(src.fetch, { mode: "hash", minIntervalMs: 0 });
+  const it = q.subscribe();
+  await eventually(() => src.calls.length === 3, 2000, "the loop to park");
+  assert.deepEqual(src.calls.map((c) => [c.hash, c.index]), [
+    [undefined, undefined],
+    ["aaa", undefined],
+    ["bbb", undefined],
+  ]);
+  assert.equal((await next(it)).hash, "bbb");
+  await it.return?.();
+});
+
+Deno.test("blocking query clamps wait to Consul's range (at most 10 minutes, at least 1 ms)", async () => {
+  for (const [asked, sent] of [[20 * 60_000, 600_000], [0, 1], [-5, 1], [undefined, 300_000]]) {
+    const src = scripted([]);
+    const q = new BlockingQuery(src.fetch, { waitMs: asked, minIntervalMs: 0 });
+    const it = q.subscribe();
+    await eventually(() => src.calls.length === 1, 2000);
+    assert.equal(src.calls[0]!.waitMs, sent, String(asked));
+    await it.return?.();
+  }
+});
+
+Deno.test("refresh() abandons the blocking request and asks again at once without an index", async () => {
+  const src = scripted([{ value: 1, index: 40n }]);
+  const q = new BlockingQuery(src.fetch, { minIntervalMs: 0 });
+  const it = q.subscribe();
+  assert.equal((await next(it)).value, 1);
+  await eventually(() => src.calls.length === 2, 2000, "the blocking request");
+  assert.equal(src.calls[1]!.index, 40n);
+  q.refresh();
+  await eventually(() => src.calls.length === 3, 2000, "the request after refresh()");
+  assert.equal(src.calls[1]!.signal.aborted, true, "the blocking one was abandoned");
+  assert.equal(src.calls[2]!.index, undefined, "no index: answered at once");
+  assert.equal(q.status.failures, 0, "an abandoned request is no failure");
+  await it.return?.();
+});
+
+Deno.test("blocking query: a slow consumer gets the latest state, not a queue of old ones", async () => {
+  const src = scripted([1, 2, 3, 4].map((n) => ({ value: n, index: BigInt(n * 10) })));
+  const q = new BlockingQuery(src.fetch, { minIntervalMs: 0 });
+  const it = q.subscribe();
+  await eventually(() => src.calls.length === 5, 2000, "four answers");
+  assert.equal((await next(it)).value, 4);
+  const pending = it.next();
+  const raced = await Promise.race([
+    pending,
+    new Promise((r) => setTimeout(() => r("waiting"), 50)),
+  ]);
+  assert.equal(raced, "waiting", "nothing else is queued");
+  await it.return?.();
+  assert.equal((await pending).done, true);
+});
+
+Deno.test("blocking query: the same body filtered by ACLs (or no longer) is news", async () => {
+  // Answered one request at a time, so the consumer sees every state.
+  const answers: ((r: BlockingResult<number>) => void)[] = [];
+  const q = new BlockingQuery<number>(
+    () => new Promise((resolve) => answers.push(resolve)),
+    { minIntervalMs: 0 },
+  );
+  const it = q.subscribe();
+  const seen: (boolean | undefined)[] = [];
+  const steps: BlockingResult<number>[] = [
+    { value: 0, index: 1n },
+    { value: 0, index: 2n, resultsFilteredByAcls: true },
+    { value: 0, index: 3n, resultsFilteredByAcls: true }, // unchanged: not delivered
+    { value: 0, index: 4n },
+  ];
+  for (const [i, step] of steps.entries()) {
+    await eventually(() => answers.length === i + 1, 2000, `request ${i + 1}`);
+    answers[i]!(step);
+    if (i !== 2) seen.push((await next(it)).resultsFilteredByAcls);
+  }
+  assert.deepEqual(seen, [undefined, true, undefined]);
+  assert.equal(q.latest?.index, 4n);
+  const pending = it.return?.();
+  await eventually(() => answers.length === 5, 2000);
+  answers[4]!({ value: 0, index: 5n }); // the loop stops once its last request settles
+  await pending;
+});
+
+Deno.test("blocking query counts index resets and reports each one", async () => {
+  const resets: { from: bigint; to: bigint }[] = [];
+  const src = scripted([{ value: 1, index: 90n }, { value: 2, index: 5n }, {
+    value: 3,
+    index: 3n,
+  }]);
+  const q = new BlockingQuery(src.fetch, { minIntervalMs: 0, onIndexReset: (r) => resets.push(r) });
+  const it = q.subscribe();
+  await eventually(() => src.calls.length === 4, 2000);
+  assert.deepEqual(resets, [{ from: 90n, to: 5n }]);
+  assert.equal(q.status.indexResets, 1, "5 → 3 after a reset to 0 is not a second one");
+  assert.ok(q.status.lastSuccessAt! <= Date.now());
+  await it.return?.();
+});
+
+Deno.test("blocking query: first() gives the latest snapshot; close() ends every consumer", async () => {
+  const src = scripted([{ value: 7, index: 7n }]);
+  const q = new BlockingQuery(src.fetch, { minIntervalMs: 0 });
+  assert.equal((await q.first()).value, 7);
+  const a = q.subscribe();
+  const b = q.subscribe();
+  assert.equal((await next(a)).value, 7, "a late subscriber gets the latest at once");
+  assert.equal((await next(b)).value, 7);
+  const pending = [a.next(), b.next()];
+  await q.close();
+  assert.deepEqual((await Promise.all(pending)).map((r) => r.done), [true, true]);
+  assert.equal(q.subscriberCount, 0);
+  assert.equal(q.status.running, false);
+  // An aborted signal: the subscription ends at once.
+  const ended = q.subscribe(AbortSignal.abort());
+  assert.equal((await ended.next()).done, true);
 });
