@@ -1,5 +1,5 @@
 /**
- * The core a sidecar {@linkcode Proxy} and a Connect-native {@linkcode ConnectService} share:
+ * The core a sidecar `Proxy` and a Connect-native `ConnectService` share:
  * the live TLS material fed from the agent (roots and leaf watches), the event hub with the
  * last event of each type, the problems `/ready` shows, the lifecycle phase, the intentions
  * watch that re-checks the open connections of the inbound listeners, the background loops,
