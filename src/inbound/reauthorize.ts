@@ -52,7 +52,7 @@ export interface ReauthorizeOptions {
  * and closes the denied ones. Exported for tests and for callers with their own trigger.
  */
 export async function reauthorize(
-  o: Omit<ReauthorizeOptions, "signal">,
+  o: Omit<ReauthorizeOptions, "signal"> & { signal?: AbortSignal },
   intentions: readonly Intention[],
 ): Promise<ReauthorizeRound> {
   const peers = new Set<string>();
@@ -77,7 +77,7 @@ export async function reauthorize(
       try {
         const r = await o.agent.authorize(
           { Target: o.service, ClientCertURI: peer },
-          { timeoutMs: o.authorizeTimeoutMs ?? 5000 },
+          { timeoutMs: o.authorizeTimeoutMs ?? 5000, signal: o.signal },
         );
         allowed = r.Authorized;
         reason = r.Reason;
@@ -94,7 +94,8 @@ export async function reauthorize(
   }));
   o.emit({ type: "reauthorized", ...round });
   if (round.denied.length === 0) return round;
-  if (o.graceMs) await sleep(o.graceMs);
+  // Stopping (the owner closes) ends the grace at once: the drain decides about open connections.
+  if (o.graceMs && !(await sleep(o.graceMs, o.signal))) return round;
   const denied = new Map(round.denied.map((d) => [d.peer, d.reason]));
   for (const gw of o.gateways()) {
     for (const c of [...gw.connections]) {

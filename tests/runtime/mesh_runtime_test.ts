@@ -289,3 +289,72 @@ Deno.test("runtime intentions: a denied caller's connections close after revokeG
   await agent.close();
   await dev.close();
 });
+
+Deno.test("runtime intentions: closing during the grace period does not wait it out (fake time)", async () => {
+  const GRACE = 30_000;
+  const { dev, agent, intention } = await inProcessDouble();
+  const app = await echoServer();
+  const gateways: Awaited<ReturnType<typeof startInbound>>[] = [];
+  const runtime = new MeshRuntime({ agent, gateways: () => gateways, revokeGraceMs: GRACE });
+  runtime.watchRoots();
+  runtime.watchLeaf("db");
+  await runtime.material.ready;
+  const gw = await startInbound({
+    material: runtime.material,
+    service: "db",
+    authorize: (req, opts) => agent.authorize(req, opts),
+    intentions: () => runtime.intentions,
+    bind: { hostname: "127.0.0.1", port: 0 },
+    app: { hostname: "127.0.0.1", port: app.port },
+    onEvent: runtime.emit,
+  });
+  gateways.push(gw);
+  runtime.watchIntentions("db");
+  await settled(undefined, () => runtime.intentions !== undefined, "the first intentions");
+
+  const leaf = await dev.ca.signLeaf("web");
+  const roots = dev.ca.roots.map((r) => r.RootCert);
+  const web = await tlsClient(gw.address.port, {
+    cert: leaf.cert.CertPEM,
+    key: leaf.cert.PrivateKeyPEM,
+    ca: roots,
+  });
+  let echoed = "";
+  web.on("data", (d) => (echoed += d));
+  web.on("error", () => {});
+  // The revocation shows up as 'end' (the socket is half-open), or as 'close'.
+  const closed = new Promise<void>((r) => (web.once("end", r), web.once("close", r)));
+  web.write("hi;");
+  await settled(undefined, () => echoed === "hi;", "web's echo");
+
+  const rounds: ProxyEvent[] = [];
+  const revoked: ProxyEvent[] = [];
+  runtime.events.subscribe((e) => {
+    if (e.type === "reauthorized") rounds.push(e);
+    if (e.type === "revoked") revoked.push(e);
+  });
+  const time = FakeTimers.install({
+    toFake: ["setTimeout", "clearTimeout"],
+    shouldClearNativeTimers: true,
+  });
+  try {
+    assert.equal((await intention("web", "deny")).status, 200);
+    await settled(time, () => rounds.length === 1, "the re-check round of the deny");
+    const round = rounds[0] as Extract<ProxyEvent, { type: "reauthorized" }>;
+    assert.deepEqual(round.denied.map((d) => d.peer), [leaf.cert.ServiceURI]);
+    // The owner closes while the round waits out its grace: the close must not wait for it
+    // (fake time does not move here; a close that waited would never settle).
+    let closedRuntime = false;
+    const closing = runtime.close({ drain: () => gw.close() }).then(() => (closedRuntime = true));
+    await settled(time, () => closedRuntime, "the close, with the grace period still running");
+    await closing;
+    assert.deepEqual(revoked, [], "the grace period was cut short by the close, not ended");
+  } finally {
+    time.uninstall();
+  }
+  await closed;
+  web.destroy();
+  await app.close();
+  await agent.close();
+  await dev.close();
+});
