@@ -27,14 +27,16 @@ const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
 export function decodePem(text: string): PemBlock[] {
   const blocks: PemBlock[] = [];
   for (const m of text.matchAll(BLOCK)) {
-    const body = m[2].replace(/\s+/g, "");
+    // Both groups are required by BLOCK, so every match sets them.
+    const label = m[1]!;
+    const body = m[2]!.replace(/\s+/g, "");
     let der: Uint8Array<ArrayBuffer>;
     try {
       der = Uint8Array.fromBase64(body);
     } catch {
-      throw new TypeError(`PEM block "${m[1]}" has invalid base64`);
+      throw new TypeError(`PEM block "${label}" has invalid base64`);
     }
-    blocks.push({ label: m[1], der });
+    blocks.push({ label, der });
   }
   return blocks;
 }

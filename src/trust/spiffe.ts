@@ -131,14 +131,17 @@ export function parseSpiffeId(uri: string): SpiffeId {
   }
   const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/([^/?#]*)([^?#]*)(?:\?[^#]*)?(?:#.*)?$/.exec(uri);
   if (!m) throw new SpiffeIdError(uri, "SPIFFE ID is not a URI");
-  if (m[1].toLowerCase() !== "spiffe") {
+  // Groups 1-3 are not optional: a match always sets them (possibly to "").
+  if (m[1]!.toLowerCase() !== "spiffe") {
     throw new SpiffeIdError(uri, "SPIFFE ID must have 'spiffe' scheme");
   }
-  const trustDomain = m[2].toLowerCase();
-  const path = m[3];
+  const trustDomain = m[2]!.toLowerCase();
+  const path = m[3]!;
   if (!trustDomain || /[@:\s]/.test(trustDomain)) {
     throw new SpiffeIdError(uri, "SPIFFE ID has an invalid trust domain");
   }
+  // In the patterns below only the `/ap/<partition>` group (1) is optional; the `!` groups are
+  // required by their pattern, so a match sets them.
   const u = (s: string) => unescape(uri, s);
   let r: RegExpExecArray | null;
   if ((r = SERVICE.exec(path))) {
@@ -146,9 +149,9 @@ export function parseSpiffeId(uri: string): SpiffeId {
       kind: "service",
       trustDomain,
       partition: r[1] ? u(r[1]).toLowerCase() : "default",
-      namespace: u(r[2]),
-      datacenter: u(r[3]),
-      service: u(r[4]),
+      namespace: u(r[2]!),
+      datacenter: u(r[3]!),
+      service: u(r[4]!),
     };
   }
   if ((r = AGENT.exec(path))) {
@@ -156,8 +159,8 @@ export function parseSpiffeId(uri: string): SpiffeId {
       kind: "agent",
       trustDomain,
       partition: r[1] ? u(r[1]).toLowerCase() : "default",
-      datacenter: u(r[2]),
-      agent: u(r[3]),
+      datacenter: u(r[2]!),
+      agent: u(r[3]!),
     };
   }
   if ((r = GATEWAY.exec(path))) {
@@ -165,14 +168,18 @@ export function parseSpiffeId(uri: string): SpiffeId {
       kind: "mesh-gateway",
       trustDomain,
       partition: r[1] ? u(r[1]).toLowerCase() : "default",
-      datacenter: u(r[2]),
+      datacenter: u(r[2]!),
     };
   }
   if ((r = SERVER.exec(path))) {
-    return { kind: "server", trustDomain, datacenter: u(r[1]) };
+    return { kind: "server", trustDomain, datacenter: u(r[1]!) };
   }
   if (path === "" && trustDomain.includes(".")) {
-    return { kind: "signing", trustDomain, clusterId: trustDomain.split(".")[0] };
+    return {
+      kind: "signing",
+      trustDomain,
+      clusterId: trustDomain.slice(0, trustDomain.indexOf(".")),
+    };
   }
   throw new SpiffeIdError(uri, "SPIFFE ID is not in the expected format");
 }
