@@ -73,8 +73,9 @@ export function peerChain(socket: tls.TLSSocket): { der?: Uint8Array; chain: Uin
     _handle?: { getPeerCertificateChain?: () => { certificates?: unknown } | undefined };
   })._handle?.getPeerCertificateChain?.()?.certificates;
   if (Array.isArray(raw) && raw.every((c) => c instanceof Uint8Array)) {
-    if (raw.length === 0 || raw[0].length === 0) return { chain: [] };
-    return { der: raw[0], chain: raw.slice(1, 9) };
+    const der = raw[0];
+    if (der === undefined || der.length === 0) return { chain: [] };
+    return { der, chain: raw.slice(1, 9) };
   }
   return legacyPeerChain(socket);
 }
