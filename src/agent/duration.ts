@@ -20,7 +20,7 @@ const UNITS: Record<string, number> = {
  *
  * @example
  * ```ts
- * import { parseGoDuration } from "@meshgate/meshgate";
+ * import { parseGoDuration } from "@meshgate/meshgate/agent";
  * console.log(parseGoDuration("1m30s")); // 90000
  * ```
  * @throws {RangeError} when the text is not a Go duration
@@ -34,7 +34,8 @@ export function parseGoDuration(text: string): number {
   for (
     const part of s.replace(/^[-+]/, "").matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/g)
   ) {
-    total += Number(part[1]) * UNITS[part[2]];
+    // Both groups are required, and the second admits only UNITS' keys.
+    total += Number(part[1]) * UNITS[part[2]!]!;
   }
   return m[1] === "-" ? -total : total;
 }
@@ -45,7 +46,7 @@ export function parseGoDuration(text: string): number {
  *
  * @example
  * ```ts
- * import { formatGoDuration } from "@meshgate/meshgate";
+ * import { formatGoDuration } from "@meshgate/meshgate/agent";
  * console.log(formatGoDuration(5000)); // 5s
  * ```
  */
