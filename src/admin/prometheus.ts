@@ -86,7 +86,7 @@ export abstract class Metric {
  *
  * @example
  * ```ts
- * import { Counter } from "@meshgate/meshgate";
+ * import { Counter } from "@meshgate/meshgate/admin";
  * const c = new Counter("demo_total", "Demo events.");
  * c.inc({ kind: "a" });
  * console.log(c.render().join("\n"));
@@ -118,7 +118,7 @@ export class Counter extends Metric {
  *
  * @example
  * ```ts
- * import { Gauge } from "@meshgate/meshgate";
+ * import { Gauge } from "@meshgate/meshgate/admin";
  * const g = new Gauge("demo_open", "Open things.");
  * g.set({}, 3);
  * ```
@@ -143,7 +143,7 @@ export class Gauge extends Metric {
  *
  * @example
  * ```ts
- * import { Histogram } from "@meshgate/meshgate";
+ * import { Histogram } from "@meshgate/meshgate/admin";
  * const h = new Histogram("demo_seconds", "Durations.", [0.1, 1]);
  * h.observe({}, 0.25);
  * ```
@@ -173,7 +173,7 @@ export class Histogram extends Metric {
       this.#series.set(key, s);
     }
     this.#buckets.forEach((le, i) => {
-      if (value <= le) s.counts[i]++;
+      if (value <= le) s.counts[i]!++; // counts has one slot per bucket
     });
     s.sum += value;
     s.n++;
@@ -202,7 +202,7 @@ export class Histogram extends Metric {
  *
  * @example
  * ```ts
- * import { Registry } from "@meshgate/meshgate";
+ * import { Registry } from "@meshgate/meshgate/admin";
  * const r = new Registry();
  * r.counter("demo_requests_total", "Requests.").inc({ code: "200" });
  * console.log(r.render());
