@@ -4,16 +4,10 @@
  * mTLS, an intention flips to deny and the connection is refused, then it is allowed again.
  * Everything keeps running until Ctrl-C, with the addresses to try by hand.
  */
-import {
-  type AdminServer,
-  AgentClient,
-  createLogger,
-  OperatorClient,
-  type Proxy,
-  startAdmin,
-  startDevAgent,
-  startProxy,
-} from "../mod.ts";
+import { AgentClient, createLogger, type Proxy, startProxy } from "@meshgate/meshgate";
+import { type AdminServer, startAdmin } from "@meshgate/meshgate/admin";
+import { OperatorClient } from "@meshgate/meshgate/agent";
+import { startDevAgent } from "@meshgate/meshgate/devagent";
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });

@@ -9,7 +9,8 @@
  * @module
  */
 import { Hono } from "hono";
-import { allowCallers, callerOf, connect } from "../mod.ts";
+import { connect } from "@meshgate/meshgate";
+import { allowCallers, callerOf } from "@meshgate/meshgate/native";
 
 const svc = await connect({ service: "api" });
 const orders: { item: string; by: string }[] = [];

@@ -7,7 +7,7 @@
  *     deno run --allow-net --allow-env=CONSUL_HTTP_ADDR examples/native_client.ts --get http://legacy.service.consul/
  * @module
  */
-import { connect } from "../mod.ts";
+import { connect } from "@meshgate/meshgate";
 
 const args = [...Deno.args];
 const flag = (name: string) => {

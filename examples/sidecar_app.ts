@@ -8,7 +8,7 @@
  *     deno run --allow-net --allow-env=CONSUL_HTTP_ADDR examples/native_client.ts --get http://legacy.service.consul/
  * @module
  */
-import { createDenoAgentClient, startProxy } from "../mod.ts";
+import { createDenoAgentClient, startProxy } from "@meshgate/meshgate";
 
 // The application: plain HTTP on loopback. It cannot tell who calls; the sidecar can.
 const app = Deno.serve(

@@ -1,10 +1,10 @@
 // Shared test helpers: a test double on loopback with test-friendly timings.
+import { AgentClient } from "../src/agent/client.ts";
 import {
-  AgentClient,
   type RunningDevAgent,
   startDevAgent,
   type StartDevAgentOptions,
-} from "../mod.ts";
+} from "../src/devagent/server.ts";
 
 /** Starts the Consul test double on 127.0.0.1:0 with fast, deterministic timings. */
 export function devAgent(options: StartDevAgentOptions = {}): Promise<RunningDevAgent> {

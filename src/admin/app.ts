@@ -69,7 +69,7 @@ function remoteHost(c: Context): string | undefined {
  *
  * @example
  * ```ts
- * import { isLoopback } from "@meshgate/meshgate";
+ * import { isLoopback } from "@meshgate/meshgate/admin";
  * console.log(isLoopback("127.0.0.1"), isLoopback("[::1]"), isLoopback("10.0.0.5")); // true true false
  * ```
  */
@@ -124,7 +124,7 @@ const REPLAYED = new Set(["leaf", "roots", "config", "endpoints", "phase", "refu
  * @example
  * ```ts ignore
  * import { Hono } from "hono";
- * import { createAdminApp } from "@meshgate/meshgate";
+ * import { createAdminApp } from "@meshgate/meshgate/admin";
  * const app = new Hono();
  * const admin = createAdminApp({ proxy });
  * app.mount("/mesh", admin.fetch);

@@ -42,7 +42,7 @@ export interface ProxyMetrics {
  *
  * @example
  * ```ts ignore
- * import { createProxyMetrics } from "@meshgate/meshgate";
+ * import { createProxyMetrics } from "@meshgate/meshgate/admin";
  * const metrics = createProxyMetrics(proxy);
  * console.log(metrics.registry.render()); // Prometheus text format
  * ```

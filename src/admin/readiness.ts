@@ -20,7 +20,7 @@ export interface ReadinessOptions {
  *
  * @example
  * ```ts ignore
- * import { readinessProblems } from "@meshgate/meshgate";
+ * import { readinessProblems } from "@meshgate/meshgate/admin";
  * const problems = readinessProblems(proxy);
  * if (problems.length) console.log(`not ready: ${problems.join("; ")}`);
  * ```

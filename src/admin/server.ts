@@ -40,7 +40,7 @@ export interface AdminServer extends AsyncDisposable {
  *
  * @example
  * ```ts ignore
- * import { startAdmin } from "@meshgate/meshgate";
+ * import { startAdmin } from "@meshgate/meshgate/admin";
  * await using admin = await startAdmin({ proxy, port: 19000 });
  * console.log(`dashboard: ${admin.url}`);
  * ```

@@ -118,7 +118,7 @@ const iso = (ms: number | undefined) => ms === undefined ? undefined : new Date(
  *
  * @example
  * ```ts ignore
- * import { proxyState } from "@meshgate/meshgate";
+ * import { proxyState } from "@meshgate/meshgate/admin";
  * const s = proxyState(proxy);
  * console.log(s.identity.spiffeId, s.leaf?.expiresInSeconds);
  * ```
@@ -259,7 +259,7 @@ export interface ConnectionState {
  *
  * @example
  * ```ts ignore
- * import { openConnections } from "@meshgate/meshgate";
+ * import { openConnections } from "@meshgate/meshgate/admin";
  * for (const c of openConnections(proxy, 10)) console.log(c.direction, c.peer, c.bytesIn);
  * ```
  */

@@ -49,7 +49,7 @@ export interface AdminUpstream {
  *
  * @example
  * ```ts
- * import type { AdminSubject } from "@meshgate/meshgate";
+ * import type { AdminSubject } from "@meshgate/meshgate/admin";
  *
  * function describe(subject: AdminSubject): string {
  *   const listening = subject.inboundListeners.map((l) => l.address.port).join(", ");

@@ -154,7 +154,7 @@ function resolveToken(
  *
  * @example
  * ```ts
- * import { resolveAgentConfig } from "@meshgate/meshgate";
+ * import { resolveAgentConfig } from "@meshgate/meshgate/agent";
  * const { config } = resolveAgentConfig({}, { CONSUL_HTTP_ADDR: "https://10.0.0.5:8501" });
  * console.log(config.baseUrl); // https://10.0.0.5:8501
  * ```

@@ -9,7 +9,7 @@
  *
  * @example
  * ```ts
- * import { AgentError } from "@meshgate/meshgate";
+ * import { AgentError } from "@meshgate/meshgate/agent";
  * const err = new AgentError("GET /v1/agent/service/web", 404, "unknown service ID: web");
  * console.log(err.retryable); // false
  * ```
@@ -65,7 +65,7 @@ export class AgentError extends Error {
  *
  * @example
  * ```ts
- * import { AgentNetworkError } from "@meshgate/meshgate";
+ * import { AgentNetworkError } from "@meshgate/meshgate/agent";
  * const err = new AgentNetworkError("GET /v1/agent/self", "connection refused");
  * console.log(err.retryable); // true
  * ```
@@ -95,7 +95,7 @@ export class AgentNetworkError extends Error {
  *
  * @example
  * ```ts
- * import { AgentDecodeError } from "@meshgate/meshgate";
+ * import { AgentDecodeError } from "@meshgate/meshgate/agent";
  * const err = new AgentDecodeError("GET /v1/agent/connect/ca/roots", "Roots: expected array");
  * console.log(err.message);
  * ```
@@ -127,7 +127,7 @@ export class AgentDecodeError extends Error {
  *
  * @example
  * ```ts
- * import { AgentConfigError } from "@meshgate/meshgate";
+ * import { AgentConfigError } from "@meshgate/meshgate/agent";
  * throw new AgentConfigError("CONSUL_HTTP_ADDR", "unsupported scheme ftp:");
  * ```
  */
@@ -154,7 +154,7 @@ export type AnyAgentError = AgentError | AgentNetworkError | AgentDecodeError;
  *
  * @example
  * ```ts
- * import { AgentError, isRetryable } from "@meshgate/meshgate";
+ * import { AgentError, isRetryable } from "@meshgate/meshgate/agent";
  * console.log(isRetryable(new AgentError("GET /x", 503, "No cluster leader"))); // true
  * ```
  */

@@ -35,7 +35,9 @@ import type {
  *
  * @example
  * ```ts
- * import { AgentClient, OperatorClient, startDevAgent } from "@meshgate/meshgate";
+ * import { AgentClient } from "@meshgate/meshgate";
+ * import { OperatorClient } from "@meshgate/meshgate/agent";
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
  * await using dev = await startDevAgent();
  * await using agent = new AgentClient({ address: dev.address });
  * const operator = new OperatorClient(agent);
@@ -56,7 +58,7 @@ export class OperatorClient implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { OperatorClient } from "@meshgate/meshgate";
+   * import { OperatorClient } from "@meshgate/meshgate/agent";
    * // Its own agent client, from options (and CONSUL_HTTP_* in `env`).
    * await using operator = new OperatorClient({ address: "127.0.0.1:8500", token: "s3cr3t" });
    * console.log(operator.agent.config.baseUrl); // http://127.0.0.1:8500
@@ -81,7 +83,8 @@ export class OperatorClient implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { OperatorClient, startDevAgent } from "@meshgate/meshgate";
+   * import { OperatorClient } from "@meshgate/meshgate/agent";
+   * import { startDevAgent } from "@meshgate/meshgate/devagent";
    * await using dev = await startDevAgent();
    * await using operator = new OperatorClient({ address: dev.address });
    * console.log((await operator.caConfiguration()).Provider); // consul
@@ -101,7 +104,8 @@ export class OperatorClient implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { OperatorClient, startDevAgent } from "@meshgate/meshgate";
+   * import { OperatorClient } from "@meshgate/meshgate/agent";
+   * import { startDevAgent } from "@meshgate/meshgate/devagent";
    * await using dev = await startDevAgent();
    * await using operator = new OperatorClient({ address: dev.address });
    * const current = await operator.caConfiguration();
@@ -128,7 +132,8 @@ export class OperatorClient implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { OperatorClient, startDevAgent } from "@meshgate/meshgate";
+   * import { OperatorClient } from "@meshgate/meshgate/agent";
+   * import { startDevAgent } from "@meshgate/meshgate/devagent";
    * await using dev = await startDevAgent();
    * await using operator = new OperatorClient({ address: dev.address });
    * await operator.upsertIntention("web", "db", { Action: "allow" });
@@ -156,7 +161,8 @@ export class OperatorClient implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { OperatorClient, startDevAgent } from "@meshgate/meshgate";
+   * import { OperatorClient } from "@meshgate/meshgate/agent";
+   * import { startDevAgent } from "@meshgate/meshgate/devagent";
    * await using dev = await startDevAgent();
    * await using operator = new OperatorClient({ address: dev.address });
    * await operator.upsertIntention("*", "db", { Action: "deny", Description: "default deny" });
@@ -182,7 +188,8 @@ export class OperatorClient implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { OperatorClient, startDevAgent } from "@meshgate/meshgate";
+   * import { OperatorClient } from "@meshgate/meshgate/agent";
+   * import { startDevAgent } from "@meshgate/meshgate/devagent";
    * await using dev = await startDevAgent();
    * await using operator = new OperatorClient({ address: dev.address });
    * await operator.upsertIntention("web", "db", { Action: "deny" });
@@ -206,7 +213,8 @@ export class OperatorClient implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { OperatorClient, startDevAgent } from "@meshgate/meshgate";
+   * import { OperatorClient } from "@meshgate/meshgate/agent";
+   * import { startDevAgent } from "@meshgate/meshgate/devagent";
    * await using dev = await startDevAgent();
    * await using operator = new OperatorClient({ address: dev.address });
    * await operator.putConfigEntry({ Kind: "service-resolver", Name: "db", ConnectTimeout: "3s" });
@@ -228,7 +236,8 @@ export class OperatorClient implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { OperatorClient, startDevAgent } from "@meshgate/meshgate";
+   * import { OperatorClient } from "@meshgate/meshgate/agent";
+   * import { startDevAgent } from "@meshgate/meshgate/devagent";
    * await using dev = await startDevAgent();
    * await using operator = new OperatorClient({ address: dev.address });
    * await operator.putConfigEntry({ Kind: "service-resolver", Name: "db", ConnectTimeout: "3s" });
@@ -251,7 +260,8 @@ export class OperatorClient implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { OperatorClient, startDevAgent } from "@meshgate/meshgate";
+   * import { OperatorClient } from "@meshgate/meshgate/agent";
+   * import { startDevAgent } from "@meshgate/meshgate/devagent";
    * await using dev = await startDevAgent();
    * await using operator = new OperatorClient({ address: dev.address });
    * const id = await operator.createPreparedQuery({ Name: "db-near", Service: { Service: "db" } });
@@ -280,7 +290,8 @@ export class OperatorClient implements AsyncDisposable {
    *
    * @example
    * ```ts
-   * import { OperatorClient, startDevAgent } from "@meshgate/meshgate";
+   * import { OperatorClient } from "@meshgate/meshgate/agent";
+   * import { startDevAgent } from "@meshgate/meshgate/devagent";
    * await using dev = await startDevAgent();
    * await using operator = new OperatorClient({ address: dev.address });
    * const id = await operator.createPreparedQuery({ Name: "db-q", Service: { Service: "db" } });

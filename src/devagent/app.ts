@@ -100,7 +100,7 @@ function rawPath(request: Request): string {
  *
  * @example
  * ```ts
- * import { createDevAgent } from "@meshgate/meshgate";
+ * import { createDevAgent } from "@meshgate/meshgate/devagent";
  * const agent = await createDevAgent({ leafTtlMs: 60_000 });
  * const res = await agent.app.request("/v1/agent/connect/ca/roots");
  * console.log((await res.json()).TrustDomain);

@@ -83,7 +83,7 @@ function rfc3339(d: Date): string {
  *
  * @example
  * ```ts ignore
- * import { ConnectCA } from "@meshgate/meshgate";
+ * import { ConnectCA } from "@meshgate/meshgate/devagent";
  * const ca = await ConnectCA.create({ clusterId: "11111111-2222-3333-4444-555555555555" });
  * const leaf = await ca.signLeaf("web");
  * console.log(leaf.cert.ServiceURI);

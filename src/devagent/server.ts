@@ -42,7 +42,8 @@ export async function probeTcp(hostPort: string): Promise<boolean> {
  *
  * @example
  * ```ts ignore
- * import { AgentClient, startDevAgent } from "@meshgate/meshgate";
+ * import { AgentClient } from "@meshgate/meshgate";
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
  * await using dev = await startDevAgent();
  * const agent = new AgentClient({ address: dev.address });
  * console.log((await agent.roots()).value.TrustDomain);

@@ -93,7 +93,7 @@ interface Call {
  *
  * @example
  * ```ts
- * import { AuthorizeCache } from "@meshgate/meshgate";
+ * import { AuthorizeCache } from "./authorize_cache.ts";
  * const cache = new AuthorizeCache({
  *   ask: () => Promise.resolve({ Authorized: true, Reason: "allowed" }),
  *   freshMs: 10_000,

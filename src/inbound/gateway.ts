@@ -144,7 +144,8 @@ const VERIFY_CLIENTS = { requestCert: true, rejectUnauthorized: true } as const;
  *
  * @example
  * ```ts
- * import { AgentClient, startInbound, TlsMaterial } from "@meshgate/meshgate";
+ * import { startInbound } from "./gateway.ts";
+ * import { AgentClient, TlsMaterial } from "@meshgate/meshgate";
  * const agent = new AgentClient();
  * const material = new TlsMaterial(); // fed by the leaf and roots watches
  * const gw = await startInbound({

@@ -24,7 +24,8 @@ export interface IntentionDecision {
  *
  * @example
  * ```ts
- * import { decideByIntentions, parseSpiffeId, type ServiceSpiffeId } from "@meshgate/meshgate";
+ * import { decideByIntentions } from "./decide.ts";
+ * import { parseSpiffeId, type ServiceSpiffeId } from "@meshgate/meshgate";
  * const web = parseSpiffeId("spiffe://1111.consul/ns/default/dc/dc1/svc/web") as ServiceSpiffeId;
  * const d = decideByIntentions([], "db", web);
  * console.log(d); // undefined: no intention matches

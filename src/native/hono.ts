@@ -24,7 +24,7 @@ export type MeshMiddleware = (
  *
  * @example
  * ```ts ignore
- * import { callerOf } from "@meshgate/meshgate";
+ * import { callerOf } from "@meshgate/meshgate/native";
  * app.get("/whoami", (c) => c.text(callerOf(c)?.id.service ?? "nobody"));
  * ```
  */
@@ -40,7 +40,7 @@ export function callerOf(c: MeshContext): Caller | undefined {
  * @example
  * ```ts ignore
  * import { Hono } from "hono";
- * import { allowCallers } from "@meshgate/meshgate";
+ * import { allowCallers } from "@meshgate/meshgate/native";
  * const app = new Hono();
  * app.post("/orders", allowCallers("web"), (c) => c.json({ ok: true }, 201));
  * ```

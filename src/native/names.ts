@@ -11,7 +11,7 @@ import type { UpstreamTarget } from "../outbound/connector.ts";
  *
  * @example
  * ```ts
- * import { MeshAddressError, parseMeshHost } from "@meshgate/meshgate";
+ * import { MeshAddressError, parseMeshHost } from "@meshgate/meshgate/native";
  * try {
  *   parseMeshHost("example.com");
  * } catch (err) {
@@ -40,7 +40,7 @@ const LABEL = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/;
  *
  * @example
  * ```ts
- * import { parseMeshHost } from "@meshgate/meshgate";
+ * import { parseMeshHost } from "@meshgate/meshgate/native";
  * console.log(parseMeshHost("api.service.consul")); // { type: "service", name: "api" }
  * console.log(parseMeshHost("db.service.dc2.consul").datacenter); // "dc2"
  * ```

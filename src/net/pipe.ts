@@ -98,7 +98,7 @@ export interface Pipe {
  *
  * @example
  * ```ts ignore
- * import { pipeSockets } from "@meshgate/meshgate";
+ * import { pipeSockets } from "./pipe.ts";
  * const pipe = pipeSockets(tlsSocket, appSocket);
  * const { aToB, bToA } = await pipe.closed;
  * ```

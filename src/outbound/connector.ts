@@ -59,7 +59,7 @@ export interface UpstreamRefusal extends Refusal {
  *
  * @example
  * ```ts
- * import { UpstreamConnectError } from "@meshgate/meshgate";
+ * import { UpstreamConnectError } from "@meshgate/meshgate/native";
  * const err = new UpstreamConnectError("no_endpoint", "no healthy instances of db");
  * console.log(err.reason); // "no_endpoint"
  * ```
@@ -164,7 +164,7 @@ export interface EndpointHealth {
  *
  * @example
  * ```ts
- * import { upstreamListenerName } from "@meshgate/meshgate";
+ * import { upstreamListenerName } from "./connector.ts";
  * upstreamListenerName({ name: "db" }); // "upstream:db"
  * upstreamListenerName({ name: "db", datacenter: "dc1" }, "dc1"); // "upstream:db"
  * upstreamListenerName({ name: "db", datacenter: "dc2" }, "dc1"); // "upstream:db@dc2"
@@ -230,7 +230,8 @@ export interface UpstreamConnectorOptions {
  *
  * @example
  * ```ts
- * import { AgentClient, TlsMaterial, UpstreamConnector } from "@meshgate/meshgate";
+ * import { UpstreamConnector } from "./connector.ts";
+ * import { AgentClient, TlsMaterial } from "@meshgate/meshgate";
  * await using agent = new AgentClient({ address: "127.0.0.1:8500" });
  * const material = new TlsMaterial(); // fed by the leaf and roots watches
  * const db = new UpstreamConnector({ agent, material, upstream: { type: "service", name: "db" } });

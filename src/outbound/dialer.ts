@@ -116,7 +116,7 @@ function skipLegacyPeerCertificate(socket: tls.TLSSocket): () => void {
  *
  * @example
  * ```ts ignore
- * import { dialMesh } from "@meshgate/meshgate";
+ * import { dialMesh } from "./dialer.ts";
  * const dialed = await dialMesh(material, { address: "10.0.0.7", port: 21000, service: "db", id: "db-1" }, 5000);
  * if (dialed.ok) dialed.connection.socket.end("hello");
  * else console.log(dialed.failure.reason, dialed.failure.detail);

@@ -93,7 +93,7 @@ export interface UpstreamListener extends AsyncDisposable {
  *
  * @example
  * ```ts ignore
- * import { startUpstream } from "@meshgate/meshgate";
+ * import { startUpstream } from "./listener.ts";
  * const up = await startUpstream({ agent, material, upstream: {
  *   type: "service", name: "db", bind: { hostname: "127.0.0.1", port: 9191 } } });
  * ```

@@ -71,7 +71,7 @@ function curveOf(oid: Uint8Array): string {
  *
  * @example
  * ```ts
- * import { exportSec1Pem } from "@meshgate/meshgate";
+ * import { exportSec1Pem } from "./keys.ts";
  * const { privateKey } = await crypto.subtle.generateKey(
  *   { name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"]);
  * console.log((await exportSec1Pem(privateKey)).split("\n")[0]); // -----BEGIN EC PRIVATE KEY-----
@@ -98,7 +98,7 @@ export async function exportSec1Pem(key: CryptoKey): Promise<string> {
  *
  * @example
  * ```ts ignore
- * import { importEcPrivateKeyPem } from "@meshgate/meshgate";
+ * import { importEcPrivateKeyPem } from "./keys.ts";
  * const key = await importEcPrivateKeyPem(leaf.PrivateKeyPEM);
  * ```
  * @throws {TypeError} when the PEM holds no supported EC key

@@ -19,7 +19,7 @@ const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
  *
  * @example
  * ```ts
- * import { decodePem } from "@meshgate/meshgate";
+ * import { decodePem } from "./pem.ts";
  * console.log(decodePem("no pem here").length); // 0
  * ```
  * @throws {TypeError} when a block's base64 is invalid
@@ -46,7 +46,7 @@ export function decodePem(text: string): PemBlock[] {
  *
  * @example
  * ```ts
- * import { splitPemCertificates } from "@meshgate/meshgate";
+ * import { splitPemCertificates } from "./pem.ts";
  * console.log(splitPemCertificates("").length); // 0
  * ```
  */
@@ -61,7 +61,7 @@ export function splitPemCertificates(text: string): string[] {
  *
  * @example
  * ```ts
- * import { encodePem } from "@meshgate/meshgate";
+ * import { encodePem } from "./pem.ts";
  * console.log(encodePem("CERTIFICATE", new Uint8Array([1, 2, 3])));
  * ```
  */
@@ -76,7 +76,7 @@ export function encodePem(label: string, der: Uint8Array): string {
  *
  * @example
  * ```ts
- * import { colonHex } from "@meshgate/meshgate";
+ * import { colonHex } from "./pem.ts";
  * console.log(colonHex(new Uint8Array([1, 0x2c]))); // 01:2c
  * ```
  */

@@ -1,6 +1,9 @@
 // The admin app through app.request(), on a real proxy pair (mesh of two sidecars).
 import assert from "node:assert/strict";
-import { createAdminApp, createProxyMetrics, OperatorClient, type ProxyState } from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import { createProxyMetrics } from "../../src/admin/proxy_metrics.ts";
+import type { ProxyState } from "../../src/admin/state.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
 import { eventually } from "../_helpers.ts";
 import { mesh } from "../e2e/_mesh.ts";
 import { roundTrip, tcpClient } from "../e2e/_net.ts";

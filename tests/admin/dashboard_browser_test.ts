@@ -2,7 +2,8 @@
 // `.ci/run` installs chromium; without it this test says loudly that it skips.
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { OperatorClient, startAdmin } from "../../mod.ts";
+import { startAdmin } from "../../src/admin/server.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
 import { eventually } from "../_helpers.ts";
 import { mesh } from "../e2e/_mesh.ts";
 import { tcpClient } from "../e2e/_net.ts";

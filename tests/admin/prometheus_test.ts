@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Registry } from "../../mod.ts";
+import { Registry } from "../../src/admin/prometheus.ts";
 import { parseExposition } from "./_prometheus.ts";
 
 Deno.test("prometheus: label values and help text are escaped; histograms are cumulative", () => {

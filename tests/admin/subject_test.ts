@@ -3,14 +3,12 @@
 // connectors (no bind, connections owned by the caller); a proxy without a configuration yet
 // has no service and says so among its problems.
 import assert from "node:assert/strict";
-import {
-  type AdminSubject,
-  connect,
-  createAdminApp,
-  type ProxyState,
-  readinessProblems,
-  startProxy,
-} from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import { readinessProblems } from "../../src/admin/readiness.ts";
+import type { ProxyState } from "../../src/admin/state.ts";
+import type { AdminSubject } from "../../src/admin/subject.ts";
+import { connect } from "../../src/native/service.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent } from "../_helpers.ts";
 
 Deno.test("admin subject: a native service shows its servers and the connectors it dialled", async () => {

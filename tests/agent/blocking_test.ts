@@ -4,8 +4,8 @@ import {
   type BlockingParams,
   BlockingQuery,
   type BlockingResult,
-  OperatorClient,
-} from "../../mod.ts";
+} from "../../src/agent/blocking.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
 import { clientFor, devAgent, eventually, next } from "../_helpers.ts";
 
 /** A scripted source: each call takes the next step (a value with an index, or an error). */

@@ -4,11 +4,11 @@ import {
   AgentError,
   AgentNetworkError,
   isRetryable,
-  OperatorClient,
-  parseCertificate,
-  parseSpiffeId,
-  verifyChain,
-} from "../../mod.ts";
+} from "../../src/agent/errors.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import { parseCertificate } from "../../src/trust/certificate.ts";
+import { verifyChain } from "../../src/trust/chain.ts";
+import { parseSpiffeId } from "../../src/trust/spiffe.ts";
 import { clientFor, devAgent } from "../_helpers.ts";
 
 Deno.test("agent client reads roots and a leaf that chains to them over real HTTP", async () => {

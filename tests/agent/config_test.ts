@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { AgentClient, AgentConfigError, resolveAgentConfig } from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { resolveAgentConfig } from "../../src/agent/config.ts";
+import { AgentConfigError } from "../../src/agent/errors.ts";
 
 Deno.test("agent config reads CONSUL_HTTP_ADDR in every form the Consul CLI accepts", () => {
   const cases: [string, string, string][] = [

@@ -1,7 +1,8 @@
 // Consul writes Go's nil slices and maps as `null`; the decoders take them as Consul means them
 // (no element) and hand the rest of meshgate `[]` / `{}` instead.
 import assert from "node:assert/strict";
-import { AgentClient, AgentDecodeError } from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { AgentDecodeError } from "../../src/agent/errors.ts";
 import {
   decodeAgentSelf,
   decodeAgentService,

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
-import { ConnectCA, EKU, parseCertificate, parseSpiffeId, verifyChain } from "../../mod.ts";
+import { ConnectCA } from "../../src/devagent/ca.ts";
+import { EKU, parseCertificate } from "../../src/trust/certificate.ts";
+import { verifyChain } from "../../src/trust/chain.ts";
+import { parseSpiffeId } from "../../src/trust/spiffe.ts";
 import "reflect-metadata"; // @peculiar/x509 needs it loaded first
 import * as x509 from "@peculiar/x509";
 import { fixture } from "../_helpers.ts";

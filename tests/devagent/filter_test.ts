@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { compileFilter } from "../../src/devagent/filter.ts";
 import { BadRequest } from "../../src/devagent/strict.ts";
 import { clientFor, devAgent } from "../_helpers.ts";
-import { OperatorClient } from "../../mod.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
 
 const entry = (meta: Record<string, string> | null, tags: string[] = []) => ({
   Node: { Node: "n1", Datacenter: "dc1" },

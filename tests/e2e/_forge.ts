@@ -1,6 +1,6 @@
 // The forger of the forged-chain tests: `openssl` (3.0) run as a separate program, as an attacker
 // would, signing whatever we ask with whatever key it is given — a leaf's key included.
-import { splitPemCertificates } from "../../mod.ts";
+import { splitPemCertificates } from "../../src/trust/pem.ts";
 
 /** A certificate and its private key, PEM. */
 export interface Forged {

@@ -1,5 +1,6 @@
 // A two-sidecar mesh on the test double: web (upstream "db" on a local port) → db (echo app).
-import { type ConnectionEvent, type ProxyLimits, startProxy } from "../../mod.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
+import { type ProxyLimits, startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer } from "./_net.ts";
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type AccessLogRecord, OperatorClient, startAccessLog } from "../../mod.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import { type AccessLogRecord, startAccessLog } from "../../src/proxy/access_log.ts";
 import { parseFlags } from "../../src/cli/flags.ts";
 import { eventually } from "../_helpers.ts";
 import { mesh } from "./_mesh.ts";

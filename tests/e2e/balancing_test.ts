@@ -1,7 +1,9 @@
 // Load balancing like Envoy: Consul's Weights, least connections, passive outlier ejection.
 import assert from "node:assert/strict";
 import type net from "node:net";
-import { OperatorClient, type Proxy, startProxy, startUpstream } from "../../mod.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import { startUpstream } from "../../src/outbound/listener.ts";
+import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, roundTrip, tcpClient } from "./_net.ts";
 

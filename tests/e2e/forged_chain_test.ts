@@ -7,15 +7,11 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
-import {
-  type ConnectionEvent,
-  createAdminApp,
-  decodePem,
-  OperatorClient,
-  type Proxy,
-  splitPemCertificates,
-  startProxy,
-} from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
+import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
+import { decodePem, splitPemCertificates } from "../../src/trust/pem.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { forge, type Forged, forgeV1 } from "./_forge.ts";
 import { mesh } from "./_mesh.ts";

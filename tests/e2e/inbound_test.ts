@@ -1,14 +1,10 @@
 import assert from "node:assert/strict";
-import {
-  type AgentClient,
-  type AuthorizeResult,
-  type ConnectionEvent,
-  type InboundOptions,
-  type Intention,
-  OperatorClient,
-  startInbound,
-  TlsMaterial,
-} from "../../mod.ts";
+import type { AgentClient } from "../../src/agent/client.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import type { AuthorizeResult, Intention } from "../../src/agent/types.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
+import { type InboundOptions, startInbound } from "../../src/inbound/gateway.ts";
+import { TlsMaterial } from "../../src/trust/material.ts";
 import { clientFor, devAgent, eventually } from "../_helpers.ts";
 import { echoServer, outcome, roundTrip, tlsClient } from "./_net.ts";
 

@@ -1,15 +1,13 @@
 // The leaf and roots client, hardened against Consul's known leaf-endpoint behaviour. Each test
 // is named after the Consul issue it guards against.
 import assert from "node:assert/strict";
-import {
-  AgentClient,
-  createAdminApp,
-  createLogger,
-  parseCertificate,
-  parseGoDuration,
-  type ProxyEvent,
-  startProxy,
-} from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { parseGoDuration } from "../../src/agent/duration.ts";
+import type { ProxyEvent } from "../../src/events/lifecycle.ts";
+import { createLogger } from "../../src/net/log.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
+import { parseCertificate } from "../../src/trust/certificate.ts";
 import { clientFor, devAgent, eventually, registerEchoDb } from "../_helpers.ts";
 import { outcome, roundTrip, tlsClient } from "./_net.ts";
 

@@ -3,7 +3,8 @@
 // forgetting it.
 import assert from "node:assert/strict";
 import net from "node:net";
-import { OperatorClient, startProxy } from "../../mod.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { mesh } from "./_mesh.ts";
 import { echoServer, roundTrip, tcpClient } from "./_net.ts";

@@ -3,14 +3,11 @@
 // authorize answer given before a change never authorizes a connection after it.
 import assert from "node:assert/strict";
 import type tls from "node:tls";
-import {
-  AgentClient,
-  type ConnectionEvent,
-  OperatorClient,
-  type ProxyEvent,
-  type ReauthorizeRound,
-  startProxy,
-} from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
+import type { ProxyEvent, ReauthorizeRound } from "../../src/events/lifecycle.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, outcome, tlsClient } from "./_net.ts";
 

@@ -3,14 +3,14 @@
 // used after it. Time is fake; the agent is a function whose answers the test resolves.
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
+import { AgentError } from "../../src/agent/errors.ts";
+import type { AuthorizeResult } from "../../src/agent/types.ts";
 import {
-  AgentError,
   type AuthorizeAnswer,
   AuthorizeCache,
   type AuthorizeCacheOptions,
   type AuthorizeCaller,
-  type AuthorizeResult,
-} from "../../mod.ts";
+} from "../../src/inbound/authorize_cache.ts";
 
 const WEB: AuthorizeCaller = {
   uri: "spiffe://1111.consul/ns/default/dc/dc1/svc/web",

@@ -3,14 +3,14 @@
 // change comes while the agent answers or while the application is dialled. Real TLS on
 // loopback, certificates from the test double's CA; the agent's answers are scripted.
 import assert from "node:assert/strict";
+import type { AuthorizeResult } from "../../src/agent/types.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
 import {
-  type AuthorizeResult,
-  type ConnectionEvent,
   type InboundGateway,
   type InboundOptions,
   startInbound,
-  TlsMaterial,
-} from "../../mod.ts";
+} from "../../src/inbound/gateway.ts";
+import { TlsMaterial } from "../../src/trust/material.ts";
 import { clientFor, devAgent, eventually } from "../_helpers.ts";
 import { echoServer, outcome, tlsClient } from "../e2e/_net.ts";
 

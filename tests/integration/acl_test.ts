@@ -6,18 +6,16 @@
 // another service (refused, said on /ready, nothing forwarded), and the proxy command with
 // -token-file, fixed on disk while it runs.
 import assert from "node:assert/strict";
-import {
-  AgentClient,
-  AgentError,
-  connect,
-  type ConnectionEvent,
-  createAdminApp,
-  createLogger,
-  OperatorClient,
-  type ProxyEvent,
-  type ProxyState,
-  startProxy,
-} from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import type { ProxyState } from "../../src/admin/state.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { AgentError } from "../../src/agent/errors.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
+import type { ProxyEvent } from "../../src/events/lifecycle.ts";
+import { connect } from "../../src/native/service.ts";
+import { createLogger } from "../../src/net/log.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { eventually, freePort, spawnLogged } from "../_helpers.ts";
 import { echoServer, outcome, roundTrip, tcpClient, tlsClient } from "../e2e/_net.ts";
 import {

@@ -5,7 +5,10 @@
 // a new upstream and a CA rotation still reach the proxies. Then the client agent itself is
 // SIGKILLed and started again on the same data dir: the sidecars recover by themselves.
 import assert from "node:assert/strict";
-import { AgentClient, OperatorClient, type Proxy, type ProxyEvent, startProxy } from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import type { ProxyEvent } from "../../src/events/lifecycle.ts";
+import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
 import {
   announceSkip,
   type ConsulAgent,

@@ -2,7 +2,10 @@
 // against a real agent. (a) client → consul proxy (upstream) → meshgate inbound → server;
 // (b) client → meshgate outbound → consul proxy (inbound) → server.
 import assert from "node:assert/strict";
-import { AgentClient, connect, OperatorClient, startProxy } from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import { connect } from "../../src/native/service.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { eventually, freePort } from "../_helpers.ts";
 import { echoServer, outcome, tcpClient } from "../e2e/_net.ts";
 import { announceSkip, consulBinary, type RealConsul, startConsul } from "./_consul.ts";

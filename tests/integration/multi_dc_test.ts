@@ -4,14 +4,11 @@
 // dc2, a service-resolver failover to dc2 and back, and that the identity a peer must prove is
 // the target's datacenter (an instance registered in dc2 but served by dc1's sidecar is refused).
 import assert from "node:assert/strict";
-import {
-  AgentClient,
-  type ConnectionEvent,
-  createLogger,
-  OperatorClient,
-  type Proxy,
-  startProxy,
-} from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
+import { createLogger } from "../../src/net/log.ts";
+import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
 import {
   announceSkip,
   type ConsulAgent,

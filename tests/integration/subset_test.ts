@@ -2,7 +2,9 @@
 // instance): a service-resolver whose DefaultSubset is v1 must leave only v1's sidecar among the
 // upstream's endpoints, and a redirect to subset v2 only v2's.
 import assert from "node:assert/strict";
-import { AgentClient, OperatorClient, startProxy } from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { eventually, freePort } from "../_helpers.ts";
 import { announceSkip, consulBinary, startConsul } from "./_consul.ts";
 

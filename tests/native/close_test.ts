@@ -1,7 +1,7 @@
 // ConnectService.close() is idempotent (#17.1): a second close() while the first drains an
 // open connection resolves only when the first does, not at once.
 import assert from "node:assert/strict";
-import { connect } from "../../mod.ts";
+import { connect } from "../../src/native/service.ts";
 import { clientFor, devAgent, eventually } from "../_helpers.ts";
 
 Deno.test("native: a second close() while draining resolves only when the first does", async () => {

@@ -1,7 +1,8 @@
 // connect() that cannot get its leaf or roots says what the agent answered (endpoint, status and
 // Consul's own text), not only that time ran out.
 import assert from "node:assert/strict";
-import { connect, ConnectService, createAdminApp } from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import { connect, ConnectService } from "../../src/native/service.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 
 const DENIED = `Permission denied: token with AccessorID '3e4f…' lacks permission ` +

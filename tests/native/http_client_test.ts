@@ -2,7 +2,8 @@
 // an idempotent request that failed on a reused connection before any response byte is retried
 // once on a fresh one (a POST is not), and an abort cuts a request before or during it.
 import assert from "node:assert/strict";
-import { connect, type ConnectService, type ProxyEvent } from "../../mod.ts";
+import type { ProxyEvent } from "../../src/events/lifecycle.ts";
+import { connect, type ConnectService } from "../../src/native/service.ts";
 import { createMeshFetch } from "../../src/native/http_client.ts";
 import type { MeshHandler } from "../../src/native/http_server.ts";
 import { clientFor, devAgent, eventually } from "../_helpers.ts";

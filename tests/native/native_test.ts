@@ -3,15 +3,12 @@
 // connections reused, rotation keeps serving.
 import assert from "node:assert/strict";
 import { Hono } from "hono";
-import {
-  allowCallers,
-  callerOf,
-  connect,
-  type ConnectionEvent,
-  createAdminApp,
-  OperatorClient,
-  startProxy,
-} from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
+import { allowCallers, callerOf } from "../../src/native/hono.ts";
+import { connect } from "../../src/native/service.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, roundTrip } from "../e2e/_net.ts";
 

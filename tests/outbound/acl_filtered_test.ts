@@ -3,15 +3,12 @@
 // sidecar (measured on 1.22.7 in tests/integration/acl_test.ts): no error, no endpoints. The flag
 // is carried from the client through the resolver to a warning, /v1/state and the refusal.
 import assert from "node:assert/strict";
-import {
-  BlockingQuery,
-  type BlockingResult,
-  type ConnectionEvent,
-  createAdminApp,
-  createLogger,
-  type ProxyState,
-  startProxy,
-} from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import type { ProxyState } from "../../src/admin/state.ts";
+import { BlockingQuery, type BlockingResult } from "../../src/agent/blocking.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
+import { createLogger } from "../../src/net/log.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort, next } from "../_helpers.ts";
 import { tcpClient } from "../e2e/_net.ts";
 

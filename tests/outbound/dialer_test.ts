@@ -4,15 +4,11 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
-import {
-  ConnectCA,
-  type DialFailure,
-  dialMesh,
-  type IssuedLeaf,
-  parseCertificate,
-  peerChain,
-  TlsMaterial,
-} from "../../mod.ts";
+import { ConnectCA, type IssuedLeaf } from "../../src/devagent/ca.ts";
+import { peerChain } from "../../src/net/sockets.ts";
+import { type DialFailure, dialMesh } from "../../src/outbound/dialer.ts";
+import { parseCertificate } from "../../src/trust/certificate.ts";
+import { TlsMaterial } from "../../src/trust/material.ts";
 
 const CLUSTER = "11111111-2222-3333-4444-555555555555";
 

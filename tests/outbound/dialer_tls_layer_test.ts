@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import type net from "node:net";
 import tls from "node:tls";
-import { ConnectCA, dialMesh, type IssuedLeaf, TlsMaterial } from "../../mod.ts";
+import { ConnectCA, type IssuedLeaf } from "../../src/devagent/ca.ts";
+import { dialMesh } from "../../src/outbound/dialer.ts";
+import { TlsMaterial } from "../../src/trust/material.ts";
 
 const CLUSTER = "11111111-2222-3333-4444-555555555555";
 

@@ -3,14 +3,12 @@
 // so their series never mix. The double knows one datacenter, so web's client plays "dc2": it
 // answers dc2's chain and endpoints with dc1's, renamed (the peer then proves dc1, not dc2).
 import assert from "node:assert/strict";
-import {
-  AgentClient,
-  type ConnectionEvent,
-  createAdminApp,
-  type ProxyState,
-  startProxy,
-  upstreamListenerName,
-} from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import type { ProxyState } from "../../src/admin/state.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
+import { upstreamListenerName } from "../../src/outbound/connector.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, registerEchoDb } from "../_helpers.ts";
 import { roundTrip, tcpClient } from "../e2e/_net.ts";
 import { parseExposition } from "../admin/_prometheus.ts";

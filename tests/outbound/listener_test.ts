@@ -2,14 +2,11 @@
 // timeout, with a reason of its own, counted and logged — never holds them open (issue #14).
 import assert from "node:assert/strict";
 import type net from "node:net";
-import {
-  AgentClient,
-  type ConnectionEvent,
-  createLogger,
-  startUpstream,
-  TlsMaterial,
-  type UpstreamListener,
-} from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
+import { createLogger } from "../../src/net/log.ts";
+import { startUpstream, type UpstreamListener } from "../../src/outbound/listener.ts";
+import { TlsMaterial } from "../../src/trust/material.ts";
 import { clientFor, devAgent, freePort } from "../_helpers.ts";
 import { tcpClient } from "../e2e/_net.ts";
 

@@ -4,13 +4,11 @@
 // wrapping fetch plays "dc2" for health: it records every request and answers `dc=dc2` with the
 // double's own (dc1) instances — exactly the wrong-datacenter answer a resolver must not trust.
 import assert from "node:assert/strict";
-import {
-  AgentClient,
-  OperatorClient,
-  type RunningDevAgent,
-  UpstreamConnector,
-  UpstreamResolver,
-} from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import type { RunningDevAgent } from "../../src/devagent/server.ts";
+import { UpstreamConnector } from "../../src/outbound/connector.ts";
+import { UpstreamResolver } from "../../src/outbound/resolver.ts";
 import { devAgent, eventually } from "../_helpers.ts";
 import { mesh } from "../e2e/_mesh.ts";
 

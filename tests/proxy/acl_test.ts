@@ -3,7 +3,9 @@
 // and /ready says why, naming the endpoint and Consul's text, until the agent answers again.
 // The same against a real Consul with ACLs on: tests/integration/acl_test.ts.
 import assert from "node:assert/strict";
-import { createAdminApp, type Proxy, type ProxyEvent, startProxy } from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import type { ProxyEvent } from "../../src/events/lifecycle.ts";
+import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, outcome, roundTrip, tlsClient } from "../e2e/_net.ts";
 

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import type tls from "node:tls";
-import { startProxy } from "../../mod.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, tlsClient } from "../e2e/_net.ts";
 

@@ -1,15 +1,13 @@
 // A leaf whose PrivateKeyPEM is garbage or belongs to another certificate never replaces the
 // good leaf (#16.9): it is refused, the old one keeps serving, and /ready says why.
 import assert from "node:assert/strict";
-import {
-  AgentClient,
-  CertificateError,
-  createAdminApp,
-  createLogger,
-  type LeafCert,
-  startProxy,
-  TlsMaterial,
-} from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import type { LeafCert } from "../../src/agent/types.ts";
+import { createLogger } from "../../src/net/log.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
+import { CertificateError } from "../../src/trust/certificate.ts";
+import { TlsMaterial } from "../../src/trust/material.ts";
 import { clientFor, devAgent, eventually, registerEchoDb } from "../_helpers.ts";
 import { roundTrip, tlsClient } from "../e2e/_net.ts";
 

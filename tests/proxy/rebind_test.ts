@@ -4,13 +4,10 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import type tls from "node:tls";
-import {
-  OperatorClient,
-  type Proxy,
-  type ProxyConfig,
-  readinessProblems,
-  startProxy,
-} from "../../mod.ts";
+import { readinessProblems } from "../../src/admin/readiness.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import type { ProxyConfig } from "../../src/proxy/config.ts";
+import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
 

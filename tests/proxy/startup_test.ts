@@ -3,7 +3,8 @@
 // what it waits for, and everything is retried with backoff; -register failures are retried;
 // closing a self-registered proxy deregisters it before draining.
 import assert from "node:assert/strict";
-import { createAdminApp, type Proxy, startProxy } from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, roundTrip, tcpClient } from "../e2e/_net.ts";
 

@@ -3,7 +3,9 @@
 // within the configured TTL), watches recover by themselves, and /ready and /metrics tell the
 // truth throughout. Each test prints the figures it held.
 import assert from "node:assert/strict";
-import { AgentClient, createAdminApp, type ProxyEvent } from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import type { ProxyEvent } from "../../src/events/lifecycle.ts";
 import { parseExposition } from "../admin/_prometheus.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { mesh } from "../e2e/_mesh.ts";

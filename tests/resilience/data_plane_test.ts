@@ -2,7 +2,9 @@
 // resets, a peer that stops reading. `deno task soak` runs the same tests at full size.
 import assert from "node:assert/strict";
 import net from "node:net";
-import { createAdminApp, decodePem, startProxy } from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
+import { decodePem } from "../../src/trust/pem.ts";
 import { parseExposition } from "../admin/_prometheus.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, roundTrip, tcpClient, tlsClient } from "../e2e/_net.ts";

@@ -2,22 +2,18 @@
 // loopback by default; every refusal reason is its own metric label; parsers of outside input
 // only ever throw their typed errors (fuzzed for a bounded time).
 import assert from "node:assert/strict";
-import {
-  AgentClient,
-  CertificateError,
-  createAdminApp,
-  createLogger,
-  DecodeFailure,
-  OperatorClient,
-  parseCertificate,
-  parseGoDuration,
-  parseSpiffeId,
-  PROXY_ENV_VARS,
-  REFUSAL_REASONS,
-  SpiffeIdError,
-  startAdmin,
-  startProxy,
-} from "../../mod.ts";
+import { createAdminApp } from "../../src/admin/app.ts";
+import { startAdmin } from "../../src/admin/server.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { DecodeFailure } from "../../src/agent/decode.ts";
+import { parseGoDuration } from "../../src/agent/duration.ts";
+import { OperatorClient } from "../../src/agent/operator.ts";
+import { REFUSAL_REASONS } from "../../src/events/connection.ts";
+import { createLogger } from "../../src/net/log.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
+import { PROXY_ENV_VARS } from "../../src/transport/agent_client.ts";
+import { CertificateError, parseCertificate } from "../../src/trust/certificate.ts";
+import { parseSpiffeId, SpiffeIdError } from "../../src/trust/spiffe.ts";
 import * as decode from "../../src/agent/decode.ts";
 import { FlagError, parseFlags } from "../../src/cli/flags.ts";
 import {

@@ -2,7 +2,9 @@
 // as Consul answers blocking queries (a request with an index waits until the answer changes or
 // its `wait` elapses, then answers). It runs in-process through AgentClient's `fetch` option, so
 // that under fake time only the timers decide the order. The test sets each answer.
-import { AgentClient, type ConnectCA, type IssuedLeaf, parseGoDuration } from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { parseGoDuration } from "../../src/agent/duration.ts";
+import type { ConnectCA, IssuedLeaf } from "../../src/devagent/ca.ts";
 
 /** One answer of a resource: a body, or an HTTP error with Consul's text. */
 type Answer = { body: unknown } | { status: number; text: string };

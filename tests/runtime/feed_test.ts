@@ -3,13 +3,11 @@
 // expired leaf refused and asked for again, and problems set and cleared.
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import {
-  AgentError,
-  ConnectCA,
-  createLogger,
-  type LifecycleEvent,
-  TlsMaterial,
-} from "../../mod.ts";
+import { AgentError } from "../../src/agent/errors.ts";
+import { ConnectCA } from "../../src/devagent/ca.ts";
+import type { LifecycleEvent } from "../../src/events/lifecycle.ts";
+import { createLogger } from "../../src/net/log.ts";
+import { TlsMaterial } from "../../src/trust/material.ts";
 import { describeFailure, feedLeaf, feedRoots } from "../../src/runtime/feed.ts";
 import { scriptedAgent } from "./_agent.ts";
 

@@ -4,14 +4,12 @@
 // period runs on fake time.
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import {
-  AgentClient,
-  ConnectCA,
-  type ConnectionEvent,
-  createDevAgent,
-  type ProxyEvent,
-  startInbound,
-} from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { createDevAgent } from "../../src/devagent/app.ts";
+import { ConnectCA } from "../../src/devagent/ca.ts";
+import type { ConnectionEvent } from "../../src/events/connection.ts";
+import type { ProxyEvent } from "../../src/events/lifecycle.ts";
+import { startInbound } from "../../src/inbound/gateway.ts";
 import { MeshRuntime } from "../../src/runtime/mesh_runtime.ts";
 import { echoServer, tlsClient } from "../e2e/_net.ts";
 import { scriptedAgent } from "./_agent.ts";

@@ -2,7 +2,8 @@
 // CONSUL_HTTP_SSL_VERIFY=false, and unix sockets — against a TLS (or unix) front of the double.
 import assert from "node:assert/strict";
 import net from "node:net";
-import { AgentNetworkError, pipeSockets } from "../../mod.ts";
+import { AgentNetworkError } from "../../src/agent/errors.ts";
+import { pipeSockets } from "../../src/net/pipe.ts";
 import { AgentConfigError } from "../../src/agent/errors.ts";
 import { createDenoAgentClient } from "../../src/transport/agent_client.ts";
 import { devAgent } from "../_helpers.ts";

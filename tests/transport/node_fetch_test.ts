@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
-import { AgentClient, AgentNetworkError } from "../../mod.ts";
+import { AgentClient } from "../../src/agent/client.ts";
+import { AgentNetworkError } from "../../src/agent/errors.ts";
 import { createNodeFetch } from "../../src/transport/node_fetch.ts";
 import { pki } from "./_pki.ts";
 

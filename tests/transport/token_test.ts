@@ -3,7 +3,7 @@
 // CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_TOKEN), and a token file re-read when it changes. When a
 // Consul binary is built, the same table is checked against the real `consul` CLI too.
 import assert from "node:assert/strict";
-import { AgentConfigError } from "../../mod.ts";
+import { AgentConfigError } from "../../src/agent/errors.ts";
 import { parseFlags } from "../../src/cli/flags.ts";
 import { createDenoAgentClient } from "../../src/transport/agent_client.ts";
 import { announceSkip, consulBinary } from "../integration/_consul.ts";

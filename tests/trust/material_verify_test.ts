@@ -2,7 +2,8 @@
 // the whole presented chain and purpose, acceptances only, until the path's earliest expiry).
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import { ConnectCA, TlsMaterial } from "../../mod.ts";
+import { ConnectCA } from "../../src/devagent/ca.ts";
+import { TlsMaterial } from "../../src/trust/material.ts";
 import type { CARootList } from "../../src/agent/types.ts";
 import { x509 } from "../../src/trust/_x509.ts";
 import { importEcPrivateKeyPem } from "../../src/trust/keys.ts";

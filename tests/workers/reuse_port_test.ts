@@ -3,7 +3,9 @@
 // second bind fails as before.
 import assert from "node:assert/strict";
 import net from "node:net";
-import { startInbound, startUpstream, TlsMaterial } from "../../mod.ts";
+import { startInbound } from "../../src/inbound/gateway.ts";
+import { startUpstream } from "../../src/outbound/listener.ts";
+import { TlsMaterial } from "../../src/trust/material.ts";
 import { clientFor, devAgent } from "../_helpers.ts";
 import { echoServer } from "../e2e/_net.ts";
 
