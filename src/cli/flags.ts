@@ -365,7 +365,7 @@ function parseGoInt(text: string): number | undefined {
     /^([+-]?)(0[xX](?:_?[0-9a-fA-F])+|0[bB](?:_?[01])+|0[oO](?:_?[0-7])+|0(?:_?[0-7])*|[1-9](?:_?[0-9])*)$/
       .exec(text);
   if (!m) return undefined;
-  const digits = m[2].replaceAll("_", "");
+  const digits = m[2]!.replaceAll("_", ""); // the digits group is not optional
   const prefix = digits.slice(0, 2).toLowerCase();
   const n = prefix === "0x"
     ? parseInt(digits.slice(2), 16)
@@ -407,7 +407,8 @@ function hostPort(
   if (text.startsWith("[")) {
     const m = /^\[([^\]]*)\]:([^:]*)$/.exec(text);
     if (!m) throw new FlagError(flag, `"${text}" must be host:port ([v6 address]:port)`);
-    [, host, portText] = m;
+    host = m[1]!; // both groups are required (possibly "")
+    portText = m[2]!;
     bracketed = true;
   } else if (text.includes(":")) {
     const i = text.lastIndexOf(":");
@@ -515,19 +516,22 @@ export function parseFlags(
 ): CliOptions {
   const known = new Map(FLAGS.map((f) => [f.name, f]));
   const values = new Map<string, string[]>();
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
+  const argv = args.values(); // a flag's value is taken with argv.next()
+  for (const arg of argv) {
     if (!arg.startsWith("-") || arg === "-" || arg === "--") {
       throw new FlagError(arg, "unexpected argument (flags start with - or --)");
     }
-    const [rawName, inline] = arg.replace(/^--?/, "").split(/=(.*)/s, 2);
+    const body = arg.replace(/^--?/, "");
+    const eq = body.indexOf("=");
+    const rawName = eq < 0 ? body : body.slice(0, eq);
+    const inline = eq < 0 ? undefined : body.slice(eq + 1);
     // Go's flag package takes -h for -help.
     const spec = known.get(rawName === "h" ? "help" : rawName);
     if (!spec) throw new FlagError(`-${rawName}`, "unknown flag (see -help)");
     let value = inline;
     if (spec.value) {
       if (value === undefined) {
-        value = args[++i];
+        value = argv.next().value;
         if (value === undefined) {
           throw new FlagError(`-${rawName}`, `needs a value <${spec.value}>`);
         }

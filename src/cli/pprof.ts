@@ -34,16 +34,16 @@ export interface PprofServer extends AsyncDisposable {
 }
 
 /** Go profiles with no V8 counterpart: each answers 404 with the reason. */
-const GO_ONLY: Record<string, string> = {
-  goroutine: "V8 runs JavaScript on one thread: there are no goroutines",
-  allocs: "use /debug/pprof/heap?seconds=N (sampled allocations)",
-  block: "V8 has no blocking profile",
-  mutex: "V8 has no mutexes to profile",
-  threadcreate: "V8 has no thread-creation profile",
-  trace: "Go's execution tracer has no V8 equivalent; use /debug/pprof/profile",
-  cmdline: "not served: the command line may hold an ACL token",
-  symbol: "V8 profiles carry their own symbols",
-};
+const GO_ONLY: ReadonlyMap<string, string> = new Map([
+  ["goroutine", "V8 runs JavaScript on one thread: there are no goroutines"],
+  ["allocs", "use /debug/pprof/heap?seconds=N (sampled allocations)"],
+  ["block", "V8 has no blocking profile"],
+  ["mutex", "V8 has no mutexes to profile"],
+  ["threadcreate", "V8 has no thread-creation profile"],
+  ["trace", "Go's execution tracer has no V8 equivalent; use /debug/pprof/profile"],
+  ["cmdline", "not served: the command line may hold an ACL token"],
+  ["symbol", "V8 profiles carry their own symbols"],
+]);
 
 const INDEX = (timeoutMs: number) =>
   `meshgate profiling (V8 formats; Go's pprof cannot read them)
@@ -193,10 +193,10 @@ export function startPprof(options: PprofOptions): Promise<PprofServer> {
     if (req.method !== "GET" && req.method !== "HEAD") return text(405, "GET only\n");
     const m = /^\/debug\/pprof\/?([^/]*)$/.exec(url.pathname);
     if (!m) return text(404, "not found: see /debug/pprof/\n");
-    const name = m[1];
+    const name = m[1]!; // the group is not optional: "" for /debug/pprof/
     if (name === "") return text(200, INDEX(timeoutMs));
     if (name === "profile" || name === "heap") return profile(name, req, url);
-    const why = Object.hasOwn(GO_ONLY, name) ? GO_ONLY[name] : undefined; // not "constructor"
+    const why = GO_ONLY.get(name); // a Map: "constructor" is not a key
     return text(404, `${name}: ${why ?? "unknown profile"}; see /debug/pprof/\n`);
   };
 
