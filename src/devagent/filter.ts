@@ -38,7 +38,7 @@ function tokenize(expression: string): Token[] {
   const tokens: Token[] = [];
   let i = 0;
   while (i < expression.length) {
-    const ch = expression[i];
+    const ch = expression.charAt(i);
     if (/\s/.test(ch)) {
       i++;
     } else if (ch === "(" || ch === ")") {
@@ -177,7 +177,8 @@ function parse(expression: string): Node {
   };
   if (tokens.length === 0) fail(expression, "empty expression");
   const root = or();
-  if (pos < tokens.length) fail(expression, `unexpected "${tokens[pos].text}"`);
+  const extra = tokens[pos];
+  if (extra) fail(expression, `unexpected "${extra.text}"`);
   return root;
 }
 

@@ -38,13 +38,12 @@ export function strictDecode(
     );
   }
   const out: Record<string, unknown> = {};
-  const canonical = new Map(
-    Object.keys(schema).map((k) => [k.toLowerCase().replaceAll("_", ""), k]),
-  );
+  const fold = (field: string) => field.toLowerCase().replaceAll("_", "");
+  const fields = new Map(Object.entries(schema).map(([name, sub]) => [fold(name), { name, sub }]));
   for (const [key, value] of Object.entries(body)) {
-    const name = canonical.get(key.toLowerCase().replaceAll("_", ""));
-    if (!name) throw new BadRequest(`${prefix}: json: unknown field "${key}"`);
-    const sub = schema[name];
+    const field = fields.get(fold(key));
+    if (!field) throw new BadRequest(`${prefix}: json: unknown field "${key}"`);
+    const { name, sub } = field;
     if (sub !== true && value !== null && value !== undefined) {
       out[name] = Array.isArray(value)
         ? value.map((v) => strictDecode(v, sub, prefix))
