@@ -267,8 +267,9 @@ export function createMeshFetch(dial: MeshDial, options: MeshFetchOptions = {}):
       }, (res) => {
         response = res;
         const h = new Headers();
-        for (let i = 0; i < res.rawHeaders.length; i += 2) {
-          h.append(res.rawHeaders[i], res.rawHeaders[i + 1]);
+        // Name, value, name, value…: i - 1 and i are both below the length.
+        for (let i = 1; i < res.rawHeaders.length; i += 2) {
+          h.append(res.rawHeaders[i - 1]!, res.rawHeaders[i]!);
         }
         const status = res.statusCode ?? 502;
         const noBody = method === "HEAD" || status === 204 || status === 304;

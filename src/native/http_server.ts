@@ -74,8 +74,9 @@ export function httpOverConnections(
       if (!res.writableFinished) ac.abort(new Error("client went away"));
     });
     const headers = new Headers();
-    for (let i = 0; i < req.rawHeaders.length; i += 2) {
-      headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
+    // Name, value, name, value…: i - 1 and i are both below the length.
+    for (let i = 1; i < req.rawHeaders.length; i += 2) {
+      headers.append(req.rawHeaders[i - 1]!, req.rawHeaders[i]!);
     }
     const url = new URL(req.url ?? "/", `https://${req.headers.host ?? "mesh.invalid"}`);
     const hasBody = req.method !== "GET" && req.method !== "HEAD";

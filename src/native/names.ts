@@ -57,7 +57,7 @@ export function parseMeshHost(host: string): UpstreamTarget {
   }
   return {
     type: kind === "service" ? "service" : "prepared_query",
-    name: parts[0],
+    name: parts[0]!, // three or four labels (checked above)
     ...(parts.length === 4 ? { datacenter: parts[2] } : {}),
   };
 }
