@@ -34,5 +34,8 @@ export type LifecycleEvent =
   /** One re-check of open inbound connections after an intention change, once decided. */
   | ({ type: "reauthorized" } & ReauthorizeRound);
 
-/** Any proxy event, stamped with when it happened (`Date.now()`). */
-export type ProxyEvent = (ConnectionEvent | LifecycleEvent) & { at: number };
+/**
+ * Any proxy event, stamped with when it happened (`Date.now()`) and, for a connection served
+ * by a worker thread (`-workers`), with the worker's number (none: the main thread).
+ */
+export type ProxyEvent = (ConnectionEvent | LifecycleEvent) & { at: number; worker?: number };

@@ -21,6 +21,12 @@ import { startUpstream, type UpstreamListener } from "../outbound/listener.ts";
 import { describeFailure } from "../runtime/feed.ts";
 import { MeshRuntime } from "../runtime/mesh_runtime.ts";
 import type { TlsMaterial } from "../trust/material.ts";
+import {
+  type ProxyWorkers,
+  shareableConfig,
+  WorkerPool,
+  type WorkerThread,
+} from "../workers/pool.ts";
 import { configFromService, type ProxyConfig, ProxyConfigError, upstreamKey } from "./config.ts";
 
 /** Limits and timeouts of the proxy. */
@@ -85,6 +91,18 @@ export interface ProxyOptions {
   log?: Logger;
   /** Connection events. */
   onEvent?: (event: ConnectionEvent) => void;
+  /**
+   * Serve the listeners from `count` threads (`-workers`): `count - 1` Deno workers run this
+   * proxy's configuration beside it on the same ports (`SO_REUSEPORT`), their agent calls joined
+   * with this proxy's in `relay` (which `agent` must send its calls through), their connection
+   * events published in {@linkcode Proxy.events}. See `src/workers/pool.ts`.
+   */
+  workers?: ProxyWorkers;
+  /**
+   * A worker thread's proxy (set by `src/workers/worker_main.ts`): listeners bound with
+   * `SO_REUSEPORT`, and only those threads can share (TCP on a fixed port).
+   */
+  dataPlane?: boolean;
 }
 
 /** The proxy's lifecycle state (the same as a Connect-native service's). */
@@ -159,6 +177,8 @@ export class Proxy implements AsyncDisposable, AdminSubject {
   /** The self-registration loop (`register`), stopped by close before it deregisters. */
   #registration?: Promise<void>;
   #registerAttempted = false;
+  /** The worker threads (`workers`), once started. */
+  #pool?: WorkerPool;
 
   private constructor(options: ProxyOptions) {
     this.#o = options;
@@ -221,6 +241,7 @@ export class Proxy implements AsyncDisposable, AdminSubject {
         `${config.upstreams.length - this.#upstreams.size} upstream listener(s) not up`,
       );
     }
+    if (this.#pool) problems.push(...this.#pool.problems);
     return problems;
   }
 
@@ -288,6 +309,16 @@ export class Proxy implements AsyncDisposable, AdminSubject {
     return [...this.#upstreams.values()];
   }
 
+  /** The worker threads serving beside this one (`workers`); empty without. */
+  get workers(): readonly WorkerThread[] {
+    return this.#pool?.threads ?? [];
+  }
+
+  /** Whether listeners bind with `SO_REUSEPORT` (threads share them). */
+  get #reusePort(): boolean {
+    return !!this.#o.dataPlane || (this.#o.workers?.count ?? 1) > 1;
+  }
+
   get #signal(): AbortSignal {
     return this.#runtime.signal;
   }
@@ -303,6 +334,7 @@ export class Proxy implements AsyncDisposable, AdminSubject {
     // Like `consul connect proxy`, a sidecar that cannot be found is an error at once; a
     // registration that does not exist yet (-proxy-id) is waited for.
     const id = o.sidecarFor !== undefined ? await findSidecar(o.agent, o.sidecarFor) : o.proxyId;
+    if (o.workers) this.#startWorkers(o.workers, id);
     this.#runtime.watchRoots();
     if (o.config) {
       this.#runtime.spawn(
@@ -315,6 +347,25 @@ export class Proxy implements AsyncDisposable, AdminSubject {
       this.#runtime.spawn(this.#watchService(id!));
     }
     this.#runtime.spawn(this.#whenMaterialReady());
+  }
+
+  /** Starts the worker threads of `workers` (none for a count of 1). */
+  #startWorkers(workers: ProxyWorkers, proxyId: string | undefined): void {
+    if (!Number.isInteger(workers.count) || workers.count < 1) {
+      throw new ProxyConfigError("workers", `${workers.count} must be a whole number ≥ 1`);
+    }
+    if (this.#o.dataPlane) throw new ProxyConfigError("workers", "a worker starts no workers");
+    if (workers.count === 1) return;
+    this.#pool = new WorkerPool({
+      ...workers,
+      proxy: this.#o.config
+        ? { config: this.#o.config, limits: this.#o.limits }
+        : { proxyId, limits: this.#o.limits },
+      logger: this.#log,
+      // Stamped here: the main proxy's metrics, access log and admin app count every thread.
+      emit: (event, worker) => this.#emit(Object.assign({}, event, { worker })),
+    });
+    this.#pool.start();
   }
 
   async #whenMaterialReady(): Promise<void> {
@@ -412,6 +463,8 @@ export class Proxy implements AsyncDisposable, AdminSubject {
   async #applyNow(config: ProxyConfig): Promise<void> {
     if (this.#signal.aborted) return;
     const o = this.#o;
+    // A worker thread leaves to the main thread the listeners threads cannot share.
+    if (o.dataPlane) config = shareableConfig(config);
     const limits = o.limits ?? {};
     this.#runtime.watchLeaf(config.service);
     // Upstreams: close removed or changed ones, open new ones; others are not touched.
@@ -434,6 +487,7 @@ export class Proxy implements AsyncDisposable, AdminSubject {
             upstream: u,
             maxConnections: limits.maxOutbound,
             idleTimeoutMs: limits.idleTimeoutMs,
+            reusePort: this.#reusePort,
             log: this.#log,
             onEvent: this.#emit,
             onEndpoints: (change) => this.#emit({ type: "endpoints", ...change }),
@@ -525,6 +579,7 @@ export class Proxy implements AsyncDisposable, AdminSubject {
         connectTimeoutMs: want.connectTimeoutMs,
         idleTimeoutMs: limits.idleTimeoutMs,
         maxConnections: limits.maxInbound,
+        reusePort: this.#reusePort,
         log: this.#log,
         onEvent: this.#emit,
       });
@@ -676,6 +731,7 @@ export class Proxy implements AsyncDisposable, AdminSubject {
     if (this.#o.register && this.#registerAttempted) await this.#deregister(this.#o.register);
     await this.#applying;
     await Promise.all([
+      this.#pool?.close(drainMs),
       this.#inbound?.close(drainMs),
       ...[...this.#retired].map((l) => l.close(drainMs)),
       ...[...this.#upstreams.values()].map((u) => u.close(drainMs)),
