@@ -74,11 +74,14 @@ async function piped(options: Parameters<typeof pipeSockets>[2] = {}) {
   };
 }
 
-function readAll(socket: net.Socket): Promise<Uint8Array> {
-  return new Promise((resolve) => {
+/** Everything `socket` reads until its peer ends; fails after `ms` (a lost end would hang). */
+function readAll(socket: net.Socket, ms = 10_000): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
     const chunks: Uint8Array[] = [];
+    const timer = setTimeout(() => reject(new Error(`no end within ${ms} ms`)), ms);
     socket.on("data", (c: Uint8Array) => chunks.push(c));
     socket.once("end", () => {
+      clearTimeout(timer);
       const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
       let at = 0;
       for (const c of chunks) out.set(c, (at += c.length) - c.length);
