@@ -114,3 +114,16 @@ export async function meshClient(agent: AgentClient, port: number, service = "we
   const roots = (await agent.roots()).value.Roots.map((r) => r.RootCert);
   return await tlsClient(port, { cert: leaf.CertPEM, key: leaf.PrivateKeyPEM, ca: roots });
 }
+
+/**
+ * `items[index]` (a negative index counts from the end), failing the test with `what` named
+ * when there is no such element — instead of a `!` that turns a missing element into a
+ * TypeError somewhere later.
+ */
+export function nth<T>(items: ArrayLike<T>, index: number, what = "element"): T {
+  const item = items[index < 0 ? items.length + index : index];
+  if (item === undefined) {
+    throw new Error(`expected ${what} at index ${index}, but there are ${items.length} items`);
+  }
+  return item;
+}

@@ -27,8 +27,9 @@ function parseLabels(text: string, line: string): Record<string, string> {
     re.lastIndex = at;
     const m = re.exec(text);
     if (!m) throw new Error(`bad labels in: ${line}`);
-    if (m[1] in labels) throw new Error(`duplicate label ${m[1]} in: ${line}`);
-    labels[m[1]] = m[2].replace(/\\(["\\n])/g, (_, c) => (c === "n" ? "\n" : c));
+    const name = m[1]!; // both groups are required by the pattern
+    if (name in labels) throw new Error(`duplicate label ${name} in: ${line}`);
+    labels[name] = m[2]!.replace(/\\(["\\n])/g, (_, c) => (c === "n" ? "\n" : c));
     at = re.lastIndex;
   }
   return labels;
@@ -42,13 +43,15 @@ export function parseExposition(text: string): Exposition {
   for (const line of text.split("\n").slice(0, -1)) {
     if (line.startsWith("# HELP ")) {
       const name = line.split(" ")[2];
+      if (!name) throw new Error(`HELP without a metric name: ${line}`);
       if (helps.has(name)) throw new Error(`second HELP for ${name}`);
       helps.add(name);
       continue;
     }
     if (line.startsWith("# TYPE ")) {
       const [, , name, type] = line.split(" ");
-      if (!["counter", "gauge", "histogram", "summary", "untyped"].includes(type)) {
+      if (!name) throw new Error(`TYPE without a metric name: ${line}`);
+      if (!type || !["counter", "gauge", "histogram", "summary", "untyped"].includes(type)) {
         throw new Error(`bad type: ${line}`);
       }
       if (types.has(name)) throw new Error(`second TYPE for ${name}`);
@@ -60,12 +63,14 @@ export function parseExposition(text: string): Exposition {
     }
     if (line.startsWith("#") || line === "") continue;
     const m = /^([^{\s]+)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
-    if (!m || !NAME.test(m[1])) throw new Error(`bad sample line: ${line}`);
-    const value = m[3] === "+Inf" ? Infinity : m[3] === "-Inf" ? -Infinity : Number(m[3]);
-    if (Number.isNaN(value) && m[3] !== "NaN") throw new Error(`bad value: ${line}`);
-    const family = m[1].replace(/_(bucket|sum|count)$/, "");
-    if (!types.has(m[1]) && !types.has(family)) throw new Error(`sample before its TYPE: ${line}`);
-    samples.push({ name: m[1], labels: parseLabels(m[2] ?? "", line), value });
+    if (!m) throw new Error(`bad sample line: ${line}`);
+    const [, name = "", labels = "", text] = m; // the labels group is optional
+    if (!NAME.test(name)) throw new Error(`bad sample line: ${line}`);
+    const value = text === "+Inf" ? Infinity : text === "-Inf" ? -Infinity : Number(text);
+    if (Number.isNaN(value) && text !== "NaN") throw new Error(`bad value: ${line}`);
+    const family = name.replace(/_(bucket|sum|count)$/, "");
+    if (!types.has(name) && !types.has(family)) throw new Error(`sample before its TYPE: ${line}`);
+    samples.push({ name, labels: parseLabels(labels, line), value });
   }
   // Histograms: cumulative buckets ending in +Inf equal to _count.
   for (const [family, type] of types) {
@@ -77,8 +82,10 @@ export function parseExposition(text: string): Exposition {
       series.set(key, [...(series.get(key) ?? []), s]);
     }
     for (const [key, buckets] of series) {
-      for (let i = 1; i < buckets.length; i++) {
-        if (buckets[i].value < buckets[i - 1].value) throw new Error(`${family} not cumulative`);
+      let below = -Infinity;
+      for (const { value } of buckets) {
+        if (value < below) throw new Error(`${family} not cumulative`);
+        below = value;
       }
       const last = buckets.at(-1)!;
       if (last.labels.le !== "+Inf") throw new Error(`${family} lacks le="+Inf"`);

@@ -4,7 +4,7 @@ import { createAdminApp } from "../../src/admin/app.ts";
 import { createProxyMetrics } from "../../src/admin/proxy_metrics.ts";
 import type { ProxyState } from "../../src/admin/state.ts";
 import { OperatorClient } from "../../src/agent/operator.ts";
-import { eventually } from "../_helpers.ts";
+import { eventually, nth } from "../_helpers.ts";
 import { mesh } from "../e2e/_mesh.ts";
 import { roundTrip, tcpClient } from "../e2e/_net.ts";
 import { parseExposition } from "./_prometheus.ts";
@@ -39,12 +39,13 @@ Deno.test("admin: /healthz, /ready, and /v1/state describe the proxy without sec
   assert.ok(s.leaf!.expiresInSeconds > 3600);
   assert.equal(s.roots!.roots.filter((r) => r.active).length, 1);
   assert.equal(s.upstreams.length, 1);
-  const [up] = s.upstreams;
+  const up = nth(s.upstreams, 0, "upstream");
   assert.equal(up.name, "db");
   assert.equal(up.bind, `127.0.0.1:${m.upstreamPort}`);
-  assert.equal(up.targets[0].id, "db.default.default.dc1");
-  assert.equal(up.targets[0].endpoints.length, 1);
-  assert.equal(up.targets[0].endpoints[0].lastError, undefined);
+  const target = nth(up.targets, 0, "target");
+  assert.equal(target.id, "db.default.default.dc1");
+  assert.equal(target.endpoints.length, 1);
+  assert.equal(nth(target.endpoints, 0, "endpoint").lastError, undefined);
   assert.equal(s.agent.reachable, true);
   assert.ok(s.watches.some((w) => w.key === "roots" && w.healthy));
   assert.ok(s.watches.some((w) => w.key === "leaf:web"));
@@ -168,7 +169,8 @@ Deno.test("admin: a root rotation and an unreachable endpoint are counted", asyn
   );
   // The failure is kept per endpoint (and shown in /v1/state while the endpoint is listed; its
   // health check may remove it from the list any moment now).
-  const [failure] = m.webProxy.upstreams[0].endpointFailures.values();
+  const [failure] = nth(m.webProxy.upstreams, 0, "upstream").endpointFailures.values();
+  assert.ok(failure, "the endpoint's failure is kept");
   assert.match(failure.error, /refused|ECONNREFUSED/i);
 });
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Registry } from "../../src/admin/prometheus.ts";
+import { nth } from "../_helpers.ts";
 import { parseExposition } from "./_prometheus.ts";
 
 Deno.test("prometheus: label values and help text are escaped; histograms are cumulative", () => {
@@ -15,7 +16,7 @@ Deno.test("prometheus: label values and help text are escaped; histograms are cu
   assert.ok(text.includes("# HELP t_events_total Events.\\nSecond line with \\\\ backslash."));
   assert.ok(text.includes('t_events_total{path="a \\"quoted\\"\\\\path\\nnext"} 2'));
   const parsed = parseExposition(text);
-  assert.equal(parsed.samples[0].labels.path, 'a "quoted"\\path\nnext');
+  assert.equal(nth(parsed.samples, 0, "sample").labels.path, 'a "quoted"\\path\nnext');
   assert.equal(parsed.value("t_latency_seconds_bucket", { le: "0.1" }), 1);
   assert.equal(parsed.value("t_latency_seconds_bucket", { le: "1" }), 2);
   assert.equal(parsed.value("t_latency_seconds_bucket", { le: "+Inf" }), 3);
