@@ -6,7 +6,7 @@ import {
   type BlockingResult,
 } from "../../src/agent/blocking.ts";
 import { OperatorClient } from "../../src/agent/operator.ts";
-import { clientFor, devAgent, eventually, next } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, next, nth } from "../_helpers.ts";
 
 /** A scripted source: each call takes the next step (a value with an index, or an error). */
 function scripted(steps: (BlockingResult<number> | Error)[]) {
@@ -59,7 +59,7 @@ Deno.test("blocking query sends the last index and resets it when the index goes
   assert.equal((await next(it)).value, 3);
   await it.return?.();
   assert.deepEqual(src.calls.map((c) => c.index), [undefined, 50n, 60n, undefined, 7n]);
-  assert.equal(src.calls[0].waitMs, 1000);
+  assert.equal(nth(src.calls, 0, "call").waitMs, 1000);
 });
 
 Deno.test("blocking query uses index 1, not 0, when the agent sends 0 or no index", async () => {
@@ -69,7 +69,7 @@ Deno.test("blocking query uses index 1, not 0, when the agent sends 0 or no inde
   await next(it);
   await next(it);
   await it.return?.();
-  assert.equal(src.calls[1].index, 1n);
+  assert.equal(nth(src.calls, 1, "second call").index, 1n);
 });
 
 Deno.test("blocking query does not deliver unchanged answers (idempotent writes wake watchers)", async () => {
@@ -122,7 +122,7 @@ Deno.test("blocking query backs off exponentially with full jitter, then recover
     assert.deepEqual(delays, [999, 1998, 2997]); // 1 s, 2 s, then capped at 3 s
     assert.equal(q.status.failures, 0);
     // After errors the index is forgotten: the recovery call does not block.
-    assert.equal(src.calls[4].index, undefined);
+    assert.equal(nth(src.calls, 4, "recovery call").index, undefined);
     await it.return?.();
   } finally {
     clock.uninstall();

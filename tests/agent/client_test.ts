@@ -9,7 +9,7 @@ import { OperatorClient } from "../../src/agent/operator.ts";
 import { parseCertificate } from "../../src/trust/certificate.ts";
 import { verifyChain } from "../../src/trust/chain.ts";
 import { parseSpiffeId } from "../../src/trust/spiffe.ts";
-import { clientFor, devAgent } from "../_helpers.ts";
+import { clientFor, devAgent, nth } from "../_helpers.ts";
 
 Deno.test("agent client reads roots and a leaf that chains to them over real HTTP", async () => {
   await using dev = await devAgent();
@@ -22,10 +22,12 @@ Deno.test("agent client reads roots and a leaf that chains to them over real HTT
   const id = parseSpiffeId(leaf.value.ServiceURI);
   assert.equal(id.kind, "service");
   const cert = await parseCertificate(leaf.value.CertPEM);
-  const root = await parseCertificate(roots.value.Roots[0].RootCert);
+  const [active] = roots.value.Roots;
+  assert.ok(active, "the agent has a root");
+  const root = await parseCertificate(active.RootCert);
   await verifyChain(cert, [], [root]);
   assert.equal(cert.uris[0], leaf.value.ServiceURI);
-  assert.equal(cert.authorityKeyId, roots.value.Roots[0].SigningKeyID);
+  assert.equal(cert.authorityKeyId, active.SigningKeyID);
 });
 
 Deno.test("agent client authorizes and reports denials as results, not errors", async () => {
@@ -129,8 +131,9 @@ Deno.test("agent client sends the token in X-Consul-Token and namespace only whe
     },
   });
   await agent.setCheck("service:web-1", "pass", { note: "fine" });
-  assert.equal(seen[0].headers.get("X-Consul-Token"), "t0k");
-  const url = new URL(seen[0].url);
+  const request = nth(seen, 0, "request");
+  assert.equal(request.headers.get("X-Consul-Token"), "t0k");
+  const url = new URL(request.url);
   assert.equal(url.pathname, "/v1/agent/check/pass/service%3Aweb-1");
   assert.equal(url.searchParams.get("ns"), "team");
   assert.equal(url.searchParams.get("note"), "fine");
@@ -150,7 +153,7 @@ Deno.test("agent client: registration and checks round-trip", async () => {
   assert.deepEqual(Object.keys(services), ["web-1-sidecar-proxy"]);
   await agent.setCheck("service:web-1", "pass", { note: "fine" });
   await agent.updateCheck("service:web-1", { Status: "warning", Output: "slow" });
-  assert.equal(dev.catalog.checksOf("web-1")[0].Status, "warning");
+  assert.equal(nth(dev.catalog.checksOf("web-1"), 0, "web-1's check").Status, "warning");
   await agent.deregister("web-1");
   assert.deepEqual(await agent.services(), {});
 });

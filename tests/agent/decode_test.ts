@@ -73,7 +73,7 @@ Deno.test("roots: null Roots and null IntermediateCerts are empty lists", () => 
     TrustDomain: "t.consul",
     Roots: [{ ID: "a", RootCert: PEM, Active: true, IntermediateCerts: null }],
   });
-  assert.deepEqual(one.Roots[0].IntermediateCerts, []);
+  assert.deepEqual(one.Roots.map((r) => r.IntermediateCerts), [[]]);
   assert.throws(
     () =>
       decodeRoots({
@@ -103,7 +103,7 @@ Deno.test("agent service: null Tags, Meta, Upstreams and Config become empty", (
   assert.deepEqual(svc.Tags, []);
   assert.deepEqual(svc.Meta, {});
   assert.deepEqual(svc.Proxy?.Config, {});
-  assert.deepEqual(svc.Proxy?.Upstreams?.[0].Config, {});
+  assert.deepEqual(svc.Proxy?.Upstreams?.map((u) => u.Config), [{}]);
   assert.deepEqual(svc.Proxy?.Expose?.Paths, []);
   const noUpstreams = decodeAgentService({
     ID: "p",
@@ -121,6 +121,7 @@ Deno.test("agent service: null Tags, Meta, Upstreams and Config become empty", (
 
 Deno.test("health and prepared query entries: null lists and maps become empty", () => {
   const [e] = decodeServiceEntries([entry()]);
+  assert.ok(e, "one entry");
   assert.deepEqual(e.Checks, []);
   assert.deepEqual(e.Service.Tags, []);
   assert.deepEqual(e.Service.Meta, {});
@@ -130,7 +131,7 @@ Deno.test("health and prepared query entries: null lists and maps become empty",
   const q = decodePreparedQuery({ Service: "db", Nodes: null, Datacenter: "dc1" });
   assert.deepEqual(q.Nodes, []);
   const q2 = decodePreparedQuery({ Service: "db", Nodes: [entry()], Datacenter: "dc1" });
-  assert.deepEqual(q2.Nodes[0].Checks, []);
+  assert.deepEqual(q2.Nodes.map((n) => n.Checks), [[]]);
   assert.throws(
     () => decodeServiceEntries([entry({ Tags: {} })]),
     /\$\[0\]\.Service\.Tags: expected array, got object/,
@@ -165,6 +166,7 @@ Deno.test("discovery chain: null virtual IPs, failover targets and splits are em
   assert.deepEqual(chain.AutoVirtualIPs, []);
   assert.deepEqual(chain.ManualVirtualIPs, []);
   const node = chain.Nodes[chain.StartNode];
+  assert.ok(node, "the start node");
   assert.deepEqual(node.Splits, []);
   assert.deepEqual(node.Resolver?.Failover?.Targets, []);
   assert.throws(
@@ -190,6 +192,7 @@ Deno.test("intentions list and CA configuration: null is none", () => {
   const [ixn] = decodeIntentions([
     { SourceName: "web", DestinationName: "db", Permissions: null, Meta: null },
   ]);
+  assert.ok(ixn, "one intention");
   assert.deepEqual(ixn.Permissions, []);
   assert.deepEqual(ixn.Meta, {});
   assert.throws(() => decodeIntentions([{ SourceName: 1 }]), /\$\[0\]\.SourceName/);
