@@ -46,6 +46,8 @@ export interface CliOptions {
   logJson: boolean;
   /** `-pprof-addr` and `-pprof-timeout`: where to serve profiles; absent when off. */
   pprof?: { hostname: string; port: number; timeoutMs: number };
+  /** `-workers`: threads serving the listeners (`auto`: one per CPU). */
+  workers: number;
 }
 
 /** A bad flag. */
@@ -320,6 +322,14 @@ export const FLAGS: FlagSpec[] = [
     help: "log this fraction of connections (0-1)",
     default: "1",
   },
+  {
+    section: "meshgate",
+    name: "workers",
+    value: "n|auto",
+    help: "threads serving the public and upstream listeners on the same ports " +
+      "(SO_REUSEPORT; one set of agent watches); auto: one per CPU",
+    default: "1",
+  },
   { section: "meshgate", name: "help", help: "show this help (also -h, as Go's flag package)" },
 ];
 
@@ -500,6 +510,21 @@ function goDurationFlag(flag: string, text: string): number {
   return ms;
 }
 
+/** Most `-workers`: more threads than this is a typo, not a machine. */
+const MAX_WORKERS = 1024;
+
+/** `-workers n|auto`: a whole number from 1, or one thread per CPU. */
+function workersFlag(text: string): number {
+  if (text === "auto") return Math.max(1, Math.min(MAX_WORKERS, navigator.hardwareConcurrency));
+  if (!/^[0-9]+$/.test(text) || Number(text) < 1 || Number(text) > MAX_WORKERS) {
+    throw new FlagError(
+      "-workers",
+      `"${text}" must be a whole number from 1 to ${MAX_WORKERS}, or auto (one per CPU)`,
+    );
+  }
+  return Number(text);
+}
+
 /** Go's `strconv.ParseBool`, which Consul's boolean flags use. */
 const BOOLEANS = new Map([
   ...["1", "t", "T", "TRUE", "true", "True"].map((v) => [v, "true"] as const),
@@ -590,6 +615,7 @@ export function parseFlags(
     accessLogSample: fraction("access-log-sample", one("access-log-sample") ?? "1"),
     logLevel,
     logJson: flag("log-json"),
+    workers: workersFlag(one("workers") ?? "1"),
   };
   if (out.help) return out;
   // As Consul: an empty -pprof-addr is off; the timeout is read whether or not it is used.

@@ -13,6 +13,7 @@ import { createLogger, type Logger } from "../net/log.ts";
 import { startAccessLog } from "../proxy/access_log.ts";
 import { type Proxy, startProxy } from "../proxy/proxy.ts";
 import { createDenoAgentClient, namedEnv, PROXY_ENV_VARS } from "../transport/agent_client.ts";
+import { AgentRelay } from "../workers/agent_relay.ts";
 import { type CliOptions, FlagError, helpText, parseFlags } from "./flags.ts";
 import { type PprofServer, startPprof } from "./pprof.ts";
 
@@ -65,8 +66,15 @@ async function run(args: string[]): Promise<number> {
     }
   }
   let agent;
+  // -workers: every thread's agent calls go through one relay here, so that the agent sees one
+  // set of watches and identical authorize calls are joined.
+  let relay: AgentRelay | undefined;
   try {
-    agent = await createDenoAgentClient(opts.agent);
+    agent = await createDenoAgentClient(opts.agent, {
+      wrap: opts.workers > 1
+        ? (transport) => (relay = new AgentRelay({ fetch: transport })).fetch
+        : undefined,
+    });
   } catch (err) {
     log.log("error", "bad agent configuration", { error: agentSettingError(err, opts.agent) });
     accessFile?.close();
@@ -84,11 +92,18 @@ async function run(args: string[]): Promise<number> {
       register: opts.register,
       limits: opts.limits,
       log,
+      workers: relay && {
+        count: opts.workers,
+        relay,
+        agent: opts.agent,
+        log: { level: opts.logLevel, json: opts.logJson },
+      },
     });
   } catch (err) {
     log.log("error", "cannot start proxy", { error: (err as Error).message });
     accessFile?.close();
     await agent.close();
+    relay?.close();
     return 1;
   }
   let stopAccessLog: (() => void) | undefined;
@@ -129,6 +144,7 @@ async function run(args: string[]): Promise<number> {
   await admin?.close();
   await pprof?.close();
   await agent.close();
+  relay?.close();
   return fatal ? 1 : 0;
 }
 

@@ -29,6 +29,8 @@ export interface AccessLogRecord {
   bytesOut?: number;
   /** How long the connection was open, in ms. */
   durationMs?: number;
+  /** The worker thread that served it (`-workers`); absent: the main thread. */
+  worker?: number;
 }
 
 /** Options of {@linkcode startAccessLog}. */
@@ -93,6 +95,7 @@ export function startAccessLog(
         remote: e.remote,
       };
     } else return;
+    if (e.worker !== undefined) record.worker = e.worker;
     if (sample < 1 && random() >= sample) return;
     options.write(JSON.stringify(record));
   });

@@ -53,6 +53,15 @@ export function namedEnv(names: readonly string[]): Record<string, string> {
   return env;
 }
 
+/** The transport {@linkcode createDenoAgentClient} builds, and what to put in front of it. */
+export interface DenoAgentTransportOptions {
+  /**
+   * Puts something in front of the transport (Deno's `fetch`, or `node:https` for agent TLS and
+   * unix sockets), e.g. the `-workers` relay; the client's token is already in each request.
+   */
+  wrap?: (transport: NonNullable<AgentClientOptions["fetch"]>) => typeof fetch;
+}
+
 /**
  * Creates an agent client for Deno from options and `Deno.env`, wiring agent TLS, unix sockets
  * and the token file, which is re-read whenever it changes. The token follows the Consul CLI's
@@ -68,6 +77,7 @@ export function namedEnv(names: readonly string[]): Record<string, string> {
  */
 export async function createDenoAgentClient(
   options: AgentClientOptions = {},
+  transport: DenoAgentTransportOptions = {},
 ): Promise<AgentClient> {
   const env = options.env ?? namedEnv(AGENT_ENV_VARS);
   const { config, token } = resolveAgentConfig(options, env);
@@ -104,6 +114,16 @@ export async function createDenoAgentClient(
       serverName: config.tlsServerName,
       socketPath: config.socketPath,
     });
+  }
+  if (transport.wrap) {
+    const inner: NonNullable<AgentClientOptions["fetch"]> = fetchFn ??
+      ((input, init) => fetch(input, init));
+    const outer = transport.wrap(inner);
+    // Closing the client closes the transport's connection pool, as without the wrapper.
+    fetchFn = Object.assign(
+      (input: URL | Request | string, init?: RequestInit) => outer(input, init),
+      { close: () => inner.close?.() },
+    ) as NonNullable<AgentClientOptions["fetch"]>;
   }
   return new AgentClient({
     ...options,

@@ -382,3 +382,22 @@ Deno.test("cli flags: the admin token from -admin-token, else MESHGATE_ADMIN_TOK
   assert.equal(parseFlags(["-sidecar-for", "a", "-admin-token", ""], {}).adminToken, undefined);
   assert.equal(parseFlags(["-sidecar-for", "a"], {}).adminToken, undefined);
 });
+
+Deno.test("cli flags: -workers takes a count from 1 or auto (one per CPU); anything else names the flag", () => {
+  const base = ["-sidecar-for", "web-1"];
+  assert.equal(parseFlags(base).workers, 1);
+  assert.equal(parseFlags([...base, "-workers", "4"]).workers, 4);
+  assert.equal(parseFlags([...base, "--workers=2"]).workers, 2);
+  assert.equal(parseFlags([...base, "-workers", "auto"]).workers, navigator.hardwareConcurrency);
+  for (const bad of ["0", "x", "-1", "1.5", "", " 2", "1025", "AUTO"]) {
+    assert.throws(
+      () => parseFlags([...base, "-workers", bad]),
+      (e: Error) =>
+        e instanceof FlagError &&
+        e.message ===
+          `-workers: "${bad}" must be a whole number from 1 to 1024, or auto (one per CPU)`,
+      bad,
+    );
+  }
+  assert.match(helpText(), /-workers <n\|auto>.*one per CPU \(default 1\)/);
+});

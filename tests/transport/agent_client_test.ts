@@ -169,3 +169,38 @@ Deno.test("createDenoAgentClient: a fetch given by the caller is used as is, eve
     await agent.close();
   }
 });
+
+Deno.test({
+  name:
+    "agent transport: wrap puts a layer (the -workers relay) in front of the agent TLS transport",
+  sanitizeResources: false, // keep-alive sockets of node:https close asynchronously
+  async fn() {
+    await using dev = await devAgent();
+    const p = await pki();
+    const front = await tlsFront(dev.address, p.server, { ca: p.ca });
+    const f = await pkiFiles(p);
+    const seen: string[] = [];
+    try {
+      const agent = await createDenoAgentClient({
+        env: {
+          CONSUL_HTTP_ADDR: `https://127.0.0.1:${front.port}`,
+          CONSUL_CACERT: f.ca,
+          CONSUL_TLS_SERVER_NAME: "server.dc1.consul",
+          CONSUL_HTTP_TOKEN: "secret-token",
+        },
+      }, {
+        wrap: (transport) => async (input, init) => {
+          const headers = new Headers(init?.headers);
+          seen.push(`${new URL(String(input)).pathname} ${headers.get("x-consul-token")}`);
+          // The transport is the agent-TLS one: Deno's fetch would refuse this server's name.
+          return await transport(input, init);
+        },
+      });
+      assert.ok((await agent.roots()).value.Roots.length >= 1);
+      assert.deepEqual(seen, ["/v1/agent/connect/ca/roots secret-token"]);
+      await agent.close();
+    } finally {
+      await front.close();
+    }
+  },
+});
