@@ -15,7 +15,7 @@ interface ConsulFlag {
 /** The flags in the text of `consul <command> -h` (Go's flag usage, as Consul formats it). */
 function parseConsulHelp(text: string): ConsulFlag[] {
   return [...text.matchAll(/^ {2}-([A-Za-z0-9][A-Za-z0-9_-]*)(=<[^>]*>)?\s*$/gm)].map((m) => ({
-    name: m[1],
+    name: m[1]!, // the name group is required by the pattern
     takesValue: m[2] !== undefined,
   }));
 }

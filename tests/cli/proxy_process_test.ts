@@ -6,6 +6,7 @@ import {
   eventually,
   freePort,
   meshClient,
+  nth,
   registerEchoDb,
   spawnLogged,
 } from "../_helpers.ts";
@@ -81,8 +82,9 @@ Deno.test({
     assert.equal(svc.Kind, "connect-proxy");
     assert.equal(svc.Port, port);
     assert.equal(svc.Proxy?.DestinationServiceName, "db");
-    assert.equal(dev.catalog.checksOf("db-proxy-t1")[0].CheckID, "db-proxy-t1-ttl");
-    assert.equal(dev.catalog.checksOf("db-proxy-t1")[0].Status, "passing");
+    const check = nth(dev.catalog.checksOf("db-proxy-t1"), 0, "the proxy's check");
+    assert.equal(check.CheckID, "db-proxy-t1-ttl");
+    assert.equal(check.Status, "passing");
     await eventually(() => p.logs().includes("admin listening"), 20_000);
     const url = p.logs().split("\n").filter((l) => l.includes("admin listening"))
       .map((l) => JSON.parse(l).url)[0] as string;
