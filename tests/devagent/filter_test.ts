@@ -53,7 +53,7 @@ Deno.test("double filter: an expression it cannot parse is a 400 naming it", () 
 Deno.test("double health/connect: filter= narrows the entries; the chain keeps the subset", async () => {
   await using dev = await devAgent();
   const agent = clientFor(dev);
-  for (const [id, version] of [["db-1", "v1"], ["db-2", "v2"]]) {
+  for (const [id, version] of [["db-1", "v1"], ["db-2", "v2"]] as const) {
     await agent.register({
       ID: id,
       Name: "db",
@@ -81,11 +81,11 @@ Deno.test("double health/connect: filter= narrows the entries; the chain keeps t
     Failover: { "*": { ServiceSubset: "v2" } },
   });
   const chain = (await agent.discoveryChain("db")).value;
-  assert.deepEqual(chain.Targets["v1.db.default.default.dc1"].Subset, {
+  assert.deepEqual(chain.Targets["v1.db.default.default.dc1"]?.Subset, {
     Filter: "Service.Meta.version == v1",
     OnlyPassing: true,
   });
-  assert.deepEqual(chain.Targets["v2.db.default.default.dc1"].Subset, {
+  assert.deepEqual(chain.Targets["v2.db.default.default.dc1"]?.Subset, {
     Filter: "Service.Meta.version == v2",
   });
   await agent.close();
