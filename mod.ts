@@ -16,11 +16,11 @@
  * Consul test double), `/cli` (the command line).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * // Needs a Consul agent with a sidecar registered for the service instance "web-1".
  * import { createDenoAgentClient, startProxy } from "@meshgate/meshgate";
  *
- * const agent = await createDenoAgentClient(); // CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, …
+ * await using agent = await createDenoAgentClient(); // CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, …
  * await using proxy = await startProxy({ agent, sidecarFor: "web-1" });
  * await proxy.ready;
  * proxy.events.subscribe((e) => e.type === "refused" && console.log(e.refusal));

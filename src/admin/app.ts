@@ -122,12 +122,19 @@ const REPLAYED = new Set(["leaf", "roots", "config", "endpoints", "phase", "refu
  * Creates the admin app of a proxy.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { Hono } from "hono";
+ * import { AgentClient, connect } from "@meshgate/meshgate";
  * import { createAdminApp } from "@meshgate/meshgate/admin";
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * await using api = await connect({ service: "api", agent }); // or a Proxy from startProxy()
  * const app = new Hono();
- * const admin = createAdminApp({ proxy });
+ * const admin = createAdminApp({ proxy: api });
  * app.mount("/mesh", admin.fetch);
+ * console.log((await app.request("/mesh/ready")).status); // 200
  * ```
  */
 export function createAdminApp(options: AdminAppOptions): AdminApp {

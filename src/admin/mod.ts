@@ -6,13 +6,15 @@
  * an {@linkcode AdminSubject}, which `Proxy` and `ConnectService` implement.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * // Needs a Consul agent with the sidecar registration of "web-1".
- * import { startProxy } from "@meshgate/meshgate";
+ * import { createDenoAgentClient, startProxy } from "@meshgate/meshgate";
  * import { startAdmin } from "@meshgate/meshgate/admin";
  *
+ * await using agent = await createDenoAgentClient(); // CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, …
  * await using proxy = await startProxy({ agent, sidecarFor: "web-1" });
  * await using admin = await startAdmin({ proxy, hostname: "127.0.0.1", port: 19000 });
+ * console.log(`dashboard: ${admin.url}`);
  * ```
  * @module
  */

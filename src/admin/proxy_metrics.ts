@@ -41,10 +41,17 @@ export interface ProxyMetrics {
  * Creates the metrics of `proxy`.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { AgentClient, connect } from "@meshgate/meshgate";
  * import { createProxyMetrics } from "@meshgate/meshgate/admin";
- * const metrics = createProxyMetrics(proxy);
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * await using api = await connect({ service: "api", agent }); // or a Proxy from startProxy()
+ * const metrics = createProxyMetrics(api);
  * console.log(metrics.registry.render()); // Prometheus text format
+ * metrics.close();
  * ```
  */
 export function createProxyMetrics(

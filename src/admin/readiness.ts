@@ -19,10 +19,16 @@ export interface ReadinessOptions {
  * Why the proxy is not ready, or an empty list when it is.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { AgentClient, connect } from "@meshgate/meshgate";
  * import { readinessProblems } from "@meshgate/meshgate/admin";
- * const problems = readinessProblems(proxy);
- * if (problems.length) console.log(`not ready: ${problems.join("; ")}`);
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * await using api = await connect({ service: "api", agent }); // or a Proxy from startProxy()
+ * const problems = readinessProblems(api);
+ * console.log(problems.length ? `not ready: ${problems.join("; ")}` : "ready"); // ready
  * ```
  */
 export function readinessProblems(

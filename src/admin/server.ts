@@ -39,10 +39,17 @@ export interface AdminServer extends AsyncDisposable {
  * Starts the admin server of a proxy.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { AgentClient, connect } from "@meshgate/meshgate";
  * import { startAdmin } from "@meshgate/meshgate/admin";
- * await using admin = await startAdmin({ proxy, port: 19000 });
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * await using api = await connect({ service: "api", agent }); // or a Proxy from startProxy()
+ * await using admin = await startAdmin({ proxy: api, port: 0 }); // 0: any free port
  * console.log(`dashboard: ${admin.url}`);
+ * console.log(await (await fetch(new URL("ready", admin.url))).json()); // { ready: true, problems: [] }
  * ```
  */
 export async function startAdmin(options: AdminServerOptions): Promise<AdminServer> {

@@ -117,10 +117,16 @@ const iso = (ms: number | undefined) => ms === undefined ? undefined : new Date(
  * Reads the state of `proxy` now.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { AgentClient, connect } from "@meshgate/meshgate";
  * import { proxyState } from "@meshgate/meshgate/admin";
- * const s = proxyState(proxy);
- * console.log(s.identity.spiffeId, s.leaf?.expiresInSeconds);
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * await using api = await connect({ service: "api", agent }); // or a Proxy from startProxy()
+ * const s = proxyState(api);
+ * console.log(s.identity.spiffeId, s.leaf?.expiresInSeconds); // spiffe://…/svc/api 259140
  * ```
  */
 export function proxyState(proxy: AdminSubject, now: number = Date.now()): ProxyState {
@@ -258,9 +264,15 @@ export interface ConnectionState {
  * Open connections, newest first, at most `limit`.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { AgentClient, connect } from "@meshgate/meshgate";
  * import { openConnections } from "@meshgate/meshgate/admin";
- * for (const c of openConnections(proxy, 10)) console.log(c.direction, c.peer, c.bytesIn);
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * await using api = await connect({ service: "api", agent }); // or a Proxy from startProxy()
+ * for (const c of openConnections(api, 10)) console.log(c.direction, c.peer, c.bytesIn);
  * ```
  */
 export function openConnections(

@@ -135,12 +135,16 @@ interface Subscriber<T> {
  * forget the index; a token bucket bounds the request rate; unchanged answers are not delivered.
  *
  * @example
- * ```ts ignore
- * import { AgentClient } from "@meshgate/meshgate";
- * const agent = new AgentClient();
+ * ```ts
+ * import { AgentClient } from "@meshgate/meshgate/agent";
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
  * const ac = new AbortController();
  * for await (const { value: roots } of agent.watchRoots().subscribe(ac.signal)) {
- *   console.log("active root", roots.ActiveRootID);
+ *   console.log("active root", roots.ActiveRootID); // again after every CA rotation
+ *   ac.abort(); // the last subscriber leaving stops the request loop
  * }
  * ```
  */

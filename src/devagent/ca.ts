@@ -82,11 +82,12 @@ function rfc3339(d: Date): string {
  * A Connect CA in the shape of Consul's built-in provider.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { ConnectCA } from "@meshgate/meshgate/devagent";
  * const ca = await ConnectCA.create({ clusterId: "11111111-2222-3333-4444-555555555555" });
  * const leaf = await ca.signLeaf("web");
  * console.log(leaf.cert.ServiceURI);
+ * // spiffe://11111111-2222-3333-4444-555555555555.consul/ns/default/dc/dc1/svc/web
  * ```
  */
 export class ConnectCA {

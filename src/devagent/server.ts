@@ -41,11 +41,11 @@ export async function probeTcp(hostPort: string): Promise<boolean> {
  * Starts the Consul test double on loopback.
  *
  * @example
- * ```ts ignore
- * import { AgentClient } from "@meshgate/meshgate";
+ * ```ts
+ * import { AgentClient } from "@meshgate/meshgate/agent";
  * import { startDevAgent } from "@meshgate/meshgate/devagent";
  * await using dev = await startDevAgent();
- * const agent = new AgentClient({ address: dev.address });
+ * await using agent = new AgentClient({ address: dev.address });
  * console.log((await agent.roots()).value.TrustDomain);
  * ```
  */

@@ -97,10 +97,16 @@ export interface Pipe {
  * direction can finish while the other goes on.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type net from "node:net";
+ * import type tls from "node:tls";
  * import { pipeSockets } from "./pipe.ts";
- * const pipe = pipeSockets(tlsSocket, appSocket);
- * const { aToB, bToA } = await pipe.closed;
+ *
+ * async function relay(tlsSocket: tls.TLSSocket, appSocket: net.Socket): Promise<void> {
+ *   const pipe = pipeSockets(tlsSocket, appSocket, { idleTimeoutMs: 60_000 });
+ *   const { aToB, bToA } = await pipe.closed;
+ *   console.log(`${aToB} bytes to the app, ${bToA} back`);
+ * }
  * ```
  */
 export function pipeSockets(

@@ -35,7 +35,10 @@ export interface FeedOptions {
  * (`/v1/agent/connect/ca/leaf/web: HTTP 403: Permission denied`), or the error's message.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { AgentError } from "../agent/errors.ts";
+ * import { describeFailure } from "./feed.ts";
+ * const err = new AgentError("GET /v1/agent/service/web-proxy", 404, "unknown service ID");
  * console.log(describeFailure(err)); // /v1/agent/service/web-proxy: HTTP 404: unknown service ID
  * ```
  */
