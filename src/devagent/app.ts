@@ -123,12 +123,16 @@ export async function createDevAgent(options: DevAgentOptions = {}): Promise<Dev
     tcpCheckIntervalMs: options.tcpCheckIntervalMs,
     probeTcp: options.probeTcp,
   });
-  const intentions = new Intentions(store, options.defaultAllow ?? true);
-  const config = new ConfigEntries(
+  const intentions: Intentions = new Intentions(
+    store,
+    options.defaultAllow ?? true,
+    (service: string): string => config.protocol(service),
+  );
+  const config: ConfigEntries = new ConfigEntries(
     store,
     datacenter,
     () => ca.trustDomain,
-    (destination, sources) => intentions.replaceDestination(destination, sources),
+    intentions,
     (service) => catalog.virtualIp(service),
   );
   const leaves = new Leaves(store, ca, { rotationJitterMs: options.rotationJitterMs });

@@ -151,6 +151,8 @@ export class Catalog {
   readonly #virtualIps = new Map<string, string>();
   readonly #freedVirtualIps: string[] = [];
   #virtualIpCounter = 0;
+  /** Consul's `service_last_extinction` index: the last write that removed a name's last instance. */
+  #lastExtinction?: number;
   #closed = false;
 
   /** Creates it; see the class documentation. */
@@ -576,12 +578,41 @@ export class Catalog {
     this.#services.delete(id);
     for (const [cid, c] of this.#checks) if (c.check.ServiceID === id) this.#removeCheck(cid);
     const name = entry.service.Service;
+    const extinct = ![...this.#services.values()].some((s) => s.service.Service === name);
     const ip = this.#virtualIps.get(name);
-    if (ip && ![...this.#services.values()].some((s) => s.service.Service === name)) {
+    if (ip && extinct) {
       this.#virtualIps.delete(name);
       this.#freedVirtualIps.push(ip);
     }
+    // Set before the bump: a woken health read answers it.
+    if (extinct) this.#lastExtinction = this.#store.index + 1;
     this.#touch(entry.service);
+  }
+
+  /** Whether `name` has mesh endpoints (sidecars of it or Connect-native instances), healthy or not. */
+  hasMeshEndpoints(name: string): boolean {
+    for (const { service } of this.#services.values()) {
+      if (this.#meshName(service) === name) return true;
+    }
+    return false;
+  }
+
+  /**
+   * The index Consul answers a health read of `name` with when the catalog holds no mesh
+   * endpoint of it (`checkServiceNodesTxn` → `maxIndexAndWatchChForService` with no instances):
+   * the service last-extinction index, which moves when any service name loses its last
+   * instance and not when one registers; before any extinction, the index of the plain service
+   * `name` if it has instances, else the catalog's last write (the raft index if none).
+   */
+  emptyHealthIndex(name: string): number {
+    if (this.#lastExtinction !== undefined) return this.#lastExtinction;
+    const plain = topics.health(`plain:${name}`);
+    if ([...this.#services.values()].some((s) => s.service.Service === name)) {
+      return this.#store.topicIndex(plain);
+    }
+    return this.#store.seen(topics.services)
+      ? this.#store.topicIndex(topics.services)
+      : this.#store.index;
   }
 
   /** Checks of a service. */

@@ -14,6 +14,7 @@ import type {
 import { formatGoDuration, parseGoDuration } from "../agent/duration.ts";
 import { BadRequest } from "./strict.ts";
 import { contentHash, type Store } from "./store.ts";
+import type { SourceInput } from "./intentions.ts";
 
 const KINDS = new Set([
   "service-resolver",
@@ -24,6 +25,42 @@ const KINDS = new Set([
   "service-intentions",
 ]);
 const L7 = new Set(["http", "http2", "grpc"]);
+
+/** What config entries need from the intentions store (the double's `Intentions`). */
+export interface IntentionsStore {
+  /** A `service-intentions` entry written: validates and replaces the destination's sources. */
+  replaceDestination(destination: string, sources: SourceInput[]): void;
+  /** A `service-intentions` entry deleted. */
+  deleteDestination(destination: string): void;
+  /** Destinations with L7 (`Permissions`) intentions, which need an HTTP-like protocol. */
+  l7Destinations(): string[];
+}
+
+/**
+ * Consul CE's decoding of Enterprise keys in a config entry (`Namespace`, `Partition`, and in a
+ * `service-intentions` entry each source's): one message per key as written.
+ */
+function enterpriseKeyErrors(entry: Record<string, unknown>): string[] {
+  const errors: string[] = [];
+  const check = (object: Record<string, unknown>, prefix: string) => {
+    for (const key of Object.keys(object)) {
+      const k = key.toLowerCase();
+      if (k === "namespace") {
+        errors.push(
+          `invalid config key "${prefix}${key}", namespaces are a consul enterprise feature`,
+        );
+      } else if (k === "partition") errors.push(`invalid config key "${prefix}${key}"`);
+    }
+  };
+  const sources = Object.entries(entry).find(([k]) => k.toLowerCase() === "sources")?.[1];
+  if (entry.Kind === "service-intentions" && Array.isArray(sources)) {
+    sources.forEach((src, i) => {
+      if (src && typeof src === "object") check(src as Record<string, unknown>, `Sources[${i}].`);
+    });
+  }
+  check(entry, "");
+  return errors;
+}
 
 /** Store topic of a service's config entries. */
 export const configTopic = (name: string): string => `config:${name}`;
@@ -64,17 +101,17 @@ export class ConfigEntries {
     store: Store,
     datacenter: string,
     trustDomain: () => string,
-    onIntentions?: (destination: string, sources: Record<string, string>[]) => void,
+    intentions?: IntentionsStore,
     virtualIp?: (service: string) => string | undefined,
   ) {
     this.#store = store;
     this.#datacenter = datacenter;
     this.#trustDomain = trustDomain;
-    this.#onIntentions = onIntentions;
+    this.#intentions = intentions;
     this.#virtualIp = virtualIp;
   }
 
-  readonly #onIntentions?: (destination: string, sources: Record<string, string>[]) => void;
+  readonly #intentions?: IntentionsStore;
   readonly #virtualIp?: (service: string) => string | undefined;
 
   /** `PUT /v1/config`. */
@@ -83,6 +120,15 @@ export class ConfigEntries {
     const entry = body as ConfigEntry;
     if (typeof entry.Kind !== "string" || !KINDS.has(entry.Kind)) {
       throw new BadRequest(`invalid config entry kind: ${entry.Kind}`);
+    }
+    const decodeErrors = enterpriseKeyErrors(entry);
+    if (decodeErrors.length) {
+      const n = decodeErrors.length;
+      throw new BadRequest(
+        `Request decoding failed: ${n} error${n > 1 ? "s" : ""} occurred:\n${
+          decodeErrors.map((e) => `\t* ${e}`).join("\n")
+        }\n\n`,
+      );
     }
     if (typeof entry.Name !== "string" || !entry.Name) {
       throw new BadRequest("Name is required");
@@ -124,7 +170,8 @@ export class ConfigEntries {
     }
     if (entry.Kind === "service-intentions") {
       // Intentions live in their own store; this entry is another way to write them.
-      this.#onIntentions?.(entry.Name, (entry.Sources as Record<string, string>[]) ?? []);
+      const sources = Array.isArray(entry.Sources) ? entry.Sources as SourceInput[] : [];
+      this.#intentions?.replaceDestination(entry.Name, sources);
       return;
     }
     const key = `${entry.Kind}/${entry.Name}`;
@@ -136,7 +183,30 @@ export class ConfigEntries {
       createIndex: existing?.createIndex ?? index,
       modifyIndex: index,
     });
+    this.#keepL7Protocols(key, existing, entry.Name);
     this.#store.bump(configTopic(entry.Name), configTopic("*"));
+  }
+
+  /**
+   * Consul refuses a write that would leave an L7 intention's destination without an HTTP-like
+   * protocol (`validateProposedConfigEntryInServiceGraph`): checked with the entry at `key`
+   * already changed; on refusal it is put back as it was (`previous`).
+   */
+  #keepL7Protocols(key: string, previous: StoredEntry | undefined, name: string): void {
+    if (!key.startsWith("service-defaults/") && !key.startsWith("proxy-defaults/")) return;
+    const destinations = this.#intentions?.l7Destinations() ?? [];
+    // The entry's own service first, as Consul checks it first.
+    const order = [...destinations.filter((d) => d === name), ...destinations];
+    for (const destination of order) {
+      const protocol = this.#protocol(destination);
+      if (L7.has(protocol)) continue;
+      if (previous) this.#entries.set(key, previous);
+      else this.#entries.delete(key);
+      throw new BadRequest(
+        `service "${destination}" has protocol "${protocol}", which is incompatible with L7 intentions permissions`,
+        500,
+      );
+    }
   }
 
   /**
@@ -171,16 +241,27 @@ export class ConfigEntries {
     if (!KINDS.has(kind)) throw new BadRequest(`invalid config entry kind: ${kind}`);
     if (kind === "service-intentions") {
       // Deleting the entry deletes every intention of that destination (as Consul does).
-      this.#onIntentions?.(name, []);
+      this.#intentions?.deleteDestination(name);
       return;
     }
-    if (this.#entries.delete(`${kind}/${name}`)) {
+    const key = `${kind}/${name}`;
+    const previous = this.#entries.get(key);
+    if (this.#entries.delete(key)) {
+      this.#keepL7Protocols(key, previous, name);
       this.#store.bump(configTopic(name), configTopic("*"));
     }
   }
 
   #entry(kind: string, name: string): Record<string, unknown> | undefined {
     return this.#entries.get(`${kind}/${name}`)?.entry;
+  }
+
+  /**
+   * The protocol of `name`'s discovery chain: its `service-defaults` `Protocol`, else the
+   * global `proxy-defaults` `Config.protocol`, else `tcp` (lower-cased).
+   */
+  protocol(name: string): string {
+    return this.#protocol(name);
   }
 
   #protocol(name: string): string {

@@ -128,7 +128,7 @@ Deno.test("operator: intention errors name the endpoint and keep Consul's text",
 
   const noAction = await agentError(operator.upsertIntention("web", "db", {}));
   assert.equal(noAction.status, 500);
-  assert.equal(noAction.consulMessage, "Action must be set to 'allow' or 'deny'");
+  assert.equal(noAction.consulMessage, "Sources[0].Action must be set to 'allow' or 'deny'");
 
   const badName = await agentError(operator.intention("a/b/c/d", "db"));
   assert.equal(badName.endpoint, "GET /v1/connect/intentions/exact");

@@ -1772,30 +1772,7 @@ export const CASES: readonly ContractCase[] = [
 ];
 
 /** The cases that cannot run on one kind of agent, and why. */
-export const SKIPS: readonly Skip[] = [
-  {
-    case: "health/connect: a never-seen service answers the index at which a service last " +
-      "left the catalog, and keeps it when a wait ends",
-    agent: "double",
-    reason: "known difference: the double answers a never-seen service with its current index, " +
-      "which every write moves (Consul: the index at which a service's last instance left); to " +
-      "fix in src/devagent's health routes",
-  },
-  {
-    case: "intention precedence: an L7 intention denies every caller it matches; an L4 one " +
-      "beside it decides for its own caller",
-    agent: "double",
-    reason: "the double models L4 intentions only: it refuses Permissions in a " +
-      "service-intentions entry (and knows no service-defaults protocol for them)",
-  },
-  {
-    case: "intention names: CE reads a namespace part (ns/name, */name) as the default namespace",
-    agent: "double",
-    reason: "known difference: the double stores `*/web` as the name `*/web` where Consul CE " +
-      "stores `web` in namespace default, and it accepts a Namespace in a service-intentions " +
-      "source; to fix in src/devagent's intentions",
-  },
-];
+export const SKIPS: readonly Skip[] = [];
 
 for (const skip of SKIPS) {
   if (!CASES.some((c) => c.name === skip.case)) {

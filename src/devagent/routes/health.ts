@@ -36,10 +36,16 @@ export function healthRoutes(ctx: RouteContext): Hono {
         const filter = c.req.query("filter");
         const matches = filter ? compileFilter(filter) : undefined;
         const topic = topics.health(name);
+        // Consul's index for a service: its own while it has endpoints, else the catalog's
+        // last-extinction index (which other services move). What a read arrives to stands
+        // until this service changes: another service's extinction neither wakes a blocked
+        // read nor shows in its answer when the wait ends (the streaming view's index).
+        const answer = () =>
+          catalog.hasMeshEndpoints(name) ? store.topicIndex(topic) : catalog.emptyHealthIndex(name);
+        const arrived = { topic: store.topicIndex(topic), index: answer() };
         const index = await blocking.wait(
           c,
-          () => store.topicIndex(topic),
-          () => store.seen(topic),
+          () => store.topicIndex(topic) === arrived.topic ? arrived.index : answer(),
         );
         // Consul 1.22 answers a blocking read from its streaming backend (no leader to report) and
         // a plain read with a server query.

@@ -49,35 +49,22 @@ export function intentionRoutes(ctx: RouteContext): Hono {
       }
       const names = c.req.queries("name") ?? [];
       if (!names.length) throw new BadRequest("required query parameter 'name' not set", 500);
+      // Names are checked before the query blocks, as Consul parses them first.
+      intentions.match(by[0], names);
       const index = await blocking.wait(c, changed, written);
       meta(c, index, { backend: "blocking-query", consistency: true });
-      const all = intentions.list();
-      const field = by[0] === "source" ? "SourceName" : "DestinationName";
-      // A name nothing matches maps to `null` (a nil Go slice), as Consul 1.22.7 answers.
-      return json(
-        c,
-        Object.fromEntries(names.map((n) => {
-          const matched = all.filter((i) => i[field] === "*" || i[field] === n);
-          return [n, matched.length ? matched : null];
-        })),
-      );
+      return json(c, intentions.match(by[0], names));
     },
   }, ...consul);
 
   endpoint(app, "/v1/connect/intentions/check", {
-    GET: (c) => {
-      const source = c.req.query("source");
-      const destination = c.req.query("destination");
-      if (!source || !destination) {
-        throw new BadRequest("required query parameter 'source' not set", 500);
-      }
-      const r = intentions.authorize({
-        Target: destination,
-        ClientCertURI:
-          `spiffe://${ctx.ca.trustDomain}/ns/default/dc/${ctx.datacenter}/svc/${source}`,
-      });
-      return json(c, { Allowed: r.Authorized });
-    },
+    GET: (c) =>
+      json(c, {
+        Allowed: intentions.check(
+          c.req.query("source") ?? null,
+          c.req.query("destination") ?? null,
+        ),
+      }),
   }, ...consul);
 
   endpoint(app, "/v1/connect/intentions", {

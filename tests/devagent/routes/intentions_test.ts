@@ -25,9 +25,10 @@ Deno.test("intention routes: exact write, read, delete (idempotent), with Consul
     "required query parameter 'source' not set",
   ]);
   const noAction = await call(dev, "PUT", exact("web", "db"), {});
+  // Consul validates the pair as a source of the destination's service-intentions entry.
   assert.deepEqual([noAction.status, noAction.text], [
     500,
-    "Action must be set to 'allow' or 'deny'",
+    "Sources[0].Action must be set to 'allow' or 'deny'",
   ]);
   const post = await call(dev, "POST", exact("web", "db"), {});
   assert.deepEqual([post.status, post.headers.get("Allow")], [405, "OPTIONS,GET,PUT,DELETE"]);
@@ -116,6 +117,11 @@ Deno.test("intention routes: check answers what authorize would", async () => {
   assert.deepEqual(await check("api", "db"), { Allowed: false });
   const missing = await call(dev, "GET", "/v1/connect/intentions/check?source=web");
   assert.deepEqual([missing.status, missing.text], [
+    500,
+    "required query parameter 'destination' not set",
+  ]);
+  const noSource = await call(dev, "GET", "/v1/connect/intentions/check?destination=db");
+  assert.deepEqual([noSource.status, noSource.text], [
     500,
     "required query parameter 'source' not set",
   ]);
