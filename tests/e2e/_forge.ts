@@ -1,6 +1,7 @@
 // The forger of the forged-chain tests: `openssl` (3.0) run as a separate program, as an attacker
 // would, signing whatever we ask with whatever key it is given — a leaf's key included.
 import { splitPemCertificates } from "../../src/trust/pem.ts";
+import { nth } from "../_helpers.ts";
 
 /** A certificate and its private key, PEM. */
 export interface Forged {
@@ -56,7 +57,10 @@ function asn1Time(d: Date): string {
 export async function forgeV1(root: string): Promise<Forged> {
   const dir = await Deno.makeTempDir({ prefix: "meshgate-forge-" });
   try {
-    await Deno.writeTextFile(`${dir}/root.pem`, splitPemCertificates(root)[0]);
+    await Deno.writeTextFile(
+      `${dir}/root.pem`,
+      nth(splitPemCertificates(root), 0, "root certificate"),
+    );
     await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
     // The same subject as the root, self-signed with our key.
     await openssl(dir, [
@@ -153,7 +157,10 @@ export async function forge(o: ForgeOptions): Promise<Forged> {
     ]);
     const signer = o.issuer
       ? await (async () => {
-        await Deno.writeTextFile(`${dir}/issuer.pem`, splitPemCertificates(o.issuer!.certPem)[0]);
+        await Deno.writeTextFile(
+          `${dir}/issuer.pem`,
+          nth(splitPemCertificates(o.issuer!.certPem), 0, "issuer certificate"),
+        );
         await Deno.writeTextFile(`${dir}/issuer.key`, o.issuer!.keyPem);
         return ["-cert", "issuer.pem", "-keyfile", "issuer.key"];
       })()

@@ -18,6 +18,7 @@ Deno.test("access log: one line per connection at close, and per refusal, with t
   await roundTrip(await tcpClient(m.upstreamPort), "no").catch(() => {});
   await eventually(() => lines.length === 2);
   const [closed, refused] = lines;
+  assert.ok(closed && refused, "a line for the connection and one for the refusal");
   assert.equal(closed.outcome, "closed");
   assert.equal(closed.direction, "inbound");
   assert.equal(closed.listener, "inbound:db");

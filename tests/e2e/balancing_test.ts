@@ -4,7 +4,7 @@ import type net from "node:net";
 import { OperatorClient } from "../../src/agent/operator.ts";
 import { startUpstream } from "../../src/outbound/listener.ts";
 import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
-import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, freePort, nth } from "../_helpers.ts";
 import { echoServer, roundTrip, tcpClient } from "./_net.ts";
 
 /** Two db instances (each an echo app behind a meshgate sidecar) and web with an upstream. */
@@ -15,7 +15,7 @@ async function twoInstances(
     opts.checksAlwaysPass ? { probeTcp: () => Promise.resolve(true) } : {},
   );
   const agent = clientFor(dev);
-  const apps = [await echoServer(), await echoServer()];
+  const apps = [await echoServer(), await echoServer()] as const;
   const proxies: Proxy[] = [];
   for (const [i, app] of apps.entries()) {
     await agent.register({
@@ -57,7 +57,8 @@ async function twoInstances(
     (await agent.healthConnect("db", { passing: true })).value.length === 2
   );
   await eventually(() =>
-    web.upstreams[0].resolver!.targets.get("db.default.default.dc1")!.endpoints.length === 2
+    nth(web.upstreams, 0, "web's upstream").resolver!.targets.get("db.default.default.dc1")!
+      .endpoints.length === 2
   );
   return {
     dev,
@@ -79,7 +80,7 @@ async function twoInstances(
 Deno.test("balancing: Consul's Weights share new connections (3:1)", async () => {
   await using t = await twoInstances({ weights: [3, 1] });
   for (let i = 0; i < 40; i++) await roundTrip(await tcpClient(t.upstreamPort), "w");
-  const [a, b] = t.apps.map((x) => x.connections());
+  const [a, b] = [t.apps[0].connections(), t.apps[1].connections()];
   console.log(`held: 40 connections split ${a}:${b} for weights 3:1`);
   assert.equal(a + b, 40);
   assert.equal(a, 30, "smooth weighted round robin is exact over a full cycle");
@@ -96,7 +97,9 @@ for (const via of ["upstream Config.lb_policy", "service-resolver LoadBalancer"]
         Name: "db",
         LoadBalancer: { Policy: "least_request" },
       });
-      await eventually(() => t.web.upstreams[0].resolver!.policy === "least_connections");
+      await eventually(() =>
+        nth(t.web.upstreams, 0, "web's upstream").resolver!.policy === "least_connections"
+      );
     }
     await leastConnections(t);
   });
@@ -113,9 +116,10 @@ async function leastConnections(t: Awaited<ReturnType<typeof twoInstances>>) {
   }
   assert.deepEqual(t.apps.map((x) => x.connections()), [2, 2]);
   // Close the two that went to the first instance: the next two go there.
-  const health = t.web.upstreams[0].endpointHealth;
+  const health = nth(t.web.upstreams, 0, "web's upstream").endpointHealth;
   assert.deepEqual([...health.values()].map((h) => h.active), [2, 2]);
   const [firstId] = [...health.keys()];
+  assert.ok(firstId, "an endpoint is tracked");
   const toFirst = open.filter((_, i) => i % 2 === 0); // 0 and 2 went to the first (ties: order)
   for (const s of toFirst) s.destroy();
   await eventually(() => health.get(firstId)!.active === 0, 5000, "the first instance idle");
@@ -127,7 +131,7 @@ async function leastConnections(t: Awaited<ReturnType<typeof twoInstances>>) {
     open.push(s);
   }
   await eventually(() => t.apps[0].connections() + t.apps[1].connections() === 6);
-  const after = t.apps.map((x, i) => x.connections() - before[i]);
+  const after = t.apps.map((x, i) => x.connections() - nth(before, i, "count before"));
   assert.ok(after.includes(2), `both new connections went to the idle instance: ${after}`);
   for (const s of open) s.destroy();
 }
@@ -136,7 +140,7 @@ Deno.test("balancing: an endpoint that keeps failing is ejected (passive outlier
   // The catalog keeps listing db-2 as passing after its sidecar is gone (as between two runs
   // of a 10 s check): the window passive ejection exists for.
   await using t = await twoInstances({ checksAlwaysPass: true });
-  await t.proxies[1].close();
+  await nth(t.proxies, 1, "db-2's sidecar").close();
   const failed: string[] = [];
   // No cooldown, so plain round robin keeps offering the dead endpoint its turn.
   await using up = await startUpstream({
@@ -156,7 +160,7 @@ Deno.test("balancing: an endpoint that keeps failing is ejected (passive outlier
   }
   assert.equal(served, 12, "every connection was served (retried on the healthy endpoint)");
   assert.equal(failed.length, 3, `the dead endpoint was dialled until ejected: ${failed}`);
-  const dead = up.endpointHealth.get(failed[0])!;
+  const dead = up.endpointHealth.get(nth(failed, 0, "failed dial"))!;
   assert.ok(dead.ejectedUntil! > Date.now(), "ejected");
   assert.equal(dead.ejections, 1);
   console.log(`held: 12 connections served; the dead endpoint failed 3 dials, then was ejected`);

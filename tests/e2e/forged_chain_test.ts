@@ -12,7 +12,7 @@ import { OperatorClient } from "../../src/agent/operator.ts";
 import type { ConnectionEvent } from "../../src/events/connection.ts";
 import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
 import { decodePem, splitPemCertificates } from "../../src/trust/pem.ts";
-import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, freePort, nth } from "../_helpers.ts";
 import { forge, type Forged, forgeV1 } from "./_forge.ts";
 import { mesh } from "./_mesh.ts";
 import { outcome, roundTrip, tcpClient, tlsClient } from "./_net.ts";
@@ -26,7 +26,7 @@ function ders(pem: string): Uint8Array[] {
 
 /** The first certificate of a bundle. */
 function first(pem: string): string {
-  return splitPemCertificates(pem)[0];
+  return nth(splitPemCertificates(pem), 0, "certificate");
 }
 
 /** `meshgate_connections_refused_total` for one direction and reason, from `/metrics`. */

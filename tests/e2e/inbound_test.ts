@@ -5,7 +5,7 @@ import type { AuthorizeResult, Intention } from "../../src/agent/types.ts";
 import type { ConnectionEvent } from "../../src/events/connection.ts";
 import { type InboundOptions, startInbound } from "../../src/inbound/gateway.ts";
 import { TlsMaterial } from "../../src/trust/material.ts";
-import { clientFor, devAgent, eventually } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, nth } from "../_helpers.ts";
 import { echoServer, outcome, roundTrip, tlsClient } from "./_net.ts";
 
 async function setup(
@@ -176,7 +176,7 @@ Deno.test("inbound: a deny that arrives while the agent answers is not overruled
 /** A web → db deny intention, as the intention-match watch would deliver it. */
 async function denyIntention(agent: AgentClient): Promise<Intention> {
   await new OperatorClient(agent).upsertIntention("web", "db", { Action: "deny" });
-  return (await agent.intentionMatch("destination", "db")).value[0];
+  return nth((await agent.intentionMatch("destination", "db")).value, 0, "web → db intention");
 }
 
 Deno.test("inbound: no client certificate is refused as no_cert", async () => {

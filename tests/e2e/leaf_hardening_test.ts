@@ -27,8 +27,9 @@ Deno.test("consul#13302, #12319: the leaf watch starts non-blocking and blocks a
   await using proxy = await startProxy({ agent, sidecarFor: "db-1" });
   await proxy.ready;
   await eventually(() => leafRequests.length >= 2, 5000, "a blocking leaf request");
-  assert.equal(leafRequests[0].searchParams.get("index"), null, "the first fetch does not block");
-  const blocking = leafRequests[1];
+  const [first, blocking] = leafRequests;
+  assert.ok(first && blocking, "two leaf requests");
+  assert.equal(first.searchParams.get("index"), null, "the first fetch does not block");
   assert.ok(Number(blocking.searchParams.get("index")) > 0);
   assert.ok(parseGoDuration(blocking.searchParams.get("wait")!) <= 60_000, blocking.search);
   await proxy.close();

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { OperatorClient } from "../../src/agent/operator.ts";
 import { startProxy } from "../../src/proxy/proxy.ts";
-import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, freePort, nth } from "../_helpers.ts";
 import { mesh } from "./_mesh.ts";
 import { echoServer, outcome, roundTrip, tcpClient } from "./_net.ts";
 
@@ -91,7 +91,7 @@ Deno.test("proxy: an unreachable endpoint fails over to the resolver's failover 
     Failover: { "*": { Service: "db-backup" } },
   });
   await eventually(() => {
-    const r = m.webProxy.upstreams[0].resolver!;
+    const r = nth(m.webProxy.upstreams, 0, "web's upstream").resolver!;
     return r.targets.has("db-backup.default.default.dc1") &&
       (r.targets.get("db-backup.default.default.dc1")?.endpoints.length ?? 0) > 0;
   });

@@ -8,7 +8,7 @@ import { OperatorClient } from "../../src/agent/operator.ts";
 import type { ConnectionEvent } from "../../src/events/connection.ts";
 import type { ProxyEvent, ReauthorizeRound } from "../../src/events/lifecycle.ts";
 import { startProxy } from "../../src/proxy/proxy.ts";
-import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, freePort, nth } from "../_helpers.ts";
 import { echoServer, outcome, tlsClient } from "./_net.ts";
 
 /** A re-check round as the proxy reports it. */
@@ -122,7 +122,7 @@ async function setup(
     const before = rounds.length;
     await change();
     await eventually(() => rounds.length > before, 5000, "the re-check round of the change");
-    return rounds[before];
+    return nth(rounds, before, "re-check round");
   };
   /** Callers accepted so far (SPIFFE IDs ending in `/svc/<service>`). */
   const accepted = (service: string) =>
@@ -164,7 +164,8 @@ Deno.test("consul#5277: a new deny closes the caller's open connections, others 
   await eventually(() => web.closed(), 5000, "web's connection to be closed");
   const revoked = s.events.filter((e) => e.type === "revoked");
   assert.equal(revoked.length, 1);
-  assert.match(revoked[0].type === "revoked" ? revoked[0].reason : "", /Matched L4 intention/);
+  const revocation = nth(revoked, 0, "revocation");
+  assert.match(revocation.type === "revoked" ? revocation.reason : "", /Matched L4 intention/);
   // billing's connection still echoes.
   billing.socket.write("still;");
   await eventually(() => billing.echoed() === "hi;still;");
@@ -199,7 +200,7 @@ Deno.test("reauthorize: the grace period delays the close", async () => {
   await eventually(() => web.closed(), 5000, "closed after the grace period");
   const revoked = s.proxy.events.recent((e) => e.type === "revoked");
   assert.equal(revoked.length, 1);
-  const waitedMs = revoked[0].at - round.at;
+  const waitedMs = nth(revoked, 0, "revocation").at - round.at;
   assert.ok(waitedMs >= 400, `closed ${waitedMs} ms after the decision, not before the grace`);
 });
 
