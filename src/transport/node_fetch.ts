@@ -45,17 +45,18 @@ export function createNodeFetch(options: NodeFetchOptions): typeof fetch & { clo
     rejectUnauthorized: options.verify ?? true,
     servername: options.serverName,
   });
-  const fetchFn = (input: RequestInfo | URL, init: RequestInit = {}): Promise<Response> => {
-    const url = new URL(input instanceof Request ? input.url : String(input));
+  const fetchFn = async (input: RequestInfo | URL, init: RequestInit = {}): Promise<Response> => {
+    // As fetch does: a Request input brings its method, headers, body and signal; what init
+    // says wins (its headers replace the Request's).
+    const request = input instanceof Request ? input : undefined;
+    const url = new URL(request ? request.url : String(input));
     const secure = url.protocol === "https:";
     const headers: Record<string, string> = {};
-    new Headers(init.headers).forEach((v, k) => (headers[k] = v));
-    const body = init.body == null ? undefined : String(init.body);
-    if (body !== undefined) {
-      headers["content-length"] = String(new TextEncoder().encode(body).length);
-    }
-    return new Promise<Response>((resolve, reject) => {
-      const signal = init.signal;
+    new Headers(init.headers ?? request?.headers).forEach((v, k) => (headers[k] = v));
+    const signal = init.signal ?? request?.signal;
+    const body = await bytesOf(init.body !== undefined ? init.body : request?.body);
+    if (body !== undefined) headers["content-length"] = String(body.length);
+    return await new Promise<Response>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
       let settled = false;
       const settle = (fn: () => void) => {
@@ -65,7 +66,7 @@ export function createNodeFetch(options: NodeFetchOptions): typeof fetch & { clo
         fn();
       };
       const req = (secure ? https : http).request({
-        method: init.method ?? "GET",
+        method: init.method ?? request?.method ?? "GET",
         host: url.hostname.replace(/^\[|\]$/g, ""),
         port: url.port || (secure ? 443 : 80),
         path: url.pathname + url.search,
@@ -176,6 +177,13 @@ function explain(
       "address or CONSUL_HTTP_SSL=true";
   }
   return Object.assign(new Error(`${at.where}: ${detail}`, { cause: err }), code ? { code } : {});
+}
+
+/** A request body as the bytes to send (a string as UTF-8); none for `null`/`undefined`. */
+async function bytesOf(body: BodyInit | null | undefined): Promise<Uint8Array | undefined> {
+  if (body == null) return undefined;
+  if (typeof body === "string") return new TextEncoder().encode(body);
+  return new Uint8Array(await new Response(body).arrayBuffer());
 }
 
 function concat(chunks: Uint8Array[]): Uint8Array<ArrayBuffer> {

@@ -343,3 +343,48 @@ Deno.test("node fetch: a refused connection names the address; a unix socket nam
     unix.close();
   }
 });
+
+Deno.test({
+  name: "node fetch: a Request as input sends its method, headers, body and signal, as fetch does",
+  sanitizeResources: false, // keep-alive sockets of node:http close asynchronously
+  async fn() {
+    const seen: { method: string; token: string | null; kind: string | null; body: string }[] = [];
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+      seen.push({
+        method: req.method,
+        token: req.headers.get("x-consul-token"),
+        kind: req.headers.get("x-kind"),
+        body: await req.text(),
+      });
+      return new Response("ok");
+    });
+    const f = createNodeFetch({});
+    try {
+      const url = `http://127.0.0.1:${server.addr.port}/v1/agent/service/register`;
+      const body = JSON.stringify({ Name: "wéb ✓" });
+      const request = new Request(url, {
+        method: "PUT",
+        headers: { "X-Consul-Token": "t0k" },
+        body,
+      });
+      assert.equal(await (await f(request)).text(), "ok");
+      assert.deepEqual(seen[0], { method: "PUT", token: "t0k", kind: null, body });
+      // init wins where it says something (fetch's rule): its headers replace the Request's.
+      const again = new Request(url, { method: "PUT", headers: { "X-Consul-Token": "t0k" }, body });
+      await (await f(again, { method: "POST", headers: { "X-Kind": "init" } })).text();
+      assert.deepEqual(seen[1], { method: "POST", token: null, kind: "init", body });
+      // A byte body goes out as its bytes.
+      await (await f(url, { method: "PUT", body: new TextEncoder().encode(body) })).text();
+      assert.equal(seen[2]!.body, body);
+      // The Request's own signal stops it.
+      const aborted = new Request(url, {
+        signal: AbortSignal.abort(new Error("request's signal")),
+      });
+      await assert.rejects(f(aborted), /request's signal/);
+      assert.equal(seen.length, 3, "an aborted Request is never sent");
+    } finally {
+      f.close();
+      await server.shutdown();
+    }
+  },
+});
