@@ -11,6 +11,7 @@ import {
   type AuthorizeCacheOptions,
   type AuthorizeCaller,
 } from "../../src/inbound/authorize_cache.ts";
+import { nth } from "../_helpers.ts";
 
 const WEB: AuthorizeCaller = {
   uri: "spiffe://1111.consul/ns/default/dc/dc1/svc/web",
@@ -43,7 +44,7 @@ function heldAgent() {
     calls,
     /** Answers call `i` (the last by default). */
     answer(result: AuthorizeResult | Error, i = calls.length - 1) {
-      const call = calls[i];
+      const call = nth(calls, i, "authorize call to answer");
       if (result instanceof Error) call.answer.reject(result);
       else call.answer.resolve(result);
     },
@@ -226,9 +227,10 @@ Deno.test("authorize cache: no answer within timeoutMs is a timeout, shared by j
   const cache = new AuthorizeCache({ ask: agent.ask, timeoutMs: 1000 });
   const checks = [cache.check(WEB), cache.check(WEB)];
   await time.tickAsync(999);
-  assert.equal(agent.calls[0].signal.aborted, false);
+  const { signal } = nth(agent.calls, 0, "authorize call");
+  assert.equal(signal.aborted, false);
   await time.tickAsync(1);
-  assert.equal(agent.calls[0].signal.aborted, true);
+  assert.equal(signal.aborted, true);
   for (const a of await Promise.all(checks)) {
     assert.deepEqual(gist(a), {
       ok: false,

@@ -11,7 +11,7 @@ import {
   startInbound,
 } from "../../src/inbound/gateway.ts";
 import { TlsMaterial } from "../../src/trust/material.ts";
-import { clientFor, devAgent, eventually } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, nth } from "../_helpers.ts";
 import { echoServer, outcome, tlsClient } from "../e2e/_net.ts";
 
 const ALLOW: AuthorizeResult = { Authorized: true, Reason: "Matched L4 intention: allow" };
@@ -74,7 +74,7 @@ Deno.test("inbound: an allow overtaken by a change while the application is dial
   let calls = 0;
   let dialling = false;
   const s = await setup({
-    authorize: () => Promise.resolve(answers[calls++]),
+    authorize: () => Promise.resolve(nth(answers, calls++, "scripted authorize answer")),
     // Consulted right before the application is dialled: the change lands during the dial.
     intentions: () => {
       if (calls === 1 && !dialling) {
