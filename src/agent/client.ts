@@ -150,9 +150,12 @@ function formatWait(ms: number): string {
  * `OperatorClient`'s (`./operator.ts`), built on this client.
  *
  * @example
- * ```ts ignore
- * import { AgentClient } from "@meshgate/meshgate";
- * const agent = new AgentClient({ address: "127.0.0.1:8500" });
+ * ```ts
+ * import { AgentClient } from "@meshgate/meshgate/agent";
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
  * const { value: roots } = await agent.roots();
  * console.log(roots.TrustDomain);
  * const ok = await agent.authorize({

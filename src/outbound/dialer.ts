@@ -115,11 +115,16 @@ function skipLegacyPeerCertificate(socket: tls.TLSSocket): () => void {
  * and no byte of the caller was sent). `signal` cancels it, also while our leaf is awaited.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { TlsMaterial } from "@meshgate/meshgate";
  * import { dialMesh } from "./dialer.ts";
- * const dialed = await dialMesh(material, { address: "10.0.0.7", port: 21000, service: "db", id: "db-1" }, 5000);
- * if (dialed.ok) dialed.connection.socket.end("hello");
- * else console.log(dialed.failure.reason, dialed.failure.detail);
+ *
+ * async function hello(material: TlsMaterial): Promise<void> {
+ *   const db = { address: "10.0.0.7", port: 21000, service: "db", id: "db-1" };
+ *   const dialed = await dialMesh(material, db, 5000);
+ *   if (dialed.ok) dialed.connection.socket.end("hello");
+ *   else console.log(dialed.failure.reason, dialed.failure.detail);
+ * }
  * ```
  */
 export async function dialMesh(

@@ -92,10 +92,22 @@ export interface UpstreamListener extends AsyncDisposable {
  * Starts an upstream listener.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { AgentClient, TlsMaterial } from "@meshgate/meshgate";
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
  * import { startUpstream } from "./listener.ts";
- * const up = await startUpstream({ agent, material, upstream: {
- *   type: "service", name: "db", bind: { hostname: "127.0.0.1", port: 9191 } } });
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * const material = new TlsMaterial(); // web's leaf and the roots (a proxy watches both)
+ * await material.setRoots((await agent.roots()).value);
+ * await material.setLeaf((await agent.leaf("web")).value);
+ * await using up = await startUpstream({
+ *   agent,
+ *   material,
+ *   upstream: { type: "service", name: "db", bind: { hostname: "127.0.0.1", port: 0 } },
+ * });
+ * console.log(up.name, up.address); // upstream:db { hostname: "127.0.0.1", port: … }
  * ```
  */
 export async function startUpstream(options: UpstreamOptions): Promise<UpstreamListener> {

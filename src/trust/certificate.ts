@@ -125,10 +125,14 @@ function minimalSerial(hex: string): string {
  * Parses a certificate from PEM (the first CERTIFICATE block) or DER.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { parseCertificate } from "@meshgate/meshgate";
- * const info = await parseCertificate(Deno.readTextFileSync("leaf.pem"));
- * console.log(info.uris[0], info.notAfter);
+ * import { ConnectCA } from "@meshgate/meshgate/devagent";
+ *
+ * const ca = await ConnectCA.create(); // a test CA; or read a PEM: Deno.readTextFile("leaf.pem")
+ * const { cert } = await ca.signLeaf("web");
+ * const info = await parseCertificate(cert.CertPEM);
+ * console.log(info.uris[0], info.notAfter); // spiffe://<trust domain>/…/svc/web 2026-…
  * ```
  * @throws {CertificateError} when there is no certificate or it does not parse
  */

@@ -212,11 +212,18 @@ function sameEntity(a: CertificateInfo, b: CertificateInfo): boolean {
  * Resolves with the path, leaf first and root last.
  *
  * @example
- * ```ts ignore
- * import { parseCertificate, verifyChain } from "@meshgate/meshgate";
- * const leaf = await parseCertificate(leafPem);
- * const root = await parseCertificate(rootPem);
- * await verifyChain(leaf, [], [root], { purpose: "clientAuth" }); // throws ChainError
+ * ```ts
+ * import { ChainError, parseCertificate, verifyChain } from "@meshgate/meshgate";
+ * import { ConnectCA } from "@meshgate/meshgate/devagent";
+ *
+ * const ca = await ConnectCA.create(); // a test CA: its root, and a leaf it signs
+ * const leaf = await parseCertificate((await ca.signLeaf("web")).cert.CertPEM);
+ * const root = await parseCertificate(ca.activeRoot.RootCert);
+ * const path = await verifyChain(leaf, [], [root], { purpose: "clientAuth" });
+ * console.log(path.length); // 2: the leaf, then the root
+ * const stranger = await parseCertificate((await ConnectCA.create()).activeRoot.RootCert);
+ * const err = await verifyChain(leaf, [], [stranger]).catch((e: ChainError) => e);
+ * console.log(err instanceof ChainError && err.reason); // no_issuer
  * ```
  * @throws {ChainError} naming the problem of the most promising path
  */

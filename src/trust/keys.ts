@@ -97,9 +97,14 @@ export async function exportSec1Pem(key: CryptoKey): Promise<string> {
  * Imports an EC private key from a SEC1 or PKCS#8 PEM as a WebCrypto ECDSA signing key.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { ConnectCA } from "@meshgate/meshgate/devagent";
  * import { importEcPrivateKeyPem } from "./keys.ts";
- * const key = await importEcPrivateKeyPem(leaf.PrivateKeyPEM);
+ *
+ * const ca = await ConnectCA.create(); // a test CA
+ * const { cert: leaf } = await ca.signLeaf("web"); // a leaf as the agent serves it
+ * const { key, curve } = await importEcPrivateKeyPem(leaf.PrivateKeyPEM);
+ * console.log(curve, key.usages); // P-256 [ "sign" ]
  * ```
  * @throws {TypeError} when the PEM holds no supported EC key
  */

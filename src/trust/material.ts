@@ -17,9 +17,11 @@ import { parseSpiffeId, type ServiceSpiffeId, SpiffeIdError } from "./spiffe.ts"
  * warn and ask again): `marginMs` when given, else 10 % of the leaf's lifetime, at most 1 h.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { leafExpiryMargin } from "@meshgate/meshgate";
- * const margin = leafExpiryMargin(material.leaf!.info);
+ * const leaf = { notBefore: new Date("2025-01-01"), notAfter: new Date("2025-01-04") };
+ * console.log(leafExpiryMargin(leaf)); // 3600000: 10 % of 72 h, at most 1 h
+ * console.log(leafExpiryMargin(leaf, 60_000)); // 60000
  * ```
  */
 export function leafExpiryMargin(
@@ -86,11 +88,18 @@ export interface TlsMaterialOptions {
  * from them, and checks peers against the mesh roots with a cache that a root change clears.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { AgentClient, TlsMaterial } from "@meshgate/meshgate";
- * const agent = new AgentClient();
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
  * const material = new TlsMaterial();
- * for await (const { value } of agent.watchRoots().subscribe()) await material.setRoots(value);
+ * // A proxy feeds both from watches (agent.watchRoots(), agent.watchLeaf("web")).
+ * await material.setRoots((await agent.roots()).value);
+ * await material.setLeaf((await agent.leaf("web")).value);
+ * await material.ready;
+ * console.log(material.leaf?.info.uris[0]); // spiffe://<trust domain>/ns/default/dc/dc1/svc/web
  * ```
  */
 export class TlsMaterial {
