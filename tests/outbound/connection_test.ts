@@ -190,7 +190,7 @@ Deno.test("serveOutbound: a failed endpoint is retried on the next while no byte
   assert.equal(served.connection.peer, `db@127.0.0.1:${db.port}`);
   assert.equal(await c.read, "hello", "db's echo, nothing of the impostor");
   await served.closed;
-  assert.equal(impostor.handshakes(), 1, "the impostor was dialled first");
+  assert.equal(impostor.accepted(), 1, "the impostor was dialled first");
   assert.equal(impostor.received(), "", "and got nothing of the client");
   assert.equal(db.received(), "hello", "the client's early bytes reached db once");
   assert.deepEqual(dialFailures(events).map((e) => e.endpoint), ["devagent/db-1-sidecar-proxy"]);
@@ -238,7 +238,7 @@ Deno.test("serveOutbound: past maxConnections a client is refused (limit) and no
   assert.ok(!refused.ok && refused.refusal?.reason === "limit", "refused for the limit");
   assert.equal(refused.refusal.detail, "1 connections open");
   assert.equal(await second.read, "");
-  assert.equal(db.handshakes(), 1, "only the first client was dialled");
+  assert.equal(db.accepted(), 1, "only the first client was dialled");
   first.socket.end();
   assert.equal(await first.read, "one");
 });
