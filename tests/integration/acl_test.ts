@@ -170,7 +170,9 @@ Deno.test({
         },
       },
     });
-    for (const [dst, src] of [["db", "web"], ["api", "web"], ["db2", "web"], ["web", "db"]]) {
+    for (
+      const [dst, src] of [["db", "web"], ["api", "web"], ["db2", "web"], ["web", "db"]] as const
+    ) {
       await new OperatorClient(mgmt).putConfigEntry({
         Kind: "service-intentions",
         Name: dst,

@@ -675,8 +675,8 @@ function undecodable(rec: Recorder): string[] {
 function judge(double: Recorder, consul: Recorder, allowed: Allowance[]): string[] {
   const used = new Set<Allowance>();
   const unexplained = diff(double, consul).filter((line) => {
-    const [step, where] = line.split(" | ");
-    const a = allowed.find((x) => x.step.test(step) && x.where.test(where));
+    const [step, where] = line.split(" | "); // diff() writes "<step> | <where> | …"
+    const a = allowed.find((x) => x.step.test(step!) && x.where.test(where!));
     if (a) used.add(a);
     return !a;
   });

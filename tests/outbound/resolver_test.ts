@@ -65,6 +65,7 @@ Deno.test("resolver: an upstream in dc2 compiles its chain for dc2 and asks dc2 
     assert.deepEqual(sent(seen, "/v1/discovery-chain/"), ["/v1/discovery-chain/db?compile-dc=dc2"]);
     assert.deepEqual(sent(seen, "/v1/health/connect/"), ["/v1/health/connect/db?dc=dc2"]);
     const [endpoint] = resolver.targets.get("db.default.default.dc2")!.endpoints;
+    assert.ok(endpoint, "the dc2 target has an endpoint");
     // The answer's nodes say dc1; the peer must still prove to be db in dc2.
     assert.equal(endpoint.datacenter, "dc2");
   } finally {
@@ -101,8 +102,8 @@ Deno.test("resolver: a failover target in another datacenter is asked for there,
       "/v1/health/connect/db",
       "/v1/health/connect/db?dc=dc2",
     ]);
-    assert.equal(resolver.targets.get("db.default.default.dc1")!.endpoints[0].datacenter, "dc1");
-    assert.equal(resolver.targets.get("db.default.default.dc2")!.endpoints[0].datacenter, "dc2");
+    assert.equal(resolver.targets.get("db.default.default.dc1")?.endpoints[0]?.datacenter, "dc1");
+    assert.equal(resolver.targets.get("db.default.default.dc2")?.endpoints[0]?.datacenter, "dc2");
   } finally {
     await resolver.close();
   }

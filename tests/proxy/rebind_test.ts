@@ -8,7 +8,7 @@ import { readinessProblems } from "../../src/admin/readiness.ts";
 import { OperatorClient } from "../../src/agent/operator.ts";
 import type { ProxyConfig } from "../../src/proxy/config.ts";
 import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
-import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, freePort, nth } from "../_helpers.ts";
 import { echoServer, roundTrip, tlsClient } from "../e2e/_net.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -223,7 +223,7 @@ Deno.test("rebind: the same port on an address not on this host resumes the old 
   await m.register({ Address: "192.0.2.1" }); // TEST-NET-1: never a local address
   await eventually(() => readinessProblems(m.proxy).length > 0, 5000, "a problem");
   assert.match(
-    readinessProblems(m.proxy)[0],
+    nth(readinessProblems(m.proxy), 0, "readiness problem"),
     new RegExp(`^public listener: cannot bind 192\\.0\\.2\\.1:${m.port}: .*; still serving on`),
   );
   await flows(m, "the old socket listens again");
