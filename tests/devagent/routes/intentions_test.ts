@@ -126,3 +126,88 @@ Deno.test("intention routes: check answers what authorize would", async () => {
     "required query parameter 'source' not set",
   ]);
 });
+
+Deno.test("intention routes: CE drops a namespace or partition part on writes, refuses one other than default on reads", async () => {
+  await using dev = await double();
+  const put = (src: string, dst: string, Action = "deny") =>
+    call(dev, "PUT", exact(src, dst), { Action });
+  assert.equal((await put("*/web", "db")).status, 200);
+  assert.equal((await put("api", "default/pay", "allow")).status, 200);
+  const pairs = async () =>
+    (await call(dev, "GET", "/v1/connect/intentions")).json.map((
+      i: { SourceNS: string; SourceName: string; DestinationName: string; Precedence: number },
+    ) => `${i.SourceNS}/${i.SourceName}>${i.DestinationName}:${i.Precedence}`);
+  assert.deepEqual(await pairs(), ["default/api>pay:9", "default/web>db:9"]);
+  // A partition/namespace/name write is the same pair.
+  assert.equal((await put("ap/ns/web", "db", "allow")).status, 200);
+  assert.equal((await call(dev, "GET", exact("web", "db"))).json.Action, "allow");
+  for (const src of ["default/web", "ap/default/web", "default/default/web"]) {
+    assert.equal((await call(dev, "GET", exact(src, "db"))).json.SourceName, "web", src);
+  }
+  const reads: [string, string, string][] = [
+    ["*/web", "db", `Invalid SourceNS "*": Namespaces is a Consul Enterprise feature`],
+    ["ap/ns/web", "db", `Invalid SourceNS "ns": Namespaces is a Consul Enterprise feature`],
+    ["web", "foo/db", `Invalid DestinationNS "foo": Namespaces is a Consul Enterprise feature`],
+    ["peer:x", "db", `source "peer:x" is invalid: need to specify the service name as well`],
+  ];
+  for (const [src, dst, message] of reads) {
+    const r = await call(dev, "GET", exact(src, dst));
+    assert.deepEqual([r.status, r.text], [500, message], `${src} → ${dst}`);
+  }
+  // A read may name a peer (none of the double's intentions has this one).
+  assert.equal((await call(dev, "GET", exact("peer:x/web", "db"))).status, 404);
+  const peerWrite = await put("peer:x/web", "db");
+  assert.deepEqual([peerWrite.status, peerWrite.text], [
+    500,
+    `source "peer:x/web" is invalid: cannot specify a peer here`,
+  ]);
+  // A delete drops the namespace too.
+  assert.equal((await call(dev, "DELETE", exact("x/web", "y/db"))).status, 200);
+  assert.deepEqual(await pairs(), ["default/api>pay:9"]);
+});
+
+Deno.test("intention routes: match and check read names as CE does", async () => {
+  await using dev = await double({ defaultAllow: false });
+  await call(dev, "PUT", exact("web", "db"), { Action: "allow" });
+  const match = async (name: string) =>
+    await call(dev, "GET", `/v1/connect/intentions/match?by=source&name=${name}`);
+  const ok = await match("default/web");
+  assert.deepEqual(Object.keys(ok.json), ["default/web"], "keyed by the name as given");
+  assert.equal(ok.json["default/web"][0].DestinationName, "db");
+  const refused: [string, string][] = [
+    ["x/web", `Invalid match entry namespace "x": Namespaces is a Consul Enterprise feature`],
+    ["a/b/web", `Invalid match entry namespace "b": Namespaces is a Consul Enterprise feature`],
+    [
+      "ap/default/web",
+      `Invalid match entry partition "ap": Partitions is a Consul Enterprise feature`,
+    ],
+    ["peer:p/web", `name "peer:p/web" is invalid: cannot specify a peer here`],
+  ];
+  for (const [name, message] of refused) {
+    const r = await match(name);
+    assert.deepEqual([r.status, r.text], [500, message], name);
+  }
+  const check = (q: string) => call(dev, "GET", `/v1/connect/intentions/check?${q}`);
+  assert.deepEqual((await check("source=default/web&destination=ap/default/db")).json, {
+    Allowed: true,
+  });
+  assert.deepEqual((await check("source=api&destination=db")).json, { Allowed: false });
+  const checks: [string, string][] = [
+    [
+      "source=x/web&destination=db",
+      `Invalid source namespace "x": Namespaces is a Consul Enterprise feature`,
+    ],
+    [
+      "source=web&destination=x/db",
+      `Invalid destination namespace "x": Namespaces is a Consul Enterprise feature`,
+    ],
+    [
+      "source=peer:a/web&destination=db",
+      `source "peer:a/web" is invalid: cannot specify a peer here`,
+    ],
+  ];
+  for (const [q, message] of checks) {
+    const r = await check(q);
+    assert.deepEqual([r.status, r.text], [500, message], q);
+  }
+});
