@@ -23,6 +23,6 @@ export { type Fault, Faults } from "./faults.ts";
 // The double's state, reachable from a DevAgent for tests that arrange a scenario directly.
 export type { Catalog, CatalogOptions } from "./catalog.ts";
 export type { ConfigEntries } from "./chain.ts";
-export type { Intentions } from "./intentions.ts";
+export type { Intentions, SourceInput } from "./intentions.ts";
 export type { Leaves, LeavesOptions } from "./leaves.ts";
 export type { Store } from "./store.ts";
