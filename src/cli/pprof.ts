@@ -98,10 +98,11 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * Starts the profiling server.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { startPprof } from "./pprof.ts";
- * await using pprof = await startPprof({ hostname: "127.0.0.1", port: 6060, timeoutMs: 30_000 });
- * // curl -o cpu.cpuprofile 'http://127.0.0.1:6060/debug/pprof/profile?seconds=10'
+ * // -pprof-addr 127.0.0.1:6060 in the CLI; 0 picks a free port.
+ * await using pprof = await startPprof({ hostname: "127.0.0.1", port: 0, timeoutMs: 30_000 });
+ * console.log(`curl -o cpu.cpuprofile '${pprof.url}profile?seconds=10'`);
  * ```
  * @throws {Error} when Deno does not allow the inspector (`--allow-sys=inspector`)
  * @throws {Deno.errors.AddrInUse} and the like when the address cannot be bound

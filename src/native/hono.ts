@@ -23,9 +23,13 @@ export type MeshMiddleware = (
  * the mesh.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { Hono } from "hono";
  * import { callerOf } from "@meshgate/meshgate/native";
+ * const app = new Hono();
  * app.get("/whoami", (c) => c.text(callerOf(c)?.id.service ?? "nobody"));
+ * // Served with svc.serve(app.fetch, …), the caller's service; here, off the mesh:
+ * console.log(await (await app.request("/whoami")).text()); // nobody
  * ```
  */
 export function callerOf(c: MeshContext): Caller | undefined {
@@ -38,11 +42,12 @@ export function callerOf(c: MeshContext): Caller | undefined {
  * available as `c.get("caller")`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { Hono } from "hono";
  * import { allowCallers } from "@meshgate/meshgate/native";
  * const app = new Hono();
  * app.post("/orders", allowCallers("web"), (c) => c.json({ ok: true }, 201));
+ * console.log((await app.request("/orders", { method: "POST" })).status); // 403: not from web
  * ```
  */
 export function allowCallers(...services: string[]): MeshMiddleware {

@@ -7,14 +7,28 @@
  * {@linkcode callerOf} bring the caller's identity into a hono app.
  *
  * @example
- * ```ts ignore
- * // Needs a Consul agent (CONSUL_HTTP_ADDR) with Connect enabled.
+ * ```ts
+ * import { AgentClient } from "@meshgate/meshgate/agent";
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
  * import { connect } from "@meshgate/meshgate/native";
  *
- * await using api = await connect({ service: "api" });
- * await api.serve((_req, { caller }) => new Response(`hello ${caller.id.service}`), { port: 8443 });
- * const orders = await api.fetch("http://orders.service.consul/recent");
- * console.log(orders.status);
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address }); // default: CONSUL_HTTP_ADDR…
+ * await using api = await connect({ service: "api", agent });
+ * await using server = await api.serve(
+ *   (_req, { caller }) => new Response(`hello ${caller.id.service}`),
+ *   { hostname: "127.0.0.1", port: 0 },
+ * );
+ * await agent.register({
+ *   ID: "api-1",
+ *   Name: "api",
+ *   Address: "127.0.0.1",
+ *   Port: server.address.port,
+ *   Connect: { Native: true },
+ * });
+ * await using web = await connect({ service: "web", agent });
+ * const res = await web.fetch("http://api.service.consul/hello");
+ * console.log(res.status, await res.text()); // 200 hello web
  * ```
  * @module
  */

@@ -76,10 +76,18 @@ export interface MeshListener extends MeshServer, AsyncIterable<AuthorizedConnec
  * A Connect-native service. Created by {@linkcode connect}.
  *
  * @example
- * ```ts ignore
- * import { connect } from "@meshgate/meshgate";
- * await using svc = await connect({ service: "api" });
- * svc.serve((req, { caller }) => new Response(`hello ${caller.id.service}`), { port: 8443 });
+ * ```ts
+ * import { AgentClient, connect } from "@meshgate/meshgate";
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * await using svc = await connect({ service: "api", agent });
+ * await using server = await svc.serve(
+ *   (_req, { caller }) => new Response(`hello ${caller.id.service}`),
+ *   { hostname: "127.0.0.1", port: 0 }, // 0: any free port
+ * );
+ * console.log(svc.spiffeId, server.address.port); // spiffe://…/svc/api 41234
  * ```
  */
 export class ConnectService implements AsyncDisposable, AdminSubject {
@@ -331,10 +339,15 @@ export class ConnectService implements AsyncDisposable, AdminSubject {
  * loaded.
  *
  * @example
- * ```ts ignore
- * import { connect } from "@meshgate/meshgate";
- * await using web = await connect({ service: "web" });
- * const res = await web.fetch("http://api.service.consul/orders", { method: "POST" });
+ * ```ts
+ * import { AgentClient, connect } from "@meshgate/meshgate";
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * // Without `agent`, one is configured from CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, … as the CLI.
+ * await using web = await connect({ service: "web", agent });
+ * console.log(web.phase, web.spiffeId); // ready spiffe://…/svc/web
  * ```
  */
 export async function connect(options: ConnectOptions): Promise<ConnectService> {

@@ -47,9 +47,19 @@ export interface AccessLogOptions {
  * Writes access-log lines for the connections of a proxy until the returned function is called.
  *
  * @example
- * ```ts ignore
- * import { startAccessLog } from "@meshgate/meshgate";
- * const stop = startAccessLog(proxy.events, { write: (l) => console.log(l), sample: 0.1 });
+ * ```ts
+ * import { EventHub, type ProxyEvent, startAccessLog } from "@meshgate/meshgate";
+ *
+ * const events = new EventHub<ProxyEvent>(); // a running proxy's: proxy.events
+ * const stop = startAccessLog(events, { write: (line) => console.log(line), sample: 1 });
+ * events.publish({
+ *   type: "refused",
+ *   direction: "inbound",
+ *   listener: "inbound:api",
+ *   refusal: { reason: "denied", detail: "an intention denies web", peer: "spiffe://…/svc/web" },
+ *   at: Date.now(),
+ * }); // {"time":"…","direction":"inbound",…,"outcome":"refused","reason":"denied",…}
+ * stop();
  * ```
  */
 export function startAccessLog(

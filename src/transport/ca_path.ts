@@ -14,9 +14,15 @@ import { splitPemCertificates } from "../trust/pem.ts";
  * symbolic link to a file is read; one to a directory is not entered (no cycles).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { ConnectCA } from "@meshgate/meshgate/devagent";
  * import { readCaPath } from "./ca_path.ts";
- * const ca = await readCaPath("/etc/consul.d/ca");
+ *
+ * const dir = await Deno.makeTempDir(); // e.g. /etc/consul.d/ca
+ * await Deno.writeTextFile(`${dir}/ca.pem`, (await ConnectCA.create()).activeRoot.RootCert);
+ * const ca = await readCaPath(dir); // one PEM bundle of every certificate under dir
+ * console.log(ca.startsWith("-----BEGIN CERTIFICATE-----")); // true
+ * await Deno.remove(dir, { recursive: true });
  * ```
  * @param path the directory (or file)
  * @param setting the setting to name in errors

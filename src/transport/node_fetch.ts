@@ -29,10 +29,17 @@ export interface NodeFetchOptions {
  * Creates the fetch, with one keep-alive connection pool.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * // Needs an agent's HTTPS port and the CA that signed its certificate.
  * import { AgentClient, createNodeFetch } from "@meshgate/meshgate";
- * const fetch = createNodeFetch({ ca: await Deno.readTextFile("consul-agent-ca.pem"), serverName: "server.dc1.consul" });
- * const agent = new AgentClient({ address: "https://10.0.0.5:8501", fetch });
+ *
+ * const fetch = createNodeFetch({
+ *   ca: await Deno.readTextFile("consul-agent-ca.pem"),
+ *   serverName: "server.dc1.consul", // CONSUL_TLS_SERVER_NAME: the name in its certificate
+ * });
+ * // Closing the client closes the fetch's keep-alive pool.
+ * await using agent = new AgentClient({ address: "https://10.0.0.5:8501", fetch });
+ * console.log((await agent.self()).Config.Datacenter);
  * ```
  */
 export function createNodeFetch(options: NodeFetchOptions): typeof fetch & { close(): void } {
