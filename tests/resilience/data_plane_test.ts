@@ -6,7 +6,7 @@ import { createAdminApp } from "../../src/admin/app.ts";
 import { startProxy } from "../../src/proxy/proxy.ts";
 import { decodePem } from "../../src/trust/pem.ts";
 import { parseExposition } from "../admin/_prometheus.ts";
-import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, freePort, nth } from "../_helpers.ts";
 import { echoServer, roundTrip, tcpClient, tlsClient } from "../e2e/_net.ts";
 
 const SOAK = Deno.env.get("MESHGATE_SOAK") === "1";
@@ -186,7 +186,8 @@ Deno.test("data plane: a reader that stops keeps memory bounded while a writer o
   })();
   // Let it push for a while: the proxy must stop reading once its bound is reached.
   await eventually(() => s.proxy.inbound!.connections.size === 1, 10_000);
-  const conn = [...s.proxy.inbound!.connections][0];
+  const [conn] = s.proxy.inbound!.connections;
+  assert.ok(conn, "the writer's connection");
   let last = -1;
   await eventually(
     async () => {
@@ -228,7 +229,7 @@ Deno.test("data plane: a client certificate with an RSA-1024 key or a SHA-1 sign
     ]] as const
   ) {
     const { certPem } = await s.dev.ca.signIdentity(uri, { weak });
-    const der = decodePem(certPem)[0].der;
+    const { der } = nth(decodePem(certPem), 0, "certificate");
     const verdict = await s.proxy.material.verifyPeer(der, [], "clientAuth");
     assert.ok(!verdict.ok && verdict.reason === "bad_chain" && why.test(verdict.detail), weak);
   }

@@ -4,7 +4,7 @@
 // form runs in `deno task test`; `deno task soak` runs the full figures.
 import assert from "node:assert/strict";
 import type net from "node:net";
-import { eventually, freePort } from "../_helpers.ts";
+import { eventually, freePort, nth } from "../_helpers.ts";
 import { mesh } from "../e2e/_mesh.ts";
 import { roundTrip, tcpClient } from "../e2e/_net.ts";
 
@@ -64,7 +64,9 @@ Deno.test("load: many concurrent connections with data flowing, then torn down â
   const fdsOpen = openFds();
   for (const s of sockets) s.destroy();
   await eventually(
-    () => p.db.inbound!.connections.size === 0 && p.web.upstreams[0].connections.size === 0,
+    () =>
+      p.db.inbound!.connections.size === 0 &&
+      nth(p.web.upstreams, 0, "web's upstream").connections.size === 0,
     30_000,
     "every connection to be torn down",
   );

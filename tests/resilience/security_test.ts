@@ -206,7 +206,8 @@ Deno.test("fuzz: agent answers, CLI flags, SPIFFE IDs, durations and certificate
     const words = ["-sidecar-for", "-upstream", "db:9191", "-listen", "=", "--", "-http-addr", ":"];
     const args = Array.from(
       { length: Math.floor(r() * 6) },
-      () => r() < 0.5 ? words[Math.floor(r() * words.length)] : String(randomValue(r)),
+      // r() is in [0, 1), so the index is in range.
+      () => r() < 0.5 ? words[Math.floor(r() * words.length)]! : String(randomValue(r)),
     );
     try {
       parseFlags(args, {});

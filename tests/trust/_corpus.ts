@@ -293,7 +293,7 @@ export function leaf(issuer: Issued, spec: Spec = {}): Promise<Issued> {
 /** The same certificate with the last byte of its signature changed. */
 export function corrupt(cert: Issued): string {
   const der = new Uint8Array(cert.cert.rawData);
-  der[der.length - 1] ^= 0x01;
+  der[der.length - 1]! ^= 0x01; // a certificate's DER is never empty
   return toPem(new x509.X509Certificate(der));
 }
 
