@@ -22,9 +22,12 @@ import { type PprofServer, startPprof } from "./pprof.ts";
  * shutdown, 1 when the proxy cannot start, 2 for bad flags or agent settings.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { runCli } from "@meshgate/meshgate/cli";
- * Deno.exit(await runCli(["-sidecar-for", "web-1"]));
+ * console.log(await runCli(["-help"])); // the flags, then 0
+ * console.log(await runCli(["-no-such-flag"])); // "meshgate: …" naming the flag, then 2
+ * // A program of its own runs the proxy the same way, until SIGINT/SIGTERM:
+ * // Deno.exit(await runCli(["-sidecar-for", "web-1"]));
  * ```
  */
 export async function runCli(args: string[]): Promise<number> {

@@ -32,9 +32,10 @@ export const PROXY_ENV_VARS: readonly string[] = [
  * (least privilege: `Deno.env.toObject()` would need access to the whole environment).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { namedEnv, PROXY_ENV_VARS } from "@meshgate/meshgate";
- * const env = namedEnv(PROXY_ENV_VARS);
+ * const env = namedEnv(PROXY_ENV_VARS); // a name outside --allow-env reads as unset
+ * console.log(env.CONSUL_HTTP_ADDR ?? "CONSUL_HTTP_ADDR is not set");
  * ```
  */
 export function namedEnv(names: readonly string[]): Record<string, string> {
@@ -68,10 +69,14 @@ export interface DenoAgentTransportOptions {
  * precedence: `tokenFile`, `token`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_TOKEN`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createDenoAgentClient } from "@meshgate/meshgate";
- * // Reads CONSUL_HTTP_ADDR, CONSUL_CACERT, CONSUL_HTTP_TOKEN_FILE… like the Consul CLI.
- * const agent = await createDenoAgentClient();
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * // Reads CONSUL_HTTP_ADDR, CONSUL_CACERT, CONSUL_HTTP_TOKEN_FILE… like the Consul CLI; an
+ * // option given wins over its variable.
+ * await using agent = await createDenoAgentClient({ address: dev.address });
  * console.log((await agent.roots()).value.TrustDomain);
  * ```
  */
