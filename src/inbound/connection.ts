@@ -109,9 +109,6 @@ export type InboundOutcome =
     detail: string;
   };
 
-const CLIENT_LEFT = { status: "dropped", detail: "the client left" } as const;
-const CLOSING = { status: "dropped", detail: "the gateway is closing" } as const;
-
 /**
  * Serves one inbound TLS connection whose handshake `node:tls` completed (with the client
  * certificate checked against the mesh roots by the TLS layer as defense in depth). Never
@@ -146,16 +143,18 @@ export async function serveInbound(
   // 2. Authorize: the agent's answer through the cache; no answer is a refusal (fail closed).
   const authorizeStarted = Date.now();
   let answer = await ask(ctx, caller);
-  if (!answer) return CLOSING;
+  if (!answer) return dropped(ctx);
+  const denied = agentRefusal(answer, who.uri, remote);
+  if (denied) return refused(denied);
   // 3. Intention overrule: a deny from the intentions watch beats the agent's older allow.
-  const refusal = refusalOf(ctx, answer, who, remote);
-  if (refusal) return refused(refusal);
+  const overruled = intentionRefusal(ctx, who, remote);
+  if (overruled) return refused(overruled);
   const authorizeMs = Date.now() - authorizeStarted;
-  if (socket.destroyed) return CLIENT_LEFT;
+  if (socket.destroyed) return dropped(ctx);
   // 4. Dial the application, only now.
   const app = ctx.handoff ? undefined : await dialApp(ctx);
   if (app instanceof Error) {
-    if (ctx.signal.aborted) return CLOSING;
+    if (ctx.signal.aborted) return dropped(ctx);
     return refused({ reason: "app_unreachable", detail: app.message, peer: who.uri, remote });
   }
   // 5. Re-check, right before the connection counts as open (nothing is awaited from here on):
@@ -165,10 +164,11 @@ export async function serveInbound(
   while (answer?.ok && !ctx.authz.isCurrent(answer) && !socket.destroyed) {
     answer = await ask(ctx, caller, answer);
   }
-  const late = answer && refusalOf(ctx, answer, who, remote);
-  if (!answer || late || socket.destroyed || ctx.signal.aborted) {
+  const late = answer &&
+    (agentRefusal(answer, who.uri, remote) ?? intentionRefusal(ctx, who, remote));
+  if (late || !answer || socket.destroyed || ctx.signal.aborted) {
     app?.destroy();
-    return late ? refused(late) : ctx.signal.aborted ? CLOSING : CLIENT_LEFT;
+    return late ? refused(late) : dropped(ctx);
   }
   // 6. Pipe, or hand off: the connection is open.
   const connection = app
@@ -193,6 +193,12 @@ function refused(refusal: Refusal): InboundOutcome {
   return { status: "refused", refusal };
 }
 
+/** Why a connection that was not refused did not open. */
+function dropped(ctx: InboundContext): InboundOutcome {
+  const detail = ctx.signal.aborted ? "the gateway is closing" : "the client left";
+  return { status: "dropped", detail };
+}
+
 /**
  * An answer no change has overtaken (see `AuthorizeCache.current`), starting from `prev`; or
  * `undefined` once the gateway begins closing (a shared call to the agent goes on for others).
@@ -214,21 +220,25 @@ async function ask(
   return answer;
 }
 
-/** Why `answer` refuses the caller, if it does: no answer, the agent's deny, or an intention's. */
-function refusalOf(
-  ctx: InboundContext,
-  answer: AuthorizeAnswer,
-  who: PeerVerdict & { ok: true },
-  remote: string,
-): Refusal | undefined {
-  const peer = who.uri;
+/** Why the agent's `answer` refuses the caller, if it does: no answer, or its deny. */
+function agentRefusal(answer: AuthorizeAnswer, peer: string, remote: string): Refusal | undefined {
   if (!answer.ok) return { reason: answer.reason, detail: answer.detail, peer, remote };
   if (!answer.result.Authorized) {
     return { reason: "denied", detail: answer.result.Reason, peer, remote };
   }
-  // The agent's answer may predate a change, or come from its lagging cache.
+}
+
+/**
+ * Why the latest intentions refuse the caller, if they do: the agent's allow may predate a
+ * change, or come from its lagging cache. An intention never allows what the agent denied.
+ */
+function intentionRefusal(
+  ctx: InboundContext,
+  who: PeerVerdict & { ok: true },
+  remote: string,
+): Refusal | undefined {
   const d = decideByIntentions(ctx.intentions?.() ?? [], ctx.service, who.id);
-  if (d && !d.authorized) return { reason: "denied", detail: d.reason, peer, remote };
+  if (d && !d.authorized) return { reason: "denied", detail: d.reason, peer: who.uri, remote };
 }
 
 /** A plain socket to the application, or why not (`connectTimeoutMs`; the gateway closing). */
