@@ -773,10 +773,25 @@ function sameBind(
  * Starts a proxy.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { AgentClient, startProxy } from "@meshgate/meshgate";
- * await using proxy = await startProxy({ agent: new AgentClient(), sidecarFor: "web-1" });
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * // Usually from the sidecar's registration: startProxy({ agent, sidecarFor: "web-1" }).
+ * // Here from settings, as the -service flags give them:
+ * await using proxy = await startProxy({
+ *   agent,
+ *   config: {
+ *     service: "web",
+ *     publicListener: { hostname: "127.0.0.1", port: 0 }, // 0: any free port
+ *     app: { hostname: "127.0.0.1", port: 8080 },
+ *     upstreams: [{ type: "service", name: "db", bind: { hostname: "127.0.0.1", port: 0 } }],
+ *   },
+ * });
  * await proxy.ready;
+ * console.log(proxy.phase, proxy.upstreams.map((u) => u.name)); // ready [ "upstream:db" ]
  * ```
  */
 export function startProxy(options: ProxyOptions): Promise<Proxy> {
