@@ -45,7 +45,7 @@ Deno.test("two public listeners with reusePort share a port; without it the seco
     app: { hostname: "127.0.0.1", port: app.port },
     handshakeTimeoutMs: 200,
   };
-  const refusedBy = [0, 0];
+  const refusedBy: [number, number] = [0, 0];
   const a = await startInbound({
     ...base,
     reusePort: true,
@@ -78,14 +78,14 @@ Deno.test("two upstream listeners with reusePort share a port; without it the se
     name: "db",
     bind: { hostname: "127.0.0.1", port: UPSTREAM_PORT },
   };
-  const refusedBy = [0, 0];
-  const start = (i: number, reusePort?: boolean) =>
+  const refusedBy: [number, number] = [0, 0];
+  const start = (i: 0 | 1 | undefined, reusePort?: boolean) =>
     startUpstream({
       agent,
       material: m,
       upstream,
       reusePort,
-      onEvent: (e) => e.type === "refused" && i >= 0 && refusedBy[i]++,
+      onEvent: (e) => e.type === "refused" && i !== undefined && refusedBy[i]++,
     });
   const a = await start(0, true);
   const b = await start(1, true);
@@ -93,7 +93,7 @@ Deno.test("two upstream listeners with reusePort share a port; without it the se
   await spread(UPSTREAM_PORT, 40);
   await new Promise((r) => setTimeout(r, 300));
   assert.ok(refusedBy[0] > 0 && refusedBy[1] > 0, `refusals per listener: ${refusedBy}`);
-  await assert.rejects(start(-1), (e: { code?: string }) => e.code === "EADDRINUSE");
+  await assert.rejects(start(undefined), (e: { code?: string }) => e.code === "EADDRINUSE");
   await Promise.all([a.close(), b.close()]);
   await agent.close();
 });
