@@ -151,13 +151,26 @@ export function shareableConfig(config: ProxyConfig): ProxyConfig {
  * option); it is exported for the admin app and tests.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { EventHub, Logger, ProxyEvent } from "@meshgate/meshgate";
+ * import type { AgentRelay } from "./agent_relay.ts";
+ * import { WorkerPool } from "./pool.ts";
+ *
  * // What Proxy does with { workers: { count: 4, relay, agent } }:
- * const pool = new WorkerPool({ count: 4, relay, agent, proxy: { proxyId: "web-1-sidecar-proxy" },
- *   logger: log, emit: (event, worker) => hub.publish({ ...event, worker, at: Date.now() }) });
- * pool.start();
- * await pool.settled; // every worker ready, failed or dead
- * await pool.close(10_000);
+ * async function runWorkers(relay: AgentRelay, log: Logger, hub: EventHub<ProxyEvent>) {
+ *   const pool = new WorkerPool({
+ *     count: 4,
+ *     relay,
+ *     agent: { address: "127.0.0.1:8500" },
+ *     proxy: { proxyId: "web-1-sidecar-proxy" },
+ *     logger: log,
+ *     emit: (event, worker) => hub.publish({ ...event, worker, at: Date.now() }),
+ *   });
+ *   pool.start();
+ *   await pool.settled; // every worker ready, failed or dead
+ *   console.log(pool.problems);
+ *   await pool.close(10_000);
+ * }
  * ```
  */
 export class WorkerPool {

@@ -29,10 +29,21 @@ export interface WorkerScope {
  * it is the worker's entry; a test's own entry may call it and add messages of its own.
  *
  * @example
- * ```ts ignore
- * // tests/workers/_crashing_worker.ts: the real worker, plus a way to crash it.
- * import { serveWorker } from "../../src/workers/worker_main.ts";
- * serveWorker(self as unknown as WorkerScope);
+ * ```ts
+ * import { serveWorker, type WorkerScope } from "./worker_main.ts";
+ *
+ * // A worker's entry calls serveWorker(self as unknown as WorkerScope); a test may wrap `self`
+ * // (tests/workers/_crashing_worker.ts) or, as here, talk to it directly.
+ * const inbox = new EventTarget();
+ * const { promise: ended, resolve: end } = Promise.withResolvers<void>();
+ * const scope: WorkerScope = {
+ *   addEventListener: (type, listener) => inbox.addEventListener(type, listener as EventListener),
+ *   postMessage: (report) => console.log(report), // { t: "closed" }
+ *   close: end,
+ * };
+ * serveWorker(scope);
+ * inbox.dispatchEvent(new MessageEvent("message", { data: { t: "close", drainMs: 0 } }));
+ * await ended;
  * ```
  */
 export function serveWorker(scope: WorkerScope): void {
