@@ -115,7 +115,8 @@ export async function findSidecar(agent: AgentClient, serviceId: string): Promis
     s.Kind === "connect-proxy" &&
     s.Proxy?.DestinationServiceID?.toLowerCase() === serviceId.toLowerCase()
   );
-  if (matches.length === 0) {
+  const [match] = matches;
+  if (!match) {
     // With ACLs on, the agent leaves out what the token cannot read, and says nothing.
     throw new ProxyConfigError(
       "-sidecar-for",
@@ -131,7 +132,7 @@ export async function findSidecar(agent: AgentClient, serviceId: string): Promis
       }); use -proxy-id`,
     );
   }
-  return matches[0].ID;
+  return match.ID;
 }
 
 /** The public listener's settings, as applied to the live listener. */
