@@ -292,10 +292,12 @@ Deno.test("cli flags: -pprof-addr and -pprof-timeout as Consul reads them", () =
 
 Deno.test("cli flags: -log-level takes Consul's spellings (any case, ERR)", () => {
   for (
-    const [text, level] of [["ERR", "error"], ["err", "error"], ["WARN", "warn"], [
-      "TRACE",
-      "trace",
-    ]]
+    const [text, level] of [
+      ["ERR", "error"],
+      ["err", "error"],
+      ["WARN", "warn"],
+      ["TRACE", "trace"],
+    ] as const
   ) {
     assert.equal(parseFlags(["-sidecar-for", "a", "-log-level", text]).logLevel, level, text);
   }

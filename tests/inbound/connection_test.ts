@@ -51,6 +51,7 @@ async function serving(opts: Options = {}) {
       : app.address,
     handoff: opts.handoff,
     connectTimeoutMs: 1000,
+    connections: new Set(),
     signal: stop.signal,
     log: silentLogger,
   };
@@ -86,7 +87,7 @@ async function serving(opts: Options = {}) {
     /** What serveInbound returned for connection `i`. */
     async outcome(i = 0): Promise<InboundOutcome> {
       while (outcomes.length <= i) await new Promise<void>((r) => arrived.push(r));
-      return await outcomes[i];
+      return await outcomes[i]!; // the loop waited until it exists
     },
     async [Symbol.asyncDispose]() {
       stop.abort();
@@ -318,6 +319,7 @@ Deno.test("serveInbound: an allowed caller's connection opens and pipes both way
   const open = await s.outcome();
   assert.ok(open.status === "open");
   assert.equal(open.connection.peer, web.uri);
+  assert.deepEqual([...s.ctx.connections], [open.connection], "it counts as open");
   assert.equal(open.answer.ok && open.answer.source, "agent");
   assert.equal(await seen, "hello mesh");
   const stats = await open.connection.pipe.closed;

@@ -10,14 +10,18 @@ import { OperatorClient } from "../../src/agent/operator.ts";
 import type { ProxyEvent } from "../../src/events/lifecycle.ts";
 import { startProxy } from "../../src/proxy/proxy.ts";
 import { AgentRelay } from "../../src/workers/agent_relay.ts";
+import { shareableConfig } from "../../src/workers/pool.ts";
 import { createLogger, type Logger } from "../../src/net/log.ts";
 import { devAgent, eventually } from "../_helpers.ts";
-import { echoServer, outcome, tlsClient } from "../e2e/_net.ts";
+import { echoServer, outcome, tcpClient, tlsClient } from "../e2e/_net.ts";
 
 const FAST = { minIntervalMs: 0, backoffBaseMs: 20, backoffMaxMs: 200 };
 /** This file's fixed ports (the workers' range is 41800-41899). */
 const DB_PUBLIC = 41810;
 const DB_PUBLIC_CRASH = 41811;
+const DB_PUBLIC_UPSTREAM = 41812;
+const WEB_PUBLIC = 41813;
+const WEB_UPSTREAM = 41814;
 
 /** Records every blocking request the agent holds, per path, for the "one watch" check. */
 function watchCounter() {
@@ -232,7 +236,7 @@ Deno.test("-workers 2: connections land on both threads, all counted, all follow
       for (const o of open) if (o !== onWorker) o.socket.destroy();
       const closing = s.proxy.close(10_000);
       await new Promise((r) => setTimeout(r, 200));
-      assert.equal(s.proxy.workers[0].state, "closing");
+      assert.equal(s.proxy.workers[0]?.state, "closing");
       assert.equal(await outcome(onWorker.socket, "still here"), "still here");
       await closing;
       assert.deepEqual(s.proxy.workers.map((w) => w.state), ["closed"]);
@@ -260,5 +264,90 @@ Deno.test("a worker that dies is reported, not restarted; the main thread keeps 
     const socket = await s.connect();
     assert.equal(await s.threadOf(socket), 0);
     assert.equal(await outcome(socket, "ping"), "ping");
+  }
+});
+
+Deno.test("shareableConfig leaves unix-socket and port-0 listeners to the main thread", () => {
+  const config = {
+    service: "web",
+    publicListener: { hostname: "0.0.0.0", port: 0 },
+    app: { hostname: "127.0.0.1", port: 8080 },
+    upstreams: [
+      { type: "service" as const, name: "db", bind: { hostname: "127.0.0.1", port: 9191 } },
+      { type: "service" as const, name: "cache", bind: { path: "/tmp/cache.sock" } },
+      { type: "service" as const, name: "any", bind: { hostname: "127.0.0.1", port: 0 } },
+    ],
+  };
+  const shared = shareableConfig(config);
+  assert.equal(shared.publicListener, undefined);
+  assert.deepEqual(shared.upstreams.map((u) => u.name), ["db"]);
+  assert.equal(shared.app, config.app);
+  const fixed = shareableConfig({
+    ...config,
+    publicListener: { hostname: "0.0.0.0", port: 21000 },
+  });
+  assert.deepEqual(fixed.publicListener, { hostname: "0.0.0.0", port: 21000 });
+});
+
+Deno.test("-workers 2 on the client side: an upstream listener's connections land on both threads", async () => {
+  const dev = await devAgent();
+  const setupAgent = new AgentClient({ address: dev.address });
+  const app = await echoServer();
+  await setupAgent.register({
+    ID: "db-1",
+    Name: "db",
+    Port: app.port,
+    Connect: { SidecarService: { Port: DB_PUBLIC_UPSTREAM } },
+  });
+  await setupAgent.register({
+    ID: "web-1",
+    Name: "web",
+    Port: 1,
+    Connect: {
+      SidecarService: {
+        Port: WEB_PUBLIC,
+        Proxy: { Upstreams: [{ DestinationName: "db", LocalBindPort: WEB_UPSTREAM }] },
+      },
+    },
+  });
+  const dbAgent = new AgentClient({ address: dev.address, watchDefaults: FAST });
+  const db = await startProxy({ agent: dbAgent, sidecarFor: "db-1" });
+  const relay = new AgentRelay();
+  const agent = new AgentClient({ address: dev.address, fetch: relay.fetch, watchDefaults: FAST });
+  const events: ProxyEvent[] = [];
+  const web = await startProxy({
+    agent,
+    sidecarFor: "web-1",
+    workers: { count: 2, relay, agent: { address: dev.address, watchDefaults: FAST } },
+  });
+  const stop = web.events.subscribe((e) => events.push(e));
+  try {
+    await Promise.all([db.ready, web.ready]);
+    await eventually(() => web.problems.length === 0, 20_000, "both threads ready");
+    await eventually(
+      async () => (await setupAgent.healthConnect("db", { passing: true })).value.length === 1,
+      10_000,
+      "db's sidecar healthy",
+    );
+    const threads = new Set<number>();
+    for (let i = 0; i < 60 && threads.size < 2; i++) {
+      const c = await tcpClient(WEB_UPSTREAM);
+      const echoed = await outcome(c, `through ${i}`);
+      if (echoed !== `through ${i}`) continue; // a thread whose endpoints are still loading
+      await eventually(() => events.some((e) => e.type === "closed" && e.direction === "outbound"));
+      const last = events.filter((e) => e.type === "accepted" && e.direction === "outbound").at(-1);
+      threads.add(last?.worker ?? 0);
+    }
+    assert.deepEqual([...threads].sort(), [0, 1]);
+  } finally {
+    stop();
+    await web.close();
+    await db.close();
+    relay.close();
+    await agent.close();
+    await dbAgent.close();
+    await setupAgent.close();
+    await app.close();
+    await dev.close();
   }
 });
