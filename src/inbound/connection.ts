@@ -75,6 +75,12 @@ export interface InboundContext {
   connectTimeoutMs: number;
   /** Close a piped connection idle this long; 0 or unset = never. */
   idleTimeoutMs?: number;
+  /**
+   * The open connections: a connection joins it in the same step as its last re-check, so that
+   * an intention or roots change either reaches that check or finds the connection here (and
+   * re-checks it). Whoever reports its end removes it.
+   */
+  connections: Set<InboundConnection>;
   /** Aborts when the gateway closes: a connection not yet open stops waiting and is dropped. */
   signal: AbortSignal;
   /** For the warning when an outage answer is used. */
@@ -84,7 +90,7 @@ export interface InboundContext {
 /** What became of one inbound connection (see {@linkcode serveInbound}). */
 export type InboundOutcome =
   | {
-    /** Authorized and piped (or handed off). */
+    /** Authorized and piped (or handed off); in `ctx.connections`. */
     status: "open";
     /** The open connection; its `pipe.closed` settles when it ends. */
     connection: InboundConnection;
@@ -186,6 +192,7 @@ export async function serveInbound(
       caller: { spiffeId: who.uri, id: who.id, serial: who.serial },
       remote,
     });
+  ctx.connections.add(connection);
   return { status: "open", connection, answer, authorizeMs };
 }
 

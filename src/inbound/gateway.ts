@@ -183,11 +183,12 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     handoff: o.handoff,
     connectTimeoutMs: o.connectTimeoutMs ?? 1000,
     idleTimeoutMs: o.idleTimeoutMs,
+    connections: new Set<InboundConnection>(),
     signal: stopping.signal,
     log,
   };
   const forget = () => ctx.authz.forget();
-  const open = new Set<InboundConnection>();
+  const open = ctx.connections;
   /** One promise per connection past its handshake, settled once its end is reported. */
   const live = new Set<Promise<void>>();
   // Every accepted TCP socket, for the connection limit; on close, those still in the
@@ -275,8 +276,7 @@ export async function startInbound(options: InboundOptions): Promise<InboundGate
     const outcome = await serveInbound(socket, ctx);
     if (outcome.status === "refused") return refuse(socket, outcome.refusal);
     if (outcome.status === "dropped") return destroy(socket);
-    const { connection: conn, answer } = outcome;
-    open.add(conn);
+    const { connection: conn, answer } = outcome; // in `open` already
     emit({
       type: "accepted",
       direction: "inbound",
