@@ -3,8 +3,8 @@
  * certificate, the mesh roots as `caCerts`, the chain target's SNI), reads the server's
  * certificate through the runtime's internal accessor, and runs OUR verification — the chain
  * against the mesh roots ({@linkcode TlsMaterial.verifyPeer}, `serverAuth`) and the expected
- * SPIFFE identity — before the caller may send a byte. Refusals are values with the reasons of
- * `src/events/connection.ts`; nothing here throws on the data path.
+ * SPIFFE identity — before the caller may send a byte. Failures are values in the shape
+ * `dialMesh` (the `node:tls` leg) gives them; nothing here throws on the data path.
  *
  * What the runtime gives and does not give (Deno 2.9, `ext/net/02_tls.js`, `ext/tls/lib.rs`):
  * - The TLS layer trusts the runtime's DEFAULT store plus `caCerts`: `create_client_config`
@@ -24,10 +24,9 @@
  *   in two pieces waits for the peer's delayed ACK (≈ 40 ms on Linux) before its second piece.
  * @module
  */
-import type { Refusal, RefusalReason } from "../events/connection.ts";
 import { deadline } from "../net/timers.ts";
 import type { TlsMaterial } from "../trust/material.ts";
-import type { MeshEndpoint } from "./dialer.ts";
+import type { DialFailure, DialFailureReason, MeshEndpoint } from "./dialer.ts";
 
 /** Which roots the TLS layer of a native dial trusts besides ours (see the module doc). */
 export type NativeTlsLayerRoots = "mesh-only" | "mesh-and-default" | "unknown";
@@ -143,24 +142,21 @@ export function nativeTlsSupport(): NativeTlsSupport {
   return detected ??= detectNativeTls();
 }
 
-/** The reasons a native dial refuses with (a subset of {@linkcode RefusalReason}). */
-export type NativeDialRefusal = Refusal & {
-  reason: Extract<RefusalReason, "upstream_unreachable" | "bad_chain" | "bad_identity" | "no_cert">;
-};
+/** A verified native mesh connection. */
+export interface NativeMeshConnection {
+  /** The connection; nothing has been read from it or written to it yet. */
+  conn: Deno.TlsConn;
+  /** The server's SPIFFE ID. */
+  peer: string;
+}
 
 /** The outcome of {@linkcode dialMeshNative}. */
-export type NativeDial =
-  | {
-    ok: true;
-    /** The verified connection; nothing has been read from it or written to it. */
-    conn: Deno.TlsConn;
-    /** The server's SPIFFE ID. */
-    peer: string;
-  }
+export type NativeDialResult =
+  | { ok: true; connection: NativeMeshConnection }
   | {
     ok: false;
-    /** Refused for good: the `node:tls` leg would refuse too. */
-    refusal: NativeDialRefusal;
+    /** Failed for good: the `node:tls` leg would fail the same way. */
+    failure: DialFailure;
     fallback?: undefined;
   }
   | {
@@ -170,8 +166,8 @@ export type NativeDial =
      * accessor in this runtime, or a chain our check needs the presented intermediates for).
      */
     fallback: string;
-    /** What the native leg saw, when it got as far as a refusal. */
-    refusal?: NativeDialRefusal;
+    /** What the native leg saw, when it got as far as a failure. */
+    failure?: DialFailure;
   };
 
 /** Options of {@linkcode dialMeshNative}. */
@@ -240,20 +236,20 @@ function peerLeaf(conn: Deno.TlsConn, accessor: symbol): Uint8Array | undefined 
  * Dials `endpoint` with `Deno.connectTls` and verifies it as {@linkcode dialMesh} does: chain
  * to the mesh roots (our code, `serverAuth`), then the SPIFFE identity of `endpoint.service`
  * (and datacenter, when known) in namespace `default`. Resolves with the connection, with a
- * refusal, or with a request to use the `node:tls` leg (see {@linkcode NativeDial}).
+ * failure, or with a request to use the `node:tls` leg (see {@linkcode NativeDialResult}).
  *
  * @example
  * ```ts ignore
  * import { dialMeshNative } from "./native_tls.ts";
  * const r = await dialMeshNative(material, { address: "10.0.0.7", port: 21000, service: "db", id: "db-1" }, { timeoutMs: 5000 });
- * if (r.ok) await r.conn.write(new TextEncoder().encode("hello"));
+ * if (r.ok) await r.connection.conn.write(new TextEncoder().encode("hello"));
  * ```
  */
 export async function dialMeshNative(
   material: TlsMaterial,
   endpoint: MeshEndpoint,
   options: NativeDialOptions,
-): Promise<NativeDial> {
+): Promise<NativeDialResult> {
   const support = options.support ?? nativeTlsSupport();
   if (!support.available) return { ok: false, fallback: support.reason };
   if (options.sni && !support.serverName) {
@@ -261,9 +257,9 @@ export async function dialMeshNative(
   }
   await material.ready;
   const where = `${endpoint.address}:${endpoint.port}`;
-  const refuse = (reason: NativeDialRefusal["reason"], detail: string, peer?: string) => ({
+  const fail = (reason: DialFailureReason, detail: string) => ({
     ok: false as const,
-    refusal: { reason, detail: `${where}: ${detail}`, ...(peer ? { peer } : {}) },
+    failure: { reason, detail: `${where}: ${detail}` },
   });
   const leaf = material.leaf!.cert;
   const dialOptions: Deno.ConnectTlsOptions & Deno.TlsCertifiedKeyPem & Record<symbol, string> = {
@@ -288,17 +284,17 @@ export async function dialMeshNative(
   } catch (err) {
     closeQuietly(conn);
     if (limit.timedOut()) {
-      return refuse("upstream_unreachable", `timed out after ${options.timeoutMs} ms`);
+      return fail("connect", `timed out after ${options.timeoutMs} ms`);
     }
-    if (options.signal?.aborted) return refuse("upstream_unreachable", "cancelled");
+    if (options.signal?.aborted) return fail("connect", "dial cancelled");
     const message = (err as Error)?.message ?? String(err);
     // rustls' verifier: "invalid peer certificate: UnknownIssuer", "…: Expired", …
     return /invalid peer certificate/i.test(message)
-      ? refuse(
+      ? fail(
         "bad_chain",
         `server certificate refused by the TLS layer against the mesh roots (${message})`,
       )
-      : refuse("upstream_unreachable", message);
+      : fail("connect", message);
   } finally {
     limit.clear();
   }
@@ -312,24 +308,23 @@ export async function dialMeshNative(
   const verdict = await material.verifyPeer(der, [], "serverAuth");
   if (!verdict.ok) {
     closeQuietly(conn);
-    const refusal = refuse(verdict.reason, verdict.detail).refusal;
+    const { failure } = fail(verdict.reason, verdict.detail);
     // Only the leaf is visible here: a path through intermediates the server presented but the
     // roots do not list can only be judged by the node:tls leg.
     return verdict.reason === "bad_chain"
-      ? { ok: false, fallback: "the server's presented chain is needed to decide", refusal }
-      : { ok: false, refusal };
+      ? { ok: false, fallback: "the server's presented chain is needed to decide", failure }
+      : { ok: false, failure };
   }
   const id = verdict.id;
   const sameService = id.service.toLowerCase() === endpoint.service.toLowerCase();
   const sameDc = !endpoint.datacenter || id.datacenter === endpoint.datacenter;
   if (!sameService || !sameDc || id.namespace !== "default") {
     closeQuietly(conn);
-    return refuse(
+    return fail(
       "bad_identity",
       `peer certificate mismatch got ${verdict.uri}, want service ${endpoint.service}` +
         (endpoint.datacenter ? ` in ${endpoint.datacenter}` : ""),
-      verdict.uri,
     );
   }
-  return { ok: true, conn, peer: verdict.uri };
+  return { ok: true, connection: { conn, peer: verdict.uri } };
 }
