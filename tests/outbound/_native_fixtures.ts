@@ -116,7 +116,7 @@ export function rootList(
     CreateIndex: 1,
     ModifyIndex: 1,
   }));
-  return { ActiveRootID: list.at(-1)!.ID, TrustDomain: trustDomain, Roots: list };
+  return { ActiveRootID: list.at(-1)?.ID ?? "", TrustDomain: trustDomain, Roots: list };
 }
 
 /** Our side: `service`'s material, a leaf from `root` and the given roots list. */
