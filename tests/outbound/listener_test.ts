@@ -1,14 +1,18 @@
 // An upstream whose chain or endpoints never arrive refuses its clients after the connect
 // timeout, with a reason of its own, counted and logged — never holds them open (issue #14).
+// Closing: the listener awaits every handler it started — open connections get the drain,
+// dials in progress are cut — and a later close() may shorten the drain.
 import assert from "node:assert/strict";
+import nodeNet from "node:net";
 import type net from "node:net";
 import { AgentClient } from "../../src/agent/client.ts";
 import type { ConnectionEvent } from "../../src/events/connection.ts";
 import { createLogger } from "../../src/net/log.ts";
 import { startUpstream, type UpstreamListener } from "../../src/outbound/listener.ts";
 import { TlsMaterial } from "../../src/trust/material.ts";
-import { clientFor, devAgent, freePort } from "../_helpers.ts";
+import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { tcpClient } from "../e2e/_net.ts";
+import { identityOf, meshServer, type UpstreamWorld, upstreamWorld } from "./_upstream.ts";
 
 /** An upstream listener for `db` with events and warnings collected. */
 async function dbUpstream(agent: AgentClient, connectTimeoutMs: number) {
@@ -110,4 +114,82 @@ Deno.test("upstream: the agent is down at start → refused (chain_unavailable);
   } finally {
     await listener.close();
   }
+});
+
+/** An upstream listener for db in `w`, and a client of it that has written "hello". */
+async function openClient(w: UpstreamWorld, connectTimeoutMs = 2000) {
+  const events: ConnectionEvent[] = [];
+  const listener = await startUpstream({
+    agent: w.agent,
+    material: w.material,
+    upstream: {
+      type: "service",
+      name: "db",
+      bind: { hostname: "127.0.0.1", port: 0 },
+      connectTimeoutMs,
+    },
+    onEvent: (e) => events.push(e),
+  });
+  await eventually(() =>
+    listener.resolver?.targets.get("db.default.default.dc1")?.endpoints.length === 1
+  );
+  const client = await tcpClient((listener.address as { port: number }).port);
+  let read = "";
+  client.on("error", () => {});
+  client.on("data", (c: Uint8Array) => (read += new TextDecoder().decode(c)));
+  client.on("end", () => client.end()); // half-open: close once the proxy has ended its side
+  const closed = new Promise<void>((r) => client.once("close", () => r()));
+  let isClosed = false;
+  void closed.then(() => (isClosed = true));
+  client.write("hello");
+  return { listener, events, client, closed, isClosed: () => isClosed, read: () => read };
+}
+
+Deno.test("upstream: close(drainMs) lets an open connection finish, then returns", async () => {
+  await using w = await upstreamWorld();
+  await using db = await meshServer(await identityOf(w.dev.ca, "db"));
+  await w.registerDb("db-1", db.port);
+  const c = await openClient(w);
+  await eventually(() => c.read() === "hello", 5000, "the echo");
+  const closing = c.listener.close(60_000);
+  await eventually(() => db.received() === "hello");
+  c.client.end(); // the client finishes on its own, well within the drain
+  await closing;
+  assert.equal(c.listener.connections.size, 0);
+  const closed = c.events.find((e) => e.type === "closed");
+  assert.equal(closed?.type === "closed" && closed.error, undefined, "not cut");
+});
+
+Deno.test("upstream: close() cuts a dial in progress and awaits it — the client is closed, nothing is refused", async () => {
+  await using w = await upstreamWorld();
+  // Accepts TCP and never answers the TLS handshake: the dial would wait its 30 s.
+  const silent = new Set<net.Socket>();
+  const mute = nodeNet.createServer((s) => silent.add(s.on("error", () => {})));
+  await new Promise<void>((r) => mute.listen(0, "127.0.0.1", r));
+  try {
+    await w.registerDb("db-1", (mute.address() as net.AddressInfo).port);
+    const c = await openClient(w, 30_000);
+    await eventually(() => silent.size === 1, 5000, "the dial to start");
+    await c.listener.close(0);
+    await eventually(c.isClosed, 3000, "the client closed by close(), not by the dial timeout");
+    assert.deepEqual(c.events, [], "no refusal, no dial failure");
+  } finally {
+    for (const s of silent) s.destroy();
+    await new Promise<void>((r) => mute.close(() => r()));
+  }
+});
+
+Deno.test("upstream: a later close() shortens the drain and cuts what is still open", async () => {
+  await using w = await upstreamWorld();
+  await using db = await meshServer(await identityOf(w.dev.ca, "db"));
+  await w.registerDb("db-1", db.port);
+  const c = await openClient(w);
+  await eventually(() => c.read() === "hello", 5000, "the echo");
+  const long = c.listener.close(60_000);
+  const short = c.listener.close(0);
+  assert.equal(long, short, "one drain, every caller awaits it");
+  await short;
+  await c.closed;
+  const closed = c.events.find((e) => e.type === "closed");
+  assert.equal(closed?.type === "closed" && closed.error, "listener closing");
 });
