@@ -9,6 +9,7 @@ import { peerChain } from "../../src/net/sockets.ts";
 import { type DialFailure, dialMesh } from "../../src/outbound/dialer.ts";
 import { parseCertificate } from "../../src/trust/certificate.ts";
 import { TlsMaterial } from "../../src/trust/material.ts";
+import { eventually } from "../_helpers.ts";
 
 const CLUSTER = "11111111-2222-3333-4444-555555555555";
 
@@ -142,4 +143,37 @@ Deno.test("dial: nothing listening, or a server that never finishes the handshak
     for (const s of silent) s.destroy();
     await new Promise<void>((r) => mute.close(() => r()));
   }
+});
+
+Deno.test("dial: a signal cuts a handshake in progress; an aborted one dials nothing", async () => {
+  const ca = await ConnectCA.create({ clusterId: CLUSTER });
+  const material = await webMaterial(ca);
+  const silent = new Set<net.Socket>();
+  const mute = net.createServer((s) => silent.add(s.on("error", () => {})));
+  await new Promise<void>((r) => mute.listen(0, "127.0.0.1", r));
+  try {
+    const port = (mute.address() as net.AddressInfo).port;
+    const stop = new AbortController();
+    const dialing = dialFailure(dialMesh(material, endpoint(port), 30_000, stop.signal));
+    await eventually(() => silent.size === 1, 5000, "the TCP connection");
+    stop.abort();
+    const cut = await dialing;
+    assert.equal(cut.reason, "connect");
+    assert.equal(cut.detail, `127.0.0.1:${port}: dial cancelled`);
+    const before = silent.size;
+    const none = await dialFailure(dialMesh(material, endpoint(port), 30_000, AbortSignal.abort()));
+    assert.equal(none.detail, `127.0.0.1:${port}: dial cancelled`);
+    assert.equal(silent.size, before, "no connection for an aborted signal");
+  } finally {
+    for (const s of silent) s.destroy();
+    await new Promise<void>((r) => mute.close(() => r()));
+  }
+});
+
+Deno.test("dial: without our leaf it waits for it; a signal ends the wait", async () => {
+  const material = new TlsMaterial(); // never loaded
+  const stop = new AbortController();
+  const waiting = dialFailure(dialMesh(material, endpoint(1), 30_000, stop.signal));
+  stop.abort();
+  assert.deepEqual(await waiting, { reason: "connect", detail: "127.0.0.1:1: dial cancelled" });
 });
