@@ -1,13 +1,14 @@
-// Connect-native services on the test double: native ↔ native over HTTP and raw TCP, native ↔
-// meshgate sidecar both ways, identity in the handler, denied callers never reach it, pooled
-// connections reused, rotation keeps serving.
+// ConnectService (src/native/service.ts) on the test double: native ↔ native over HTTP and raw
+// TCP, native ↔ meshgate sidecar both ways, identity in the handler, denied callers never reach
+// it, pooled connections reused, rotation keeps serving; connect() says what the agent answered
+// when it cannot get its leaf or roots; close() is idempotent and awaits the drain.
 import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { createAdminApp } from "../../src/admin/app.ts";
 import { OperatorClient } from "../../src/agent/operator.ts";
 import type { ConnectionEvent } from "../../src/events/connection.ts";
 import { allowCallers, callerOf } from "../../src/native/hono.ts";
-import { connect } from "../../src/native/service.ts";
+import { connect, ConnectService } from "../../src/native/service.ts";
 import { startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, roundTrip } from "../e2e/_net.ts";
@@ -178,16 +179,6 @@ Deno.test("native: fetch refuses a host that is not a mesh address, and one with
   await agent.close();
 });
 
-Deno.test("native: connect() says which agent did not answer", async () => {
-  const port = freePort();
-  const agent = clientFor({ address: `127.0.0.1:${port}` });
-  await assert.rejects(
-    connect({ service: "web", agent, readyTimeoutMs: 300 }),
-    new RegExp(`no leaf certificate and roots from the agent at http://127.0.0.1:${port}`),
-  );
-  await agent.close();
-});
-
 Deno.test("native: the admin app works for a Connect-native service too", async () => {
   await using dev = await devAgent();
   const agent = clientFor(dev);
@@ -208,5 +199,144 @@ Deno.test("native: the admin app works for a Connect-native service too", async 
     /^meshgate_connections_accepted_total\{direction="inbound",listener="inbound:api"\} 1$/m,
   );
   await server.close();
+  await agent.close();
+});
+
+// connect() that cannot get its leaf or roots says what the agent answered (endpoint, status and
+// Consul's own text), not only that time ran out.
+const DENIED = `Permission denied: token with AccessorID '3e4f…' lacks permission ` +
+  `'service:write' on "web"`;
+
+Deno.test("native: connect() with a leaf the agent refuses (403) says the endpoint, status and Consul's text", async () => {
+  await using dev = await devAgent();
+  await using agent = clientFor(dev);
+  dev.faults.add({ path: "/v1/agent/connect/ca/leaf/web", status: 403, body: DENIED });
+  const err = await connect({ service: "web", agent, readyTimeoutMs: 500 }).catch((e) => e);
+  assert.ok(err instanceof Error, String(err));
+  assert.equal(
+    err.message,
+    `web: no leaf certificate from the agent at ${agent.config.baseUrl} within 500 ms: ` +
+      `leaf: /v1/agent/connect/ca/leaf/web: HTTP 403: ${DENIED}`,
+  );
+});
+
+Deno.test("native: connect() to an agent that is down says it could not reach it, for both", async () => {
+  await using agent = clientFor({ address: `127.0.0.1:${freePort()}` });
+  const err = await connect({ service: "web", agent, readyTimeoutMs: 300 }).catch((e) => e);
+  assert.match(
+    String(err),
+    /no leaf certificate and roots from the agent at .* within 300 ms: roots: \/v1\/agent\/connect\/ca\/roots: agent unreachable: .*; leaf: \/v1\/agent\/connect\/ca\/leaf\/web: agent unreachable: /,
+  );
+});
+
+Deno.test("native: a refused leaf is a readiness problem on /ready until the agent hands one out", async () => {
+  await using dev = await devAgent();
+  await using agent = clientFor(dev);
+  const allow = dev.faults.add({
+    path: "/v1/agent/connect/ca/leaf/web",
+    status: 403,
+    body: DENIED,
+  });
+  await using web = new ConnectService({ service: "web", agent }, false);
+  const admin = createAdminApp({ proxy: web });
+  const said = `leaf: /v1/agent/connect/ca/leaf/web: HTTP 403: ${DENIED}`;
+  await eventually(() => web.problems.includes(said), 5000, "the refusal among the problems");
+  const refused = await admin.request("/ready");
+  assert.equal(refused.status, 503);
+  assert.ok(((await refused.json()) as { problems: string[] }).problems.includes(said));
+  allow();
+  await web.ready;
+  assert.deepEqual(web.problems, []);
+  assert.equal((await admin.request("/ready")).status, 200);
+});
+
+// ConnectService.close() is idempotent (#17.1): a second close() while the first drains an
+// open connection resolves only when the first does, not at once.
+Deno.test("native: a second close() while draining resolves only when the first does", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  await using db = await connect({ service: "db", agent });
+  await using web = await connect({ service: "web", agent });
+  const listener = await db.listen({ hostname: "127.0.0.1", port: 0 });
+  await agent.register({
+    ID: "db-1",
+    Name: "db",
+    Port: listener.address.port,
+    Connect: { Native: true },
+  });
+  const served = (async () => {
+    for await (const { socket } of listener) socket.pipe(socket);
+  })();
+  const s = await web.dial("db");
+  let got = "";
+  s.on("data", (d) => (got += d));
+  const echo = async (line: string) => {
+    const before = got.length;
+    s.write(line);
+    await eventually(() => got.slice(before) === line, 5000, `"${line}" echoed`);
+  };
+  await echo("open;");
+
+  const order: string[] = [];
+  const first = db.close(60_000).then(() => order.push("first"));
+  const second = db.close(60_000).then(() => order.push("second"));
+  assert.equal(db.close(), db.close(), "every caller gets the same drain");
+  await echo("draining;"); // the open connection still flows while the service drains
+  assert.equal(order.join(), "", "neither close() resolved while the connection is open");
+  order.push("connection closed");
+  s.destroy();
+  await Promise.all([first, second]);
+  assert.deepEqual(order, ["connection closed", "first", "second"]);
+  assert.equal(db.phase, "stopped");
+  await listener.close(); // ends the iteration (the service closed its gateway, not the queue)
+  await served;
+  await agent.close();
+});
+
+Deno.test("native: a server leaves inboundListeners when closed; 'db' and its host name share one upstream", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  await using db = await connect({ service: "db", agent });
+  await using web = await connect({ service: "web", agent });
+  const listener = await db.listen({ hostname: "127.0.0.1", port: 0 });
+  const server = await db.serve(() => new Response("ok"), { hostname: "127.0.0.1", port: 0 });
+  assert.equal(db.inboundListeners.length, 2);
+  await server.close();
+  assert.deepEqual(db.inboundListeners.map((g) => g.address.port), [listener.address.port]);
+  await registerNative(agent, "db", listener.address.port);
+  // Nobody iterates the listener: its authorized connection waits in the queue.
+  const a = await web.dial("db");
+  const b = await web.dial("db.service.consul");
+  assert.deepEqual(web.upstreams.map((u) => u.name), ["native:db"], "one connector for both");
+  const accepted = () => db.events.recent().filter((e) => e.type === "accepted").length;
+  await eventually(() => accepted() === 2, 5000, "both connections handed to the listener");
+  // The server's end of the connection goes away: the client reads its end.
+  const ended = (s: typeof a) => new Promise<void>((r) => s.once("end", () => r()));
+  const bothEnded = Promise.all([ended(a), ended(b)]);
+  a.resume();
+  b.resume();
+  // Closing the listener drops at once what it accepted but never handed out: the drain (60 s)
+  // is for connections the application holds.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.all([listener.close(60_000), bothEnded]),
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error("close() waited on queued connections")), 5000);
+    }),
+  ]).finally(() => clearTimeout(timer));
+  a.destroy();
+  b.destroy();
+  assert.deepEqual(db.inboundListeners, []);
+  await agent.close();
+});
+
+Deno.test("native: serve() and listen() after close() fail naming the service", async () => {
+  await using dev = await devAgent();
+  const agent = clientFor(dev);
+  const db = await connect({ service: "db", agent });
+  await db.close();
+  await assert.rejects(db.serve(() => new Response(), { port: 0 }), /^Error: db: closed$/);
+  await assert.rejects(db.listen({ port: 0 }), /^Error: db: closed$/);
+  assert.deepEqual(db.inboundListeners, []);
   await agent.close();
 });
