@@ -128,7 +128,9 @@ export class AgentDecodeError extends Error {
  * @example
  * ```ts
  * import { AgentConfigError } from "@meshgate/meshgate/agent";
- * throw new AgentConfigError("CONSUL_HTTP_ADDR", "unsupported scheme ftp:");
+ * const err = new AgentConfigError("CONSUL_HTTP_ADDR", "unsupported scheme ftp:");
+ * console.log(err.setting); // CONSUL_HTTP_ADDR
+ * console.log(err.message); // CONSUL_HTTP_ADDR: unsupported scheme ftp:
  * ```
  */
 export class AgentConfigError extends Error {

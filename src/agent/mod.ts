@@ -9,8 +9,10 @@
  * @example
  * ```ts
  * import { AgentClient } from "@meshgate/meshgate/agent";
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
  *
- * const agent = new AgentClient({ address: "127.0.0.1:8500" });
+ * await using dev = await startDevAgent(); // the Consul test double; yours: "127.0.0.1:8500"
+ * const agent = new AgentClient({ address: dev.address });
  * const stop = new AbortController();
  * for await (const { value: roots } of agent.watchRoots().subscribe(stop.signal)) {
  *   console.log("trust domain", roots.TrustDomain, "active root", roots.ActiveRootID);
