@@ -144,14 +144,23 @@ const VERIFY_CLIENTS = { requestCert: true, rejectUnauthorized: true } as const;
  *
  * @example
  * ```ts
- * import { startInbound } from "./gateway.ts";
  * import { AgentClient, TlsMaterial } from "@meshgate/meshgate";
- * const agent = new AgentClient();
- * const material = new TlsMaterial(); // fed by the leaf and roots watches
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ * import { startInbound } from "./gateway.ts";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * const material = new TlsMaterial(); // db's leaf and the roots (a proxy watches both)
+ * await material.setRoots((await agent.roots()).value);
+ * await material.setLeaf((await agent.leaf("db")).value);
  * const gw = await startInbound({
- *   material, service: "db", authorize: (req, o) => agent.authorize(req, o),
- *   bind: { hostname: "0.0.0.0", port: 21000 }, app: { hostname: "127.0.0.1", port: 5432 },
+ *   material,
+ *   service: "db",
+ *   authorize: (req, o) => agent.authorize(req, o),
+ *   bind: { hostname: "127.0.0.1", port: 0 }, // a sidecar's public port, e.g. 0.0.0.0:21000
+ *   app: { hostname: "127.0.0.1", port: 5432 },
  * });
+ * console.log(gw.address); // { hostname: "127.0.0.1", port: … }
  * await gw.close(10_000); // drain for up to 10 s
  * ```
  */

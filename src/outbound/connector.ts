@@ -230,10 +230,15 @@ export interface UpstreamConnectorOptions {
  *
  * @example
  * ```ts
- * import { UpstreamConnector } from "./connector.ts";
  * import { AgentClient, TlsMaterial } from "@meshgate/meshgate";
- * await using agent = new AgentClient({ address: "127.0.0.1:8500" });
- * const material = new TlsMaterial(); // fed by the leaf and roots watches
+ * import { startDevAgent } from "@meshgate/meshgate/devagent";
+ * import { UpstreamConnector } from "./connector.ts";
+ *
+ * await using dev = await startDevAgent(); // the Consul test double; any agent will do
+ * await using agent = new AgentClient({ address: dev.address });
+ * const material = new TlsMaterial(); // web's leaf and the roots (a proxy watches both)
+ * await material.setRoots((await agent.roots()).value);
+ * await material.setLeaf((await agent.leaf("web")).value);
  * const db = new UpstreamConnector({ agent, material, upstream: { type: "service", name: "db" } });
  * const connected = await db.connect(AbortSignal.timeout(5000));
  * if (connected.ok) console.log(`connected to ${connected.connection.endpoint.id}`);
