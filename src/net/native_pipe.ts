@@ -35,10 +35,14 @@ function isOurClose(err: unknown): boolean {
  * `stats.aToB` counts bytes read from `a` (and written to `b`), `stats.bToA` the other way.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { pipeConns } from "./native_pipe.ts";
- * const pipe = pipeConns(localConn, meshConn, { idleTimeoutMs: 60_000 });
- * const { aToB, bToA, error } = await pipe.closed;
+ *
+ * async function relay(localConn: Deno.Conn, meshConn: Deno.TlsConn): Promise<void> {
+ *   const pipe = pipeConns(localConn, meshConn, { idleTimeoutMs: 60_000 });
+ *   const { aToB, bToA, error } = await pipe.closed;
+ *   console.log(`${aToB} bytes to the mesh, ${bToA} back`, error?.message ?? "");
+ * }
  * ```
  */
 export function pipeConns(a: Deno.Conn, b: Deno.Conn, options: ConnPipeOptions = {}): Pipe {

@@ -239,10 +239,17 @@ function peerLeaf(conn: Deno.TlsConn, accessor: symbol): Uint8Array | undefined 
  * failure, or with a request to use the `node:tls` leg (see {@linkcode NativeDialResult}).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { TlsMaterial } from "@meshgate/meshgate";
  * import { dialMeshNative } from "./native_tls.ts";
- * const r = await dialMeshNative(material, { address: "10.0.0.7", port: 21000, service: "db", id: "db-1" }, { timeoutMs: 5000 });
- * if (r.ok) await r.connection.conn.write(new TextEncoder().encode("hello"));
+ *
+ * async function hello(material: TlsMaterial): Promise<void> {
+ *   const db = { address: "10.0.0.7", port: 21000, service: "db", id: "db-1" };
+ *   const r = await dialMeshNative(material, db, { timeoutMs: 5000 });
+ *   if (r.ok) await r.connection.conn.write(new TextEncoder().encode("hello"));
+ *   else if (r.fallback !== undefined) console.log(`dial with node:tls instead: ${r.fallback}`);
+ *   else console.log(r.failure.reason, r.failure.detail);
+ * }
  * ```
  */
 export async function dialMeshNative(
