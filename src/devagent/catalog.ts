@@ -133,6 +133,11 @@ export interface CatalogOptions {
   probeTcp?: (hostPort: string) => Promise<boolean>;
 }
 
+/** A registration's check definitions: `Check`, then `Checks`. */
+function checkDefinitions(body: ServiceRegistration): CheckDefinition[] {
+  return [...(body.Check ? [body.Check] : []), ...(body.Checks ?? [])];
+}
+
 /** Topic names for the store. */
 export const topics = {
   health: (name: string) => `health:${name}`,
@@ -231,6 +236,11 @@ export class Catalog {
     if (sidecar) {
       sidecarDef = this.#sidecarDefinition(parent, sidecar as Partial<ServiceRegistration>);
       this.#validate(sidecarDef);
+    }
+    // Every check is valid before anything is stored, so a refused registration leaves nothing
+    // behind (Consul validates a registration's checks before it adds the service).
+    for (const def of [body, ...(sidecarDef ? [sidecarDef] : [])].flatMap(checkDefinitions)) {
+      this.#checkKind(def);
     }
     this.#store_(parent, body, opts.replaceExistingChecks ?? false);
     if (sidecarDef) {
@@ -397,7 +407,7 @@ export class Catalog {
       createIndex: existing?.createIndex ?? index,
       modifyIndex: index,
     });
-    const defs = [...(body.Check ? [body.Check] : []), ...(body.Checks ?? [])];
+    const defs = checkDefinitions(body);
     const keep = new Set<string>();
     defs.forEach((def, i) => {
       const id = def.CheckID ||
@@ -415,9 +425,8 @@ export class Catalog {
     this.#touch(svc);
   }
 
-  #addCheck(svc: AgentService, id: string, def: CheckDefinition): void {
-    const old = this.#checks.get(id);
-    if (old?.timer) clearTimeout(old.timer);
+  /** A check definition's type and timings; a BadRequest with Consul's text for a bad one. */
+  #checkKind(def: CheckDefinition): { type: string; ttlMs?: number; intervalMs?: number } {
     let type = "";
     let ttlMs: number | undefined;
     let intervalMs: number | undefined;
@@ -435,6 +444,13 @@ export class Catalog {
     if (def.Status && !["passing", "warning", "critical"].includes(def.Status)) {
       throw new BadRequest("Status for checks must 'passing', 'warning', 'critical'");
     }
+    return { type, ttlMs, intervalMs };
+  }
+
+  #addCheck(svc: AgentService, id: string, def: CheckDefinition): void {
+    const { type, ttlMs, intervalMs } = this.#checkKind(def);
+    const old = this.#checks.get(id);
+    if (old?.timer) clearTimeout(old.timer);
     const index = this.#store.index + 1;
     this.#checks.set(id, {
       check: {
