@@ -54,13 +54,17 @@ export class Store {
     };
     const timer = setTimeout(resolve, waitMs);
     const signals = [signal, this.#closed.signal].filter((s): s is AbortSignal => !!s);
-    for (const s of signals) s.addEventListener("abort", () => resolve(), { once: true });
+    const onAbort = () => resolve();
+    for (const s of signals) s.addEventListener("abort", onAbort, { once: true });
     this.#waiters.add(check);
     try {
       if (!signals.some((s) => s.aborted)) await promise;
     } finally {
       clearTimeout(timer);
       this.#waiters.delete(check);
+      // The store's signal lives as long as the double: a listener left there per blocking
+      // query would keep every finished query's closure alive.
+      for (const s of signals) s.removeEventListener("abort", onAbort);
     }
   }
 
