@@ -123,7 +123,9 @@ function cpuSeconds(pids: number[]): number {
   let ticks = 0;
   for (const pid of pids) {
     try {
-      const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+      const [, afterName] = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ");
+      if (afterName === undefined) return NaN;
+      const fields = afterName.split(" ");
       ticks += Number(fields[11]) + Number(fields[12]);
     } catch {
       return NaN;
@@ -283,7 +285,7 @@ async function authorizeShare(t: Tunnel) {
 
 const median = (xs: number[]) => {
   const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
-  return s.length ? s[Math.floor(s.length / 2)] : NaN;
+  return s.length ? s[Math.floor(s.length / 2)]! : NaN; // the middle of a non-empty list
 };
 
 interface Figures {
@@ -371,7 +373,7 @@ async function main() {
   const only = flag("--only")?.split(",");
   const notes: string[] = [];
   for (let i = kinds.length - 1; i >= 0; i--) {
-    const name = kinds[i][0];
+    const name = kinds[i]![0]; // i counts down from the end; only kinds[i] is spliced out
     if (only && name !== "direct" && !only.includes(name)) kinds.splice(i, 1);
     else if (name === "consul-builtin" && !consul) {
       kinds.splice(i, 1);
@@ -418,13 +420,12 @@ async function main() {
       // Both instances at once (an agent's start is mostly waiting); on a failure, neither stays.
       const t0 = Date.now();
       const both = await Promise.allSettled([start(httpPort, "http"), start(iperfPort, "iperf")]);
-      const failed = both.find((x) => x.status === "rejected");
-      if (failed) {
+      const [http, iperf] = both;
+      if (http.status === "rejected" || iperf.status === "rejected") {
         for (const x of both) if (x.status === "fulfilled") await x.value.close();
-        throw failed.reason;
+        throw both.find((x) => x.status === "rejected")?.reason;
       }
-      const [forHttp, forIperf] = both.map((x) => (x as PromiseFulfilledResult<Tunnel>).value);
-      running.push({ name, forHttp, forIperf, figures });
+      running.push({ name, forHttp: http.value, forIperf: iperf.value, figures });
       console.log(`bench: ${name} up in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }
     for (let r = 0; r < reps; r++) {
