@@ -83,7 +83,10 @@ export interface ProxyOptions {
   sidecarFor?: string;
   /** Run from flags, without a registration. */
   config?: ProxyConfig;
-  /** With `config`: register ourselves and keep a TTL check passing. */
+  /**
+   * With `config`: register ourselves and keep a TTL check passing (needs its
+   * `publicListener`: the address to register).
+   */
   register?: SelfRegistration;
   /** Limits and timeouts. */
   limits?: ProxyLimits;
@@ -332,6 +335,11 @@ export class Proxy implements AsyncDisposable, AdminSubject {
     }
     if (o.proxyId === "") throw new ProxyConfigError("proxyId", "is empty");
     if (o.sidecarFor === "") throw new ProxyConfigError("sidecarFor", "is empty");
+    // The agent refuses a connect-proxy without a port: the retries would never end (the CLI
+    // says the same of -register without -listen).
+    if (o.register && o.config && !o.config.publicListener) {
+      throw new ProxyConfigError("register", "needs a public listener (the address to register)");
+    }
     // Like `consul connect proxy`, a sidecar that cannot be found is an error at once; a
     // registration that does not exist yet (-proxy-id) is waited for.
     const id = o.sidecarFor !== undefined ? await findSidecar(o.agent, o.sidecarFor) : o.proxyId;

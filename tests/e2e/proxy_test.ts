@@ -1,8 +1,11 @@
+// Whole paths through sidecars on the test double: a pair over mTLS with intentions, failover to
+// the resolver's target, the drain on shutdown. What proxy.ts decides alone (the configuration
+// diff, modes, -sidecar-for): tests/proxy/proxy_test.ts.
 import assert from "node:assert/strict";
 import net from "node:net";
 import { OperatorClient } from "../../src/agent/operator.ts";
 import { startProxy } from "../../src/proxy/proxy.ts";
-import { clientFor, devAgent, eventually, freePort, nth } from "../_helpers.ts";
+import { eventually, freePort, nth } from "../_helpers.ts";
 import { mesh } from "./_mesh.ts";
 import { echoServer, outcome, roundTrip, tcpClient } from "./_net.ts";
 
@@ -18,53 +21,6 @@ Deno.test("proxy pair: web's upstream reaches db over mTLS; deny refuses; allow 
   await new OperatorClient(m.agent).upsertIntention("web", "db", { Action: "allow" });
   const c3 = await tcpClient(m.upstreamPort);
   assert.equal(new TextDecoder().decode(await roundTrip(c3, "again")), "again");
-});
-
-Deno.test("proxy: upstreams added and removed in the registration open and close listeners live", async () => {
-  await using m = await mesh();
-  const extra = freePort();
-  const open = await tcpClient(m.upstreamPort);
-  const got: string[] = [];
-  open.on("data", (d) => got.push(d.toString()));
-  open.write("keep;");
-  await eventually(() => got.join("") === "keep;");
-  const svc = (await m.agent.service("web-1-sidecar-proxy")).value;
-  await m.agent.register({
-    ID: "web-1",
-    Name: "web",
-    Port: 1,
-    Connect: {
-      SidecarService: {
-        Port: svc.Port,
-        Proxy: {
-          Upstreams: [
-            { DestinationName: "db", LocalBindPort: m.upstreamPort },
-            { DestinationName: "db", LocalBindPort: extra, Datacenter: "dc1" },
-          ],
-        },
-      },
-    },
-  });
-  await eventually(() => m.webProxy.upstreams.length === 2, 5000, "the new upstream listener");
-  const viaExtra = await tcpClient(extra);
-  assert.equal(new TextDecoder().decode(await roundTrip(viaExtra, "x")), "x");
-  // The first upstream's open connection was not touched.
-  open.write("still;");
-  await eventually(() => got.join("") === "keep;still;");
-  await m.agent.register({
-    ID: "web-1",
-    Name: "web",
-    Port: 1,
-    Connect: {
-      SidecarService: {
-        Port: svc.Port,
-        Proxy: { Upstreams: [{ DestinationName: "db", LocalBindPort: m.upstreamPort }] },
-      },
-    },
-  });
-  await eventually(() => m.webProxy.upstreams.length === 1, 5000, "the upstream to close");
-  await assert.rejects(tcpClient(extra));
-  open.end();
 });
 
 Deno.test("proxy: an unreachable endpoint fails over to the resolver's failover target", async () => {
@@ -125,14 +81,4 @@ Deno.test("proxy: shutdown drains open connections until the deadline", async ()
       s.once("error", reject);
     }),
   );
-});
-
-Deno.test("proxy: -sidecar-for with no sidecar is a clear error", async () => {
-  await using dev = await devAgent();
-  const agent = clientFor(dev);
-  await assert.rejects(
-    startProxy({ agent, sidecarFor: "nope" }),
-    /No sidecar proxy registered for nope/,
-  );
-  await agent.close();
 });
