@@ -21,6 +21,7 @@ import { sleep } from "../net/timers.ts";
 import type { ProxyConfig } from "../proxy/config.ts";
 import type { ProxyLimits } from "../proxy/proxy.ts";
 import type { AgentRelay } from "./agent_relay.ts";
+import type { JoinTable } from "./authorize_join.ts";
 
 /** How each worker builds its agent client: plain data (its transport is the relay). */
 export type WorkerAgentOptions = Omit<AgentClientOptions, "fetch" | "tokenProvider">;
@@ -84,6 +85,8 @@ export interface WorkerInit {
   log: WorkerLog;
   /** Its side of the relay's channel (transferred). */
   relay: MessagePort;
+  /** The relay's authorize join table (shared memory): the worker sends its own authorize calls. */
+  join: JoinTable;
 }
 
 /** What the main thread tells a worker after `init`. */
@@ -287,6 +290,7 @@ export class WorkerPool {
       proxy: o.proxy,
       log: o.log ?? { level: o.logger.level, silent: o.logger === silentLogger },
       relay: port2,
+      join: o.relay.joinTable,
     };
     worker.postMessage(init, [port2]);
     return thread;

@@ -4,14 +4,31 @@
  * @module
  */
 import {
+  authorizeKey,
+  decode,
+  encode,
   type RelayAnswerMessage,
   type RelayCallMessage,
   toRelayRequest,
+  toRelayResponse,
   toResponse,
 } from "./agent_relay.ts";
+import { AuthorizeJoin, type JoinTable } from "./authorize_join.ts";
 
 /** A `fetch` over a relay port; `close()` ends every call in flight and closes the port. */
 export type RelayFetch = typeof fetch & { close: () => void };
+
+/** Options of {@linkcode relayFetch}. */
+export interface RelayFetchOptions {
+  /**
+   * With `transport`: this thread sends its authorize calls itself, joined with identical ones
+   * in flight in other threads through the relay's table (`AgentRelay.joinTable`), instead of
+   * sending them over the port.
+   */
+  join?: JoinTable;
+  /** This thread's own transport to the agent, for its authorize calls (see `join`). */
+  transport?: (input: URL | string, init: RequestInit) => Promise<Response>;
+}
 
 /**
  * A `fetch` that asks the `AgentRelay` serving the other side of `port` (see its
@@ -32,30 +49,42 @@ export type RelayFetch = typeof fetch & { close: () => void };
  * await agent.close(); // closes the port
  * ```
  */
-export function relayFetch(port: MessagePort): RelayFetch {
+export function relayFetch(port: MessagePort, options: RelayFetchOptions = {}): RelayFetch {
   let next = 0;
   let closed = false;
+  const { transport } = options;
+  const join = options.join && transport ? new AuthorizeJoin(options.join) : undefined;
   const waiting = new Map<
     number,
     { resolve: (r: Response) => void; reject: (e: unknown) => void }
   >();
-  const onMessage = (e: MessageEvent<RelayAnswerMessage>) => {
-    const m = e.data;
-    const w = waiting.get(m?.id);
-    if (!w) return;
+  const onMessage = (e: MessageEvent<string>) => {
+    const m = decode<RelayAnswerMessage>(e.data);
+    const w = m && waiting.get(m.id);
+    if (!m || !w) return;
     waiting.delete(m.id);
     if (m.t === "answer") w.resolve(toResponse(m.response));
     else w.reject(remoteError(m.name, m.message));
   };
   port.addEventListener("message", onMessage as EventListener);
   port.start();
-  const send = (message: RelayCallMessage) => port.postMessage(message);
+  const send = (message: RelayCallMessage) => port.postMessage(encode(message));
 
   const relayed = async (input: URL | Request | string, init?: RequestInit) => {
     const signal = init?.signal ?? (input instanceof Request ? input.signal : undefined);
     if (signal?.aborted) throw signal.reason;
     if (closed) throw new TypeError("the agent relay port is closed");
     const request = await toRelayRequest(input, init);
+    const key = join && authorizeKey(request);
+    if (join && transport && key !== undefined) {
+      return toResponse(
+        await join.run(
+          key,
+          async () => await toRelayResponse(await transport(request.url, { ...init, signal })),
+          signal,
+        ),
+      );
+    }
     const id = ++next;
     return await new Promise<Response>((resolve, reject) => {
       const onAbort = () => {
@@ -87,6 +116,7 @@ export function relayFetch(port: MessagePort): RelayFetch {
     waiting.clear();
     port.removeEventListener("message", onMessage as EventListener);
     port.close();
+    join?.close();
   };
   return Object.assign(relayed as typeof fetch, { close });
 }

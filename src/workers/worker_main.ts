@@ -1,7 +1,8 @@
 /**
  * The entry of a worker thread of `-workers N` (started by `WorkerPool`, `./pool.ts`): on its
- * `init` message it builds an agent client whose transport is the main thread's relay
- * ({@linkcode relayFetch}) and runs the same proxy code as the main thread in data-plane mode —
+ * `init` message it builds an agent client whose calls go to the main thread's relay
+ * ({@linkcode relayFetch}), but for authorize calls, which it sends itself (joined with identical
+ * ones of other threads through the relay's join table), and runs the same proxy code as the main thread in data-plane mode —
  * no self-registration, no admin app, listeners bound with `SO_REUSEPORT` beside the main
  * thread's, unix-socket and port-0 listeners left to the main thread. It reports `ready`, each
  * connection event, and `closed` once a `close` message's drain is done.
@@ -12,7 +13,7 @@ import { createLogger, silentLogger } from "../net/log.ts";
 import { type Proxy, startProxy } from "../proxy/proxy.ts";
 import { createDenoAgentClient } from "../transport/agent_client.ts";
 import type { WorkerCommand, WorkerInit, WorkerReport } from "./pool.ts";
-import { relayFetch } from "./relay_fetch.ts";
+import { type RelayFetch, relayFetch } from "./relay_fetch.ts";
 
 /** The part of a worker's global scope the entry uses. */
 export interface WorkerScope {
@@ -48,6 +49,7 @@ export interface WorkerScope {
  */
 export function serveWorker(scope: WorkerScope): void {
   let agent: AgentClient | undefined;
+  let fetch: RelayFetch | undefined;
   let proxy: Proxy | undefined;
   let starting: Promise<void> | undefined;
   let closing: Promise<void> | undefined;
@@ -58,6 +60,7 @@ export function serveWorker(scope: WorkerScope): void {
       await starting;
       await proxy?.close(drainMs);
       await agent?.close();
+      fetch?.close();
       post({ t: "closed" });
       scope.close();
     })();
@@ -66,9 +69,12 @@ export function serveWorker(scope: WorkerScope): void {
     const log = init.log.silent
       ? silentLogger
       : createLogger({ level: init.log.level, json: init.log.json }, { worker: init.id });
-    const fetch = relayFetch(init.relay);
     try {
-      agent = await createDenoAgentClient({ ...init.agent, fetch });
+      // Its own transport (agent TLS, unix socket) for its authorize calls; everything else
+      // goes to the relay in the main thread.
+      agent = await createDenoAgentClient({ ...init.agent }, {
+        wrap: (transport) => (fetch = relayFetch(init.relay, { join: init.join, transport })),
+      });
       proxy = await startProxy({
         agent,
         ...init.proxy,
@@ -77,7 +83,8 @@ export function serveWorker(scope: WorkerScope): void {
         onEvent: (event) => post({ t: "event", event }),
       });
     } catch (err) {
-      fetch.close();
+      if (fetch) fetch.close();
+      else init.relay.close();
       post({ t: "failed", error: (err as Error).message });
       return;
     }

@@ -298,3 +298,47 @@ Deno.test("closing the worker's fetch rejects its calls in flight and tells the 
   stop();
   relay.close();
 });
+
+Deno.test("a worker with the join table sends its own authorize calls, joined with the main thread's", async () => {
+  await using dev = await devAgent();
+  const gate = Promise.withResolvers<void>();
+  const held =
+    (inner: typeof fetch) => async (input: URL | Request | string, init?: RequestInit) => {
+      if (new URL(String(input)).pathname === "/v1/agent/connect/authorize") await gate.promise;
+      return inner(input, init);
+    };
+  const mainRec = recording(held(fetch));
+  const workerRec = recording(held(fetch));
+  const relay = new AgentRelay({ fetch: mainRec.transport });
+  const { port1, port2 } = new MessageChannel();
+  const stop = relay.serve(port1);
+  const main = new AgentClient({ address: dev.address, fetch: relay.fetch });
+  const wf = relayFetch(port2, { join: relay.joinTable, transport: workerRec.transport });
+  const worker = new AgentClient({ address: dev.address, fetch: wf });
+  const { value: roots } = await worker.roots(); // through the port, as before
+  const req = {
+    Target: "db",
+    ClientCertURI: `spiffe://${roots.TrustDomain}/ns/default/dc/dc1/svc/web`,
+    ClientCertSerial: "01",
+  };
+  const other = { ...req, ClientCertSerial: "02" };
+  const mine = main.authorize(req);
+  await eventually(() => mainRec.sent.some((s) => s.path.endsWith("/authorize")), 5000);
+  const calls = [worker.authorize(req), worker.authorize(other)];
+  await new Promise((r) => setTimeout(r, 50));
+  gate.resolve();
+  const answers = await Promise.all([mine, ...calls]);
+  assert.deepEqual(answers.map((a) => a.Authorized), [true, true, true]);
+  const authorizes = (rec: ReturnType<typeof recording>) =>
+    rec.sent.filter((s) => s.path === "/v1/agent/connect/authorize").map((s) =>
+      JSON.parse(s.body!).ClientCertSerial
+    );
+  assert.deepEqual(authorizes(mainRec), ["01"], "the main thread asked for 01");
+  assert.deepEqual(authorizes(workerRec), ["02"], "the worker joined 01 and sent 02 itself");
+  assert.equal(relay.stats.calls, 2, "roots and the main thread's authorize; none of the worker's");
+  await worker.close();
+  wf.close();
+  await main.close();
+  stop();
+  relay.close();
+});
