@@ -98,8 +98,11 @@ export type WorkerReport =
   | { t: "ready" }
   /** It could not start (e.g. its public listener cannot bind); it stops. */
   | { t: "failed"; error: string }
-  /** One of its connection events. */
-  | { t: "event"; event: ConnectionEvent }
+  /**
+   * One of its connection events, as JSON text (`ConnectionEvent`): one string clones at a
+   * fraction of the cost of the object.
+   */
+  | { t: "event"; json: string }
   /** Its drain is done, everything closed. */
   | { t: "closed" };
 
@@ -252,7 +255,7 @@ export class WorkerPool {
       const m = e.data;
       switch (m?.t) {
         case "event":
-          o.emit(m.event, id);
+          o.emit(JSON.parse(m.json) as ConnectionEvent, id);
           break;
         case "ready":
           if (thread.state === "starting") thread.state = "ready";

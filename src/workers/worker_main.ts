@@ -80,7 +80,7 @@ export function serveWorker(scope: WorkerScope): void {
         ...init.proxy,
         dataPlane: true,
         log,
-        onEvent: (event) => post({ t: "event", event }),
+        onEvent: (event) => post({ t: "event", json: JSON.stringify(event) }),
       });
     } catch (err) {
       if (fetch) fetch.close();
