@@ -2,11 +2,11 @@
 // Deno's sanitizer does not count a pending setTimeout, so fake timers count them.
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import { deadline, sleep } from "../../src/net/timers.ts";
+import { deadline, idleTimer, sleep, timer, withTimeout } from "../../src/net/timers.ts";
 
-/** Fake `setTimeout`, uninstalled at the end of the scope. */
+/** Fake `setTimeout` and `performance.now()` (idleTimer's clock), uninstalled at scope end. */
 function fakeTime() {
-  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout", "performance"] });
   return Object.assign(clock, { [Symbol.dispose]: () => clock.uninstall() });
 }
 
@@ -164,4 +164,174 @@ Deno.test("deadline: the largest delay setTimeout takes still fires; zero or les
   assert.equal(now.signal.aborted, false, "not synchronously");
   await time.tickAsync(0);
   assert.equal(now.timedOut(), true);
+});
+
+Deno.test("timer calls fn once after ms, not a moment before, leaving no timer", async () => {
+  using time = fakeTime();
+  let calls = 0;
+  const t = timer(1000, () => calls++);
+  await time.tickAsync(999);
+  assert.equal(calls, 0);
+  await time.tickAsync(1);
+  assert.equal(calls, 1);
+  assert.equal(time.countTimers(), 0);
+  t.clear(); // after it ran: harmless
+  await time.tickAsync(5000);
+  assert.equal(calls, 1);
+});
+
+Deno.test("timer.clear() before it is due drops the callback and the timer; twice is harmless", async () => {
+  using time = fakeTime();
+  let calls = 0;
+  const t = timer(1000, () => calls++);
+  assert.equal(time.countTimers(), 1);
+  t.clear();
+  assert.equal(time.countTimers(), 0);
+  t.clear();
+  await time.tickAsync(2000);
+  assert.equal(calls, 0);
+});
+
+Deno.test("timer: beyond setTimeout's range or Infinity never fires and sets no timer; negative or NaN runs on the next turn", async () => {
+  using time = fakeTime();
+  let calls = 0;
+  for (const ms of [2 ** 31, Infinity]) timer(ms, () => calls++);
+  assert.equal(time.countTimers(), 0, "no timer that would fire at once");
+  await time.tickAsync(2 ** 31);
+  assert.equal(calls, 0);
+  timer(2 ** 31 - 1, () => calls++);
+  await time.tickAsync(2 ** 31 - 1);
+  assert.equal(calls, 1, "the largest delay setTimeout takes still fires");
+  timer(-5, () => calls++);
+  timer(NaN, () => calls++);
+  await time.tickAsync(0);
+  assert.equal(calls, 3);
+});
+
+/** Runs `code` (importing timers.ts as `T`) in a fresh Deno process; returns what it printed. */
+async function runAlone(code: string): Promise<string> {
+  const url = new URL("../../src/net/timers.ts", import.meta.url).href;
+  const { stdout, success } = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", `import * as T from "${url}";\n${code}`],
+    stdout: "piped",
+    stderr: "inherit",
+    signal: AbortSignal.timeout(20_000),
+  }).output();
+  assert.ok(success, "the child process failed");
+  return new TextDecoder().decode(stdout);
+}
+
+Deno.test("timer: an unref'd timer does not keep the process alive; a plain one does", async () => {
+  const refd = await runAlone(
+    'T.timer(200, () => console.log("fired")); console.log("end of script");',
+  );
+  assert.equal(refd, "end of script\nfired\n");
+  const unrefd = await runAlone(
+    'T.timer(200, () => console.log("fired"), { unref: true }); console.log("end of script");',
+  );
+  assert.equal(unrefd, "end of script\n", "the process exited without waiting for it");
+});
+
+Deno.test("idleTimer fires once ms pass without a touch, counted from the last touch", async () => {
+  using time = fakeTime();
+  let idle = 0;
+  const t = idleTimer(150, () => idle++);
+  for (let i = 0; i < 4; i++) {
+    await time.tickAsync(60);
+    t.touch(); // at 60, 120, 180, 240: never 150 quiet
+  }
+  assert.equal(idle, 0);
+  await time.tickAsync(149);
+  assert.equal(idle, 0, "149 ms after the last touch");
+  await time.tickAsync(1);
+  assert.equal(idle, 1, "150 ms after the last touch");
+  assert.equal(time.countTimers(), 0);
+  t.touch(); // after it fired: nothing starts again
+  assert.equal(time.countTimers(), 0);
+  await time.tickAsync(1000);
+  assert.equal(idle, 1);
+  t.clear();
+});
+
+Deno.test("idleTimer: a touch re-arms nothing — one timer however many touches", async () => {
+  using time = fakeTime();
+  const t = idleTimer(1000, () => {});
+  for (let i = 0; i < 1000; i++) t.touch();
+  assert.equal(time.countTimers(), 1);
+  await time.tickAsync(500);
+  t.touch();
+  await time.tickAsync(500); // the first check finds 500 ms of quiet and waits the other 500
+  assert.equal(time.countTimers(), 1);
+  t.clear();
+  assert.equal(time.countTimers(), 0);
+});
+
+Deno.test("idleTimer.clear() stops it for good: no timer, touches start nothing", async () => {
+  using time = fakeTime();
+  let idle = 0;
+  const t = idleTimer(100, () => idle++);
+  await time.tickAsync(50);
+  t.clear();
+  assert.equal(time.countTimers(), 0);
+  t.touch();
+  t.clear();
+  await time.tickAsync(1000);
+  assert.equal(idle, 0);
+  assert.equal(time.countTimers(), 0);
+});
+
+Deno.test("idleTimer is off for 0, negative, NaN and beyond setTimeout's range", async () => {
+  using time = fakeTime();
+  let idle = 0;
+  for (const ms of [0, -1, NaN, 2 ** 31, Infinity]) {
+    const t = idleTimer(ms, () => idle++);
+    t.touch();
+    assert.equal(time.countTimers(), 0, `idleTimer(${ms}) set a timer`);
+    t.clear();
+  }
+  await time.tickAsync(2 ** 31);
+  assert.equal(idle, 0);
+});
+
+Deno.test("withTimeout settles as the promise does and leaves no timer", async () => {
+  using time = fakeTime();
+  assert.equal(await withTimeout(Promise.resolve(7), 1000, () => new Error("late")), 7);
+  assert.equal(time.countTimers(), 0);
+  await assert.rejects(
+    withTimeout(Promise.reject(new Error("refused")), 1000, () => new Error("late")),
+    { message: "refused" },
+  );
+  assert.equal(time.countTimers(), 0);
+  const later = withTimeout(sleep(500).then(() => "done"), 1000, () => new Error("late"));
+  await time.tickAsync(500);
+  assert.equal(await later, "done");
+  assert.equal(time.countTimers(), 0);
+});
+
+Deno.test("withTimeout rejects with onTimeout()'s error at ms, describing that moment", async () => {
+  using time = fakeTime();
+  let state = "starting";
+  const never = new Promise<never>(() => {});
+  const p = withTimeout(never, 1000, () => new Error(`stuck while ${state}`));
+  await time.tickAsync(999);
+  assert.equal(await settled(p), false);
+  state = "waiting for roots";
+  await time.tickAsync(1);
+  await assert.rejects(p, { message: "stuck while waiting for roots" });
+  assert.equal(time.countTimers(), 0);
+});
+
+Deno.test("withTimeout: an onTimeout that throws rejects with what it threw; Infinity sets no timer", async () => {
+  using time = fakeTime();
+  const p = withTimeout(new Promise<never>(() => {}), 10, () => {
+    throw new RangeError("describing failed");
+  });
+  const rejected = assert.rejects(p, RangeError);
+  await time.tickAsync(10);
+  await rejected;
+  const { promise, resolve } = Promise.withResolvers<number>();
+  const forever = withTimeout(promise, Infinity, () => new Error("never"));
+  assert.equal(time.countTimers(), 0);
+  resolve(1);
+  assert.equal(await forever, 1);
 });
