@@ -5,6 +5,7 @@
  * @module
  */
 import type { Duplex } from "node:stream";
+import { idleTimer, type Timer, timer } from "./timers.ts";
 
 /** Bytes moved by a finished pipe. */
 export interface PipeStats {
@@ -124,22 +125,17 @@ export function pipeSockets(
   const stats: PipeStats = { aToB: 0, bToA: 0 };
   const { promise, resolve } = Promise.withResolvers<PipeStats>();
   let open = 2;
-  let idleTimer: ReturnType<typeof setTimeout> | undefined;
-  const idle = options.idleTimeoutMs;
-  const touch = () => {
-    if (!idle) return;
-    clearTimeout(idleTimer);
-    idleTimer = setTimeout(() => destroy(new Error(`idle for ${idle} ms`)), idle);
-  };
+  const idleMs = options.idleTimeoutMs ?? 0;
+  const idle = idleTimer(idleMs, () => destroy(new Error(`idle for ${idleMs} ms`)));
   let settled = false;
-  let forceTimer: ReturnType<typeof setTimeout> | undefined;
-  let lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  let forceSettle: Timer | undefined;
+  let linger: Timer | undefined;
   const settle = () => {
     if (settled) return;
     settled = true;
-    clearTimeout(idleTimer);
-    clearTimeout(forceTimer);
-    clearTimeout(lingerTimer);
+    idle.clear();
+    forceSettle?.clear();
+    linger?.clear();
     resolve(stats);
   };
   const destroy = (reason?: Error) => {
@@ -151,7 +147,7 @@ export function pipeSockets(
       (s as { _parent?: Duplex })._parent?.destroy();
     }
     // A destroyed socket that never reports 'close' must not keep a drain waiting forever.
-    forceTimer ??= setTimeout(settle, 2000);
+    if (!settled) forceSettle ??= timer(2000, settle);
   };
   const onClose = (other: Duplex) => () => {
     open -= 1;
@@ -164,7 +160,7 @@ export function pipeSockets(
         other.end();
         // A peer that never takes the rest (or a close Deno's TLS client missed) gets
         // `lingerMs` before it is cut.
-        lingerTimer = setTimeout(() => destroy(), options.lingerMs ?? 30_000);
+        linger = timer(options.lingerMs ?? 30_000, () => destroy());
       }
     }
     if (open === 0) settle();
@@ -178,7 +174,7 @@ export function pipeSockets(
     const pauseAt = lossyPause ? options.tlsPauseBytes ?? 64 * 1024 * 1024 : 0;
     from.on("data", (chunk: Uint8Array) => {
       stats[key] += chunk.length;
-      touch();
+      idle.touch();
       if (!to.writableCorked) {
         to.cork();
         queueMicrotask(() => to.uncork());
@@ -200,6 +196,5 @@ export function pipeSockets(
     // A held socket may have been stopped at its bound: read again now that bytes can flow.
     startReading(from);
   }
-  touch();
   return { closed: promise, stats, destroy };
 }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import FakeTimers from "@sinonjs/fake-timers";
 import net from "node:net";
 import { Duplex } from "node:stream";
 import { holdSocket, pipeSockets } from "../../src/net/pipe.ts";
@@ -156,6 +157,22 @@ Deno.test("pipe: idleTimeoutMs cuts a pipe with no traffic either way, and traff
   const stats = await t.pipe.closed;
   assert.equal(stats.error?.message, "idle for 150 ms");
   assert.equal(stats.aToB, 4);
+  await t.close();
+});
+
+Deno.test("pipe: destroy() after the pipe closed by itself sets no timer (settling is done)", async () => {
+  const t = await piped({ idleTimeoutMs: 60_000 });
+  t.user.end();
+  t.app.end();
+  const stats = await t.pipe.closed;
+  const time = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  try {
+    t.pipe.destroy(new Error("late"));
+    assert.equal(time.countTimers(), 0, "a 2 s force-settle timer was left behind");
+  } finally {
+    time.uninstall();
+  }
+  assert.equal(stats.error?.message, "late", "as before: the error is recorded");
   await t.close();
 });
 
