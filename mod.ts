@@ -37,6 +37,22 @@ export {
   type SelfRegistration,
   startProxy,
 } from "./src/proxy/proxy.ts";
+// Every core (-workers): the relay the threads' agent calls go through, and the pool's types.
+export {
+  AgentRelay,
+  type AgentRelayOptions,
+  type RelayRequest,
+  type RelayResponse,
+  type RelayStats,
+} from "./src/workers/agent_relay.ts";
+export type { JoinTable } from "./src/workers/authorize_join.ts";
+export type {
+  ProxyWorkers,
+  WorkerAgentOptions,
+  WorkerLog,
+  WorkerState,
+  WorkerThread,
+} from "./src/workers/pool.ts";
 export {
   configFromService,
   type ProxyConfig,
@@ -81,7 +97,12 @@ export type { MeshEndpoint } from "./src/outbound/dialer.ts";
 export type { Pipe, PipeStats } from "./src/net/pipe.ts";
 export type { SocketAddress } from "./src/net/sockets.ts";
 export { AgentClient, type AgentClientOptions } from "./src/agent/client.ts";
-export { createDenoAgentClient, namedEnv, PROXY_ENV_VARS } from "./src/transport/agent_client.ts";
+export {
+  createDenoAgentClient,
+  type DenoAgentTransportOptions,
+  namedEnv,
+  PROXY_ENV_VARS,
+} from "./src/transport/agent_client.ts";
 export { createNodeFetch, type NodeFetchOptions } from "./src/transport/node_fetch.ts";
 export {
   type ConnectionEvent,
