@@ -352,6 +352,12 @@ async function main() {
       (b, tag) =>
         meshgatePair(b, `bench-${tag}-f`, ["-authorize-fresh", "60000"], "meshgate-fresh"),
     ],
+    // The same pair with both sides serving from two threads (-workers 2, SO_REUSEPORT).
+    [
+      "meshgate-w2",
+      (b, tag) =>
+        meshgatePair(b, `bench-${tag}-w2`, ["-workers", "2"], "meshgate-w2", ["-workers", "2"]),
+    ],
     ["haproxy", async (b, tag) => haproxyPair(await sub(dir, `haproxy-${tag}`), b)],
     // The same pair without TLS session resumption: a full handshake per connection.
     [
@@ -631,6 +637,20 @@ function report(
       lines.push(
         line("new connections/s, -authorize-fresh", f, "nc", true, true, true),
         line("new connection p99, -authorize-fresh", f, "ncP99", false, true, true),
+      );
+    }
+    const w = rows.get("meshgate-w2");
+    if (w) {
+      // -workers 2 against 1, same machine, same run: CPU per unit of work must not grow.
+      const vs = (key: keyof Row, up: boolean) => ratio(w[key], m[key], up);
+      lines.push(
+        "",
+        "meshgate-w2 (both sides -workers 2) ÷ meshgate (1 thread each), higher is better:",
+        "",
+        "| 1 stream MB/s | 4 streams MB/s | keep-alive req/s | new connections/s | CPU per 100 MB | CPU per keep-alive request | CPU per new connection |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        `| ${vs("mbps1", true)} | ${vs("mbps4", true)} | ${vs("ka", true)} | ${vs("nc", true)} | ` +
+          `${vs("cpuMb", false)} | ${vs("cpuKa", false)} | ${vs("cpuNc", false)} |`,
       );
     }
     const a = results.get("meshgate")!.authz;

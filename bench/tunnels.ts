@@ -200,6 +200,7 @@ export async function meshgatePair(
   name: string,
   serverArgs: string[] = [],
   label = "meshgate",
+  clientArgs: string[] = [],
 ): Promise<Tunnel> {
   const root = new URL("..", import.meta.url).pathname;
   const agentPort = freePort();
@@ -263,6 +264,7 @@ export async function meshgatePair(
     "",
     "-log-level",
     "warn",
+    ...clientArgs,
   ]);
   await listening(publicPort, "meshgate (server side)");
   await listening(front, "meshgate (client side)");
