@@ -7,6 +7,7 @@
 import type { AgentClient } from "../agent/client.ts";
 import { AgentError } from "../agent/errors.ts";
 import type { Logger } from "../net/log.ts";
+import { type Timer, timer } from "../net/timers.ts";
 import { leafExpiryMargin, type TlsMaterial } from "../trust/material.ts";
 import type { LifecycleEvent } from "../events/lifecycle.ts";
 
@@ -109,7 +110,10 @@ export async function feedRoots(o: FeedOptions): Promise<void> {
   }
 }
 
-/** Longest timer we set (setTimeout overflows past 2^31 - 1 ms). */
+/**
+ * Longest single wait of the leaf watchdog; one due later waits again for the rest, measured by
+ * the clock then (a timer cannot go past 2^31 - 1 ms, and a suspended host loses time).
+ */
 const MAX_TIMER_MS = 24 * 3600_000;
 
 /**
@@ -132,7 +136,8 @@ export async function feedLeaf(
   },
 ): Promise<void> {
   const { service } = o;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  /** The next look at the leaf: its expiry watchdog, or the retry while it is stale. */
+  let next: Timer | undefined;
   let retryMs = 1000;
   const query = o.agent.watchLeaf(service, {
     waitMs: o.leafWaitMs ?? 60_000,
@@ -165,15 +170,20 @@ export async function feedLeaf(
       expiresInMs: leaf ? leaf.info.notAfter.getTime() - Date.now() : undefined,
       retryInMs: retryMs,
     });
-    timer = setTimeout(poll, retryMs);
+    next = timer(retryMs, poll);
     retryMs = Math.min(retryMs * 2, 30_000);
   };
   const refreshIn = (ms: number) => {
-    clearTimeout(timer);
-    timer = setTimeout(() => {
-      stale = true;
-      poll();
-    }, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+    next?.clear();
+    const dueAt = Date.now() + Math.max(ms, 0);
+    const wait = () => {
+      const left = dueAt - Date.now();
+      next = left > MAX_TIMER_MS ? timer(MAX_TIMER_MS, wait) : timer(left, () => {
+        stale = true;
+        poll();
+      });
+    };
+    wait();
   };
   try {
     for await (const { value } of query.subscribe(o.signal)) {
@@ -217,6 +227,6 @@ export async function feedLeaf(
   } catch (err) {
     if (!o.signal.aborted) o.log.log("error", "leaf watch stopped", { error: String(err) });
   } finally {
-    clearTimeout(timer);
+    next?.clear();
   }
 }

@@ -141,6 +141,28 @@ Deno.test("feedLeaf watchdog: 95 % of the lifetime gone comes first when the mar
   await settled(time, () => agent.asks(LEAF).length === 2, "the watchdog's re-ask");
 });
 
+Deno.test("feedLeaf watchdog: a margin further than a day away still waits for it (no stale alarm after 24 h)", async () => {
+  const ca = await ConnectCA.create();
+  // Consul's default 72 h leaf: the watchdog is due at 95 % of the lifetime, 68.4 h in.
+  const issued = await ca.signLeaf("db", { ttlMs: 72 * 60 * MINUTE });
+  using time = fakeTime();
+  const agent = scriptedAgent(ca);
+  agent.leaf("db", issued);
+  await using f = feeds(agent);
+  await settled(time, () => f.material.leaf !== undefined, "the leaf");
+  const lifetime = issued.validBefore.getTime() - issued.validAfter.getTime();
+  const watchdogAt = issued.validBefore.getTime() - lifetime * 0.05;
+  await time.tickAsync(24 * 60 * MINUTE + 1);
+  await time.tickAsync(60_000); // any backoff re-ask would have come by now
+  assert.deepEqual(f.warnings, [], "a valid leaf called stale after 24 h");
+  assert.equal(agent.asks(LEAF).length, 1, "no re-ask a day in");
+  await time.tickAsync(watchdogAt - Date.now() - 1);
+  assert.equal(agent.asks(LEAF).length, 1, "no re-ask before the margin");
+  await time.tickAsync(1);
+  await settled(time, () => agent.asks(LEAF).length === 2, "the watchdog's re-ask at the margin");
+  assert.deepEqual(f.warnings, ["no renewed leaf from the agent yet; asking again"]);
+});
+
 Deno.test("feedLeaf: an expired leaf is refused, said, and asked for again with backoff until a good one comes", async () => {
   const ca = await ConnectCA.create();
   const expired = await ca.signLeaf("db", {
