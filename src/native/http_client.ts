@@ -14,8 +14,8 @@
  */
 import http from "node:http";
 import { type Duplex, Readable } from "node:stream";
-import { clearTimeout, setTimeout } from "node:timers";
 import type tls from "node:tls";
+import { timer } from "../net/timers.ts";
 import { UpstreamConnectError, type UpstreamConnector } from "../outbound/connector.ts";
 import { parseMeshHost } from "./names.ts";
 
@@ -169,10 +169,10 @@ class ConnectionPool {
       unpark();
       socket.destroy();
     };
-    const timer = setTimeout(evict, ms);
-    timer.unref();
+    // An idle pool does not keep the process alive (as node's Agent): neither its timer…
+    const expiry = timer(ms, evict, { unref: true });
     const unpark = () => {
-      clearTimeout(timer);
+      expiry.clear();
       socket.off("end", evict).off("close", evict).off("error", evict).off("data", evict);
       socket.ref();
       idle.delete(socket);
@@ -180,7 +180,7 @@ class ConnectionPool {
     };
     socket.on("end", evict).on("close", evict).on("error", evict).on("data", evict);
     socket.resume(); // 'end' is only seen by a flowing socket
-    socket.unref(); // an idle pool does not keep the process alive (as node's Agent)
+    socket.unref(); // …nor its sockets
     idle.set(socket, unpark);
   }
 

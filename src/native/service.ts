@@ -16,6 +16,7 @@ import {
 import type { EventHub } from "../events/hub.ts";
 import type { LifecyclePhase, ProxyEvent } from "../events/lifecycle.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
+import { withTimeout } from "../net/timers.ts";
 import { UpstreamConnector, type UpstreamTarget } from "../outbound/connector.ts";
 import { MeshRuntime } from "../runtime/mesh_runtime.ts";
 import type { TlsMaterial } from "../trust/material.ts";
@@ -354,32 +355,22 @@ export async function connect(options: ConnectOptions): Promise<ConnectService> 
   const agent = options.agent ?? await createDenoAgentClient();
   const svc = new ConnectService({ ...options, agent }, !options.agent);
   const ms = options.readyTimeoutMs ?? 30_000;
-  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    await Promise.race([
-      svc.ready,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          // What the watches last heard from the agent, or that it never answered.
-          const why = svc.problems;
-          const missing = [
-            ...(svc.material.leaf ? [] : ["leaf certificate"]),
-            ...(svc.material.roots ? [] : ["roots"]),
-          ].join(" and ") || "usable leaf certificate and roots";
-          reject(
-            new Error(
-              `${options.service}: no ${missing} from the agent at ${agent.config.baseUrl} ` +
-                `within ${ms} ms: ${why.length ? why.join("; ") : "no answer yet"}`,
-            ),
-          );
-        }, ms);
-      }),
-    ]);
+    await withTimeout(svc.ready, ms, () => {
+      // What the watches last heard from the agent, or that it never answered.
+      const why = svc.problems;
+      const missing = [
+        ...(svc.material.leaf ? [] : ["leaf certificate"]),
+        ...(svc.material.roots ? [] : ["roots"]),
+      ].join(" and ") || "usable leaf certificate and roots";
+      return new Error(
+        `${options.service}: no ${missing} from the agent at ${agent.config.baseUrl} ` +
+          `within ${ms} ms: ${why.length ? why.join("; ") : "no answer yet"}`,
+      );
+    });
   } catch (err) {
     await svc.close();
     throw err;
-  } finally {
-    clearTimeout(timer);
   }
   return svc;
 }
