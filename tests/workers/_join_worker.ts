@@ -15,3 +15,6 @@ scope.onmessage = async (e) => {
   join.close();
   scope.postMessage({ body: answer.body, sent, stats: join.stats });
 };
+// Loaded: the test starts the main thread's call only now, so that a slow thread start (a loaded
+// machine) cannot make that call older than the join's staleness bound before the worker asks.
+scope.postMessage({ ready: true });

@@ -138,12 +138,14 @@ Deno.test("across threads: a worker joins the main thread's call through the sha
   const shared = newJoinTable();
   const main = new AuthorizeJoin(shared);
   const owner = gatedSend("main's answer");
-  const mine = main.run("POST authorize web serial 01", owner.send);
   const worker = new Worker(new URL("./_join_worker.ts", import.meta.url), { type: "module" });
   try {
+    const ready = Promise.withResolvers<void>();
     const reply = new Promise<{ body: string; sent: boolean }>((resolve) => {
-      worker.onmessage = (e) => resolve(e.data);
+      worker.onmessage = (e) => (e.data.ready ? ready.resolve() : resolve(e.data));
     });
+    await ready.promise;
+    const mine = main.run("POST authorize web serial 01", owner.send);
     worker.postMessage({ shared, key: "POST authorize web serial 01" });
     // Once the worker has flagged the slot, the owner finishes and broadcasts.
     const slotFlagged = () => new Int32Array(shared.table).slice(1).some((v) => (v & 1) === 1);
