@@ -12,6 +12,7 @@ import { dashboardPage } from "./dashboard.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./prometheus.ts";
 import { createProxyMetrics, type ProxyMetrics } from "./proxy_metrics.ts";
 import { decideByIntentions } from "../intentions/decide.ts";
+import { sleep } from "../net/timers.ts";
 import { formatSpiffeId, parseSpiffeId } from "../trust/spiffe.ts";
 import { readinessProblems } from "./readiness.ts";
 import { openConnections, proxyState } from "./state.ts";
@@ -204,15 +205,10 @@ export function createAdminApp(options: AdminAppOptions): AdminApp {
           }
           if (closed) break;
           // Sleep until the next event, the next tick, or the client leaving.
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              clearTimeout(timer);
-              wake = undefined;
-              resolve();
-            };
-            const timer = setTimeout(done, Math.max(10, tickMs - (Date.now() - lastTick)));
-            wake = done;
-          });
+          const woken = new AbortController();
+          wake = () => woken.abort();
+          await sleep(Math.max(10, tickMs - (Date.now() - lastTick)), woken.signal);
+          wake = undefined;
         }
       } finally {
         unsubscribe();

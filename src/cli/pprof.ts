@@ -14,6 +14,7 @@
  * @module
  */
 import { Session } from "node:inspector";
+import { sleep } from "../net/timers.ts";
 
 /** Options of {@linkcode startPprof}. */
 export interface PprofOptions {
@@ -78,20 +79,9 @@ async function withSession<T>(fn: (post: Post) => Promise<T>): Promise<T> {
   }
 }
 
-/** Waits `ms`, or until `signal` aborts (then rejects with its reason). */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
+/** Waits out a profile's window, or rejects with `signal`'s reason when it aborts first. */
+async function profileWindow(ms: number, signal: AbortSignal): Promise<void> {
+  if (!await sleep(ms, signal)) throw signal.reason;
 }
 
 /**
@@ -158,7 +148,7 @@ export function startPprof(options: PprofOptions): Promise<PprofServer> {
           await post("Profiler.enable");
           await post("Profiler.start");
           try {
-            await sleep(seconds * 1000, signal);
+            await profileWindow(seconds * 1000, signal);
             return (await post<{ profile: unknown }>("Profiler.stop")).profile;
           } finally {
             await post("Profiler.disable").catch(() => {});
@@ -167,7 +157,7 @@ export function startPprof(options: PprofOptions): Promise<PprofServer> {
         await post("HeapProfiler.enable");
         await post("HeapProfiler.startSampling", { samplingInterval: 32768 });
         try {
-          await sleep(seconds * 1000, signal);
+          await profileWindow(seconds * 1000, signal);
           return (await post<{ profile: unknown }>("HeapProfiler.getSamplingProfile")).profile;
         } finally {
           await post("HeapProfiler.stopSampling").catch(() => {});
