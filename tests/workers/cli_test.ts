@@ -2,13 +2,17 @@
 // one admin app whose metrics and access log count the connections of both.
 import assert from "node:assert/strict";
 import { AgentClient } from "../../src/agent/client.ts";
-import { devAgent, eventually, meshClient, spawnLogged } from "../_helpers.ts";
+import { devAgent, eventually, freePort, meshClient, spawnLogged } from "../_helpers.ts";
 import { echoServer, roundTrip } from "../e2e/_net.ts";
 
 const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
-/** This file's fixed ports (the workers' range is 41800-41899). */
-const DB_PUBLIC = 41820;
-const ADMIN = 41821;
+/**
+ * Ports shared by threads must be known before any of them binds (port 0 cannot be shared), so
+ * each is picked free when the file loads — never a fixed number inside the kernel's ephemeral
+ * range, which any test's outgoing connection may hold.
+ */
+const DB_PUBLIC = freePort();
+const ADMIN = freePort();
 
 Deno.test({
   name: "cli: -workers 2 serves from two threads; metrics and the access log count both",
@@ -43,9 +47,11 @@ Deno.test({
     ]);
     await eventually(
       () => p.logs().includes('"proxy ready"') && p.logs().includes('"worker ready"'),
-      30_000,
+      60_000,
       "both threads ready",
-    );
+    ).catch((err) => {
+      throw new Error(`${err.message}; the proxy said:\n${p.logs().slice(-4000)}`);
+    });
     await eventually(async () => (await fetch(`http://127.0.0.1:${ADMIN}/ready`)).ok, 10_000);
     const n = 40;
     for (let i = 0; i < n; i++) {

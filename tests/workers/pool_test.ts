@@ -12,16 +12,20 @@ import { startProxy } from "../../src/proxy/proxy.ts";
 import { AgentRelay } from "../../src/workers/agent_relay.ts";
 import { shareableConfig } from "../../src/workers/pool.ts";
 import { createLogger, type Logger } from "../../src/net/log.ts";
-import { devAgent, eventually } from "../_helpers.ts";
+import { devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer, outcome, tcpClient, tlsClient } from "../e2e/_net.ts";
 
 const FAST = { minIntervalMs: 0, backoffBaseMs: 20, backoffMaxMs: 200 };
-/** This file's fixed ports (the workers' range is 41800-41899). */
-const DB_PUBLIC = 41810;
-const DB_PUBLIC_CRASH = 41811;
-const DB_PUBLIC_UPSTREAM = 41812;
-const WEB_PUBLIC = 41813;
-const WEB_UPSTREAM = 41814;
+/**
+ * Ports shared by threads must be known before any of them binds (port 0 cannot be shared), so
+ * each is picked free when the file loads — never a fixed number inside the kernel's ephemeral
+ * range, which any test's outgoing connection may hold.
+ */
+const DB_PUBLIC = freePort();
+const DB_PUBLIC_CRASH = freePort();
+const DB_PUBLIC_UPSTREAM = freePort();
+const WEB_PUBLIC = freePort();
+const WEB_UPSTREAM = freePort();
 
 /** Records every blocking request the agent holds, per path, for the "one watch" check. */
 function watchCounter() {

@@ -6,12 +6,16 @@ import net from "node:net";
 import { startInbound } from "../../src/inbound/gateway.ts";
 import { startUpstream } from "../../src/outbound/listener.ts";
 import { TlsMaterial } from "../../src/trust/material.ts";
-import { clientFor, devAgent } from "../_helpers.ts";
+import { clientFor, devAgent, freePort } from "../_helpers.ts";
 import { echoServer } from "../e2e/_net.ts";
 
-/** This file's own fixed ports (the helpers' range is 41800-41899). */
-const INBOUND_PORT = 41880;
-const UPSTREAM_PORT = 41881;
+/**
+ * Ports shared by threads must be known before any of them binds (port 0 cannot be shared), so
+ * each is picked free when the file loads — never a fixed number inside the kernel's ephemeral
+ * range, which any test's outgoing connection may hold.
+ */
+const INBOUND_PORT = freePort();
+const UPSTREAM_PORT = freePort();
 
 async function material(dev: { address: string }) {
   const agent = clientFor(dev);
