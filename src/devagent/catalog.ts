@@ -13,6 +13,7 @@ import type {
   ServiceRegistration,
 } from "../agent/types.ts";
 import { parseGoDuration } from "../agent/duration.ts";
+import { type Timer, timer } from "../net/timers.ts";
 import { BadRequest, type Schema, strictDecode } from "./strict.ts";
 import type { Store } from "./store.ts";
 
@@ -109,7 +110,8 @@ interface LocalCheck {
   tcp?: string;
   intervalMs?: number;
   aliasService?: string;
-  timer?: ReturnType<typeof setTimeout>;
+  /** The TTL's expiry, or the next TCP probe. */
+  next?: Timer;
 }
 
 interface LocalService {
@@ -450,7 +452,7 @@ export class Catalog {
   #addCheck(svc: AgentService, id: string, def: CheckDefinition): void {
     const { type, ttlMs, intervalMs } = this.#checkKind(def);
     const old = this.#checks.get(id);
-    if (old?.timer) clearTimeout(old.timer);
+    old?.next?.clear();
     const index = this.#store.index + 1;
     this.#checks.set(id, {
       check: {
@@ -480,7 +482,7 @@ export class Catalog {
 
   #removeCheck(id: string): void {
     const c = this.#checks.get(id);
-    if (c?.timer) clearTimeout(c.timer);
+    c?.next?.clear();
     this.#checks.delete(id);
   }
 
@@ -493,16 +495,16 @@ export class Catalog {
   }
 
   #armTtl(c: LocalCheck): void {
-    if (c.timer) clearTimeout(c.timer);
+    c.next?.clear();
     if (this.#closed) return;
-    c.timer = setTimeout(() => {
+    c.next = timer(c.ttlMs ?? 0, () => {
       const last = c.check.Output;
       this.#setStatus(
         c,
         "critical",
         last ? `TTL expired (last output before timeout follows): ${last}` : "TTL expired",
       );
-    }, c.ttlMs);
+    });
   }
 
   async #runTcp(c: LocalCheck): Promise<void> {
@@ -515,9 +517,9 @@ export class Catalog {
       ok ? "passing" : "critical",
       ok ? `TCP connect ${c.tcp}: Success` : `dial tcp ${c.tcp}: connect: connection refused`,
     );
-    c.timer = setTimeout(
-      () => void this.#runTcp(c),
+    c.next = timer(
       this.#options.tcpCheckIntervalMs ?? c.intervalMs ?? 10_000,
+      () => void this.#runTcp(c),
     );
   }
 
@@ -700,6 +702,6 @@ export class Catalog {
   /** Stops every check timer. */
   close(): void {
     this.#closed = true;
-    for (const c of this.#checks.values()) if (c.timer) clearTimeout(c.timer);
+    for (const c of this.#checks.values()) c.next?.clear();
   }
 }

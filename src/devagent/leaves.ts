@@ -7,12 +7,14 @@
 import type { LeafCert } from "../agent/types.ts";
 import type { ConnectCA } from "./ca.ts";
 import type { Store } from "./store.ts";
+import { type Timer, timer } from "../net/timers.ts";
 
 interface CachedLeaf {
   cert: LeafCert;
   validBefore: number;
   signingKeyId: string;
-  timer?: ReturnType<typeof setTimeout>;
+  /** Its renewal. */
+  renewal?: Timer;
 }
 
 /** Options of the leaf manager. */
@@ -31,7 +33,7 @@ export class Leaves {
   readonly #options: LeavesOptions;
   readonly #cache = new Map<string, CachedLeaf>();
   readonly #issuing = new Map<string, Promise<CachedLeaf>>();
-  readonly #timers = new Set<ReturnType<typeof setTimeout>>();
+  readonly #timers = new Set<Timer>();
   #closed = false;
   /** Test hook: the next leaf issued for a service gets this validity instead. */
   readonly overrides: Map<string, { notBefore: Date; ttlMs: number }> = new Map();
@@ -64,14 +66,15 @@ export class Leaves {
     }
   }
 
-  #later(ms: number, fn: () => void): ReturnType<typeof setTimeout> | undefined {
+  /** Runs `fn` in `ms` unless closed first; the timer is dropped on close. */
+  #later(ms: number, fn: () => void): Timer | undefined {
     if (this.#closed) return undefined;
-    const timer = setTimeout(() => {
-      this.#timers.delete(timer);
+    const later = timer(ms, () => {
+      this.#timers.delete(later);
       if (!this.#closed) fn();
-    }, ms);
-    this.#timers.add(timer);
-    return timer;
+    });
+    this.#timers.add(later);
+    return later;
   }
 
   #issue(service: string): Promise<CachedLeaf> {
@@ -87,9 +90,9 @@ export class Leaves {
       // Store first, then bump: waiters re-check their condition during the bump.
       const index = this.#store.index + 1;
       const old = this.#cache.get(service);
-      if (old?.timer) {
-        clearTimeout(old.timer);
-        this.#timers.delete(old.timer);
+      if (old?.renewal) {
+        old.renewal.clear();
+        this.#timers.delete(old.renewal);
       }
       const entry: CachedLeaf = {
         cert: { ...issued.cert, CreateIndex: index, ModifyIndex: index },
@@ -99,7 +102,7 @@ export class Leaves {
       // Renew at a uniformly random point between 60 % and 90 % of the lifetime.
       const lifetime = issued.validBefore.getTime() - issued.validAfter.getTime();
       const renewAt = issued.validAfter.getTime() + lifetime * (0.6 + Math.random() * 0.3);
-      entry.timer = this.#later(
+      entry.renewal = this.#later(
         Math.max(0, renewAt - Date.now()),
         () => void this.#issue(service),
       );
@@ -119,7 +122,7 @@ export class Leaves {
   /** Stops every renewal timer. */
   async close(): Promise<void> {
     this.#closed = true;
-    for (const t of this.#timers) clearTimeout(t);
+    for (const t of this.#timers) t.clear();
     this.#timers.clear();
     await Promise.allSettled([...this.#issuing.values()]);
   }

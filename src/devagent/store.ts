@@ -4,6 +4,7 @@
  * so a change wakes exactly the queries whose resource changed.
  * @module
  */
+import { timer } from "../net/timers.ts";
 
 /** Index bookkeeping and waiting for change. */
 export class Store {
@@ -52,7 +53,7 @@ export class Store {
     const check = () => {
       if (ready()) resolve();
     };
-    const timer = setTimeout(resolve, waitMs);
+    const expiry = timer(waitMs, resolve);
     const signals = [signal, this.#closed.signal].filter((s): s is AbortSignal => !!s);
     const onAbort = () => resolve();
     for (const s of signals) s.addEventListener("abort", onAbort, { once: true });
@@ -60,7 +61,7 @@ export class Store {
     try {
       if (!signals.some((s) => s.aborted)) await promise;
     } finally {
-      clearTimeout(timer);
+      expiry.clear();
       this.#waiters.delete(check);
       // The store's signal lives as long as the double: a listener left there per blocking
       // query would keep every finished query's closure alive.

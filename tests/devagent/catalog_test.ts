@@ -247,6 +247,15 @@ Deno.test("catalog: a sidecar takes the first free port from 21000, and a 500 wh
   assert.equal(c.get("api-sidecar-proxy")!.Port, 30000, "a port given is used");
 });
 
+Deno.test("catalog: a TTL longer than a timer can wait (1000h) does not run out at once", () => {
+  using time = fakeTime();
+  using c = catalog();
+  c.register({ Name: "web", Port: 8080, Check: { CheckID: "web-ttl", TTL: "1000h" } });
+  c.updateCheck("web-ttl", "passing", "ok");
+  time.tick(24 * 3600_000);
+  assert.equal(nth(c.checksOf("web"), 0, "web's check").Status, "passing", "a day into 1000 h");
+});
+
 Deno.test("catalog: a TTL check is critical until updated, and again when its TTL runs out", () => {
   using time = fakeTime();
   using c = catalog();
