@@ -160,9 +160,22 @@ export function createProxyMetrics(
   // Bytes of closed connections per listener; live ones are added at scrape time.
   const closedBytes = new Map<string, { labels: Labels; rx: number; tx: number }>();
 
+  // Connections open in worker threads (-workers), by listener: the main thread sees their
+  // events, not their sockets, so their count comes from accepted minus closed.
+  const workerOpen = new Map<string, { labels: Labels; open: number }>();
+  const countWorker = (e: { worker?: number; direction: string; listener: string }, n: number) => {
+    if (e.worker === undefined) return;
+    const key = `${e.direction}|${e.listener}`;
+    const w = workerOpen.get(key) ??
+      { labels: { direction: e.direction, listener: e.listener }, open: 0 };
+    w.open = Math.max(0, w.open + n);
+    workerOpen.set(key, w);
+  };
+
   const stop = proxy.events.subscribe((e) => {
     switch (e.type) {
       case "accepted": {
+        countWorker(e, 1);
         accepted.inc({ direction: e.direction, listener: e.listener });
         if (e.handshakeMs !== undefined && e.direction === "inbound") {
           handshake.observe({}, e.handshakeMs / 1000);
@@ -182,6 +195,7 @@ export function createProxyMetrics(
         refused.inc({ direction: e.direction, reason: e.refusal.reason });
         break;
       case "closed": {
+        countWorker(e, -1);
         const key = `${e.direction}|${e.listener}`;
         const b = closedBytes.get(key) ??
           { labels: { direction: e.direction, listener: e.listener }, rx: 0, tx: 0 };
@@ -245,6 +259,11 @@ export function createProxyMetrics(
     }
     for (const u of proxy.upstreams) {
       if (u.connections) addLive("outbound", u.name, u.connections, false);
+    }
+    for (const [key, w] of workerOpen) {
+      const b = live.get(key) ?? { labels: w.labels, rx: 0, tx: 0, open: 0 };
+      b.open += w.open; // their live bytes stay in the workers until they close
+      live.set(key, b);
     }
     return live;
   };

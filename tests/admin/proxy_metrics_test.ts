@@ -142,3 +142,36 @@ Deno.test("proxy metrics: meshgate_ready follows readiness with the options give
   strict.close();
   plain.close();
 });
+
+Deno.test("proxy metrics: connections open in worker threads count in meshgate_connections_active", async () => {
+  await using m = await mesh();
+  const metrics = createProxyMetrics(m.webProxy);
+  const active = () =>
+    parseExposition(metrics.registry.render()).value("meshgate_connections_active", {
+      direction: "outbound",
+      listener: "upstream:db",
+    });
+  // What a worker's connections look like on the main thread: events with the worker's number.
+  const base = { direction: "outbound" as const, listener: "upstream:db", remote: "127.0.0.1:1" };
+  const accepted = { ...base, type: "accepted" as const, peer: "db@127.0.0.1:2", worker: 1 };
+  m.webProxy.events.publish({ ...accepted, at: Date.now() });
+  m.webProxy.events.publish({ ...accepted, worker: 2, at: Date.now() });
+  assert.equal(active(), 2, "two connections open in two workers");
+  m.webProxy.events.publish({
+    ...base,
+    type: "closed",
+    peer: accepted.peer,
+    bytesIn: 5,
+    bytesOut: 7,
+    durationMs: 1,
+    worker: 1,
+    at: Date.now(),
+  });
+  assert.equal(active(), 1, "one closed");
+  const s = parseExposition(metrics.registry.render());
+  assert.equal(s.value("meshgate_received_bytes_total", { listener: "upstream:db" }), 5);
+  // The main thread's own connections are not counted from events (it reads their sockets).
+  m.webProxy.events.publish({ ...accepted, worker: undefined, at: Date.now() });
+  assert.equal(active(), 1);
+  metrics.close();
+});
