@@ -760,7 +760,7 @@ export class Proxy implements AsyncDisposable, AdminSubject {
           error: describeFailure(err),
           attempt: i + 1,
         });
-        if (i < 2) await new Promise((r) => setTimeout(r, 500));
+        if (i < 2) await sleep(500);
       }
     }
   }
