@@ -157,7 +157,7 @@ class ConnectionPool {
    * `idleMs` shortens the idle timeout for this socket (the server's keep-alive hint).
    */
   park(host: string, socket: tls.TLSSocket, idleMs = Infinity): void {
-    // setTimeout takes at most 2^31-1 ms (beyond, it fires at once).
+    // A timer waits at most 2^31-1 ms (~24.8 days); a longer idle timeout evicts then.
     const ms = Math.min(this.#idleTimeoutMs, idleMs, 2_147_483_647);
     if (this.#closed || !isOpen(socket) || ms <= 0) {
       socket.destroy();

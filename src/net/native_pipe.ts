@@ -10,6 +10,7 @@
  * @module
  */
 import type { Pipe, PipeStats } from "./pipe.ts";
+import { idleTimer, type Timer, timer } from "./timers.ts";
 
 /** Options of {@linkcode pipeConns}. */
 export interface ConnPipeOptions {
@@ -51,16 +52,16 @@ export function pipeConns(a: Deno.Conn, b: Deno.Conn, options: ConnPipeOptions =
   if (!(size >= 1)) throw new RangeError(`'bufferBytes' must be ≥ 1: current value is ${size}`);
   const idleMs = options.idleTimeoutMs ?? 0;
   let closed = false;
-  let lastMove = Date.now();
-  let idleTimer: ReturnType<typeof setTimeout> | undefined;
-  let lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  // A moved chunk only reads the clock (idleTimer's touch), instead of re-arming a timer.
+  const idle = idleTimer(idleMs, () => destroy(new Error(`idle for ${idleMs} ms`)));
+  let linger: Timer | undefined;
   let readsOpen = 2;
 
   const closeBoth = () => {
     if (closed) return;
     closed = true;
-    clearTimeout(idleTimer);
-    clearTimeout(lingerTimer);
+    idle.clear();
+    linger?.clear();
     for (const c of [a, b]) {
       try {
         c.close(); // also ends a read or write in flight on it
@@ -74,14 +75,6 @@ export function pipeConns(a: Deno.Conn, b: Deno.Conn, options: ConnPipeOptions =
     closeBoth();
   };
 
-  // The idle check reads a timestamp the loops set, instead of re-arming a timer per chunk.
-  const checkIdle = () => {
-    const quiet = Date.now() - lastMove;
-    if (quiet >= idleMs) destroy(new Error(`idle for ${idleMs} ms`));
-    else idleTimer = setTimeout(checkIdle, idleMs - quiet);
-  };
-  if (idleMs > 0) idleTimer = setTimeout(checkIdle, idleMs);
-
   const pump = async (from: Deno.Conn, to: Deno.Conn, key: "aToB" | "bToA") => {
     const buf = new Uint8Array(size);
     try {
@@ -89,7 +82,7 @@ export function pipeConns(a: Deno.Conn, b: Deno.Conn, options: ConnPipeOptions =
         const n = await from.read(buf);
         if (n === null) break;
         stats[key] += n;
-        lastMove = Date.now();
+        idle.touch();
         // A write may take part of the chunk: the rest goes before the next read.
         for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
       }
@@ -98,7 +91,7 @@ export function pipeConns(a: Deno.Conn, b: Deno.Conn, options: ConnPipeOptions =
       return;
     }
     if (--readsOpen === 0 && !closed) {
-      lingerTimer = setTimeout(() => destroy(), options.lingerMs ?? 30_000);
+      linger = timer(options.lingerMs ?? 30_000, () => destroy());
     }
     try {
       await to.closeWrite(); // half-close: the other direction goes on
