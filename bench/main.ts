@@ -606,18 +606,21 @@ function report(
       "",
       "Ratios of meshgate (higher is better; for latency, memory and CPU, base ÷ meshgate):",
       "",
-      "| figure | vs direct | vs haproxy | vs haproxy-full (no session resumption) | vs consul-builtin |",
-      "| --- | --- | --- | --- | --- |",
+      "| figure | vs direct | vs haproxy | vs haproxy-full (no session resumption) | vs stunnel | vs consul-builtin |",
+      "| --- | --- | --- | --- | --- | --- |",
     );
     const d = rows.get("direct")!;
     const hf = rows.get("haproxy-full");
+    const st = rows.get("stunnel");
     // label, figure, higher is better, compared with direct, compared with haproxy-full.
     const fig: [string, keyof Row, boolean, boolean, boolean][] = [
       ["1 stream MB/s", "mbps1", true, true, false],
       ["4 streams MB/s", "mbps4", true, true, false],
       ["keep-alive req/s", "ka", true, true, false],
+      ["keep-alive p50", "kaP50", false, true, false],
       ["keep-alive p99", "kaP99", false, true, false],
       ["new connections/s", "nc", true, true, true],
+      ["new connection p50", "ncP50", false, true, true],
       ["new connection p99", "ncP99", false, true, true],
       ["idle KiB per connection, client side", "idleClient", false, false, false],
       ["idle KiB per connection, server side", "idleServer", false, false, false],
@@ -630,7 +633,10 @@ function report(
     const line = (label: string, x: Row, key: keyof Row, up: boolean, vsD: boolean, vsF: boolean) =>
       `| ${label} | ${vsD ? ratio(x[key], d[key], up) : "–"} | ` +
       `${key === "agentNc" ? "–" : ratio(x[key], h?.[key], up)} | ` +
-      `${vsF ? ratio(x[key], hf?.[key], up) : "–"} | ${ratio(x[key], c?.[key], up)} |`;
+      `${vsF ? ratio(x[key], hf?.[key], up) : "–"} | ` +
+      `${key === "agentNc" ? "–" : ratio(x[key], st?.[key], up)} | ${
+        ratio(x[key], c?.[key], up)
+      } |`;
     for (const [label, key, up, vsD, vsF] of fig) lines.push(line(label, m, key, up, vsD, vsF));
     const f = rows.get("meshgate-fresh");
     if (f) {
@@ -652,6 +658,40 @@ function report(
         `| ${vs("mbps1", true)} | ${vs("mbps4", true)} | ${vs("ka", true)} | ${vs("nc", true)} | ` +
           `${vs("cpuMb", false)} | ${vs("cpuKa", false)} | ${vs("cpuNc", false)} |`,
       );
+    }
+    // The targets of issue #18: met or missed, by how much (README explains each miss).
+    const targets: [string, keyof Row, boolean, Row | undefined, string, number][] = [
+      ["1 stream MB/s", "mbps1", true, c, "consul-builtin", 1],
+      ["4 streams MB/s", "mbps4", true, c, "consul-builtin", 1],
+      ["keep-alive req/s", "ka", true, c, "consul-builtin", 1],
+      ["keep-alive p50", "kaP50", false, c, "consul-builtin", 1],
+      ["keep-alive p99", "kaP99", false, c, "consul-builtin", 1],
+      ["new connections/s", "nc", true, c, "consul-builtin", 1],
+      ["new connection p50", "ncP50", false, c, "consul-builtin", 1],
+      ["new connection p99", "ncP99", false, c, "consul-builtin", 1],
+      ["idle KiB per connection, per proxy", "idle", false, c, "consul-builtin", 1],
+      ["CPU per 100 MB", "cpuMb", false, c, "consul-builtin", 1],
+      ["CPU per keep-alive request", "cpuKa", false, c, "consul-builtin", 1],
+      ["CPU per new connection", "cpuNc", false, c, "consul-builtin", 1],
+      ["1 stream MB/s", "mbps1", true, h, "haproxy", 1],
+      ["4 streams MB/s", "mbps4", true, h, "haproxy", 1],
+      ["new connections/s", "nc", true, h, "haproxy", 1],
+      ["keep-alive req/s", "ka", true, h, "haproxy", 0.8],
+    ];
+    lines.push(
+      "",
+      "Targets (issue #18): meshgate ÷ the peer, against the target:",
+      "",
+      "| figure | peer | target | measured | |",
+      "| --- | --- | --- | --- | --- |",
+    );
+    for (const [label, key, up, base, peer, goal] of targets) {
+      const r = ratio(m[key], base?.[key], up);
+      const value = base && m[key] > 0 && base[key] > 0
+        ? (up ? m[key] / base[key] : base[key] / m[key])
+        : NaN;
+      const verdict = Number.isNaN(value) ? "–" : value >= goal ? "met" : "missed";
+      lines.push(`| ${label} | ${peer} | ≥ ${goal.toFixed(1)}× | ${r} | ${verdict} |`);
     }
     const a = results.get("meshgate")!.authz;
     if (a) {
