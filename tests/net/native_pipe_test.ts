@@ -215,6 +215,25 @@ Deno.test("native pipe: idle for idleTimeoutMs closes both sides; traffic keeps 
   assert.equal(await h.client.read(buf), null, "the client sees the end");
 });
 
+Deno.test("native pipe: an idleTimeoutMs beyond a timer's range never cuts and spins no timer", async () => {
+  const realSetTimeout = globalThis.setTimeout;
+  let set = 0;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    set++;
+    return realSetTimeout(...args);
+  }) as typeof setTimeout;
+  try {
+    await using h = await hop({ idleTimeoutMs: 2 ** 32, serve: (s) => s.pipe(s) });
+    set = 0;
+    await new Promise((r) => realSetTimeout(r, 100));
+    assert.equal(set, 0, "timers set while the pipe sat idle (setTimeout overflows to 1 ms)");
+    await writeAll(h.client, new Uint8Array([1]));
+    assert.equal(await h.client.read(new Uint8Array(8)), 1, "still open");
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+});
+
 Deno.test("native pipe: destroy() closes both sides and settles with its reason", async () => {
   await using h = await hop({ serve: (s) => s.pipe(s) });
   await writeAll(h.client, new Uint8Array([1, 2, 3]));
