@@ -204,6 +204,8 @@ export function createAdminApp(options: AdminAppOptions): AdminApp {
             });
           }
           if (closed) break;
+          // An event that arrived while the tick was written goes out now, not a tick later.
+          if (queue.length) continue;
           // Sleep until the next event, the next tick, or the client leaving.
           const woken = new AbortController();
           wake = () => woken.abort();
