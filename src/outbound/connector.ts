@@ -12,6 +12,7 @@ import { type Logger, silentLogger } from "../net/log.ts";
 import type { TlsMaterial } from "../trust/material.ts";
 import { parseSpiffeId } from "../trust/spiffe.ts";
 import { type DialFailure, dialMesh, type MeshConnection, type MeshEndpoint } from "./dialer.ts";
+import { dialMeshNative } from "./native_tls.ts";
 import { endpointsOf, UpstreamResolver } from "./resolver.ts";
 
 /** Which upstream to reach. */
@@ -103,6 +104,26 @@ export type PickResult =
 /** The outcome of {@linkcode UpstreamConnector.dial}: one endpoint dialled and verified, or not. */
 export type EndpointDialResult =
   | { ok: true; connection: UpstreamConnection }
+  | { ok: false; failure: DialFailure };
+
+/** A verified native mesh connection to one endpoint of an upstream. */
+export interface NativeUpstreamConnection {
+  /** The connection; nothing has been read from it or written to it yet. */
+  conn: Deno.TlsConn;
+  /** The endpoint reached. */
+  endpoint: MeshEndpoint;
+  /** Milliseconds from the first dial of this endpoint to verified. */
+  connectMs: number;
+  /** Call once `conn` is closed: the endpoint's open count goes down (once, however often). */
+  done: () => void;
+}
+
+/**
+ * The outcome of {@linkcode UpstreamConnector.dialNative}: a native connection, a `node:tls`
+ * one (where the native leg fell back), or why there is none.
+ */
+export type NativeEndpointDialResult =
+  | { ok: true; connection: NativeUpstreamConnection | UpstreamConnection }
   | { ok: false; failure: DialFailure };
 
 /** The outcome of {@linkcode UpstreamConnector.connect}. */
@@ -457,12 +478,7 @@ export class UpstreamConnector {
     const dialed = await dialMesh(this.#o.material, endpoint, timeoutMs, signal);
     const h = this.#healthOf(endpoint.id);
     if (dialed.ok) {
-      h.consecutiveFailures = 0;
-      h.ejections = 0;
-      h.ejectedUntil = undefined;
-      h.lastError = undefined;
-      h.lastErrorAt = undefined;
-      h.active++;
+      this.#succeeded(h);
       dialed.connection.socket.once("close", () => h.active--);
       return {
         ok: true,
@@ -472,6 +488,51 @@ export class UpstreamConnector {
     if (signal?.aborted) return dialed;
     this.#failed(endpoint, h, `${dialed.failure.reason}: ${dialed.failure.detail}`, started);
     return dialed;
+  }
+
+  /**
+   * {@linkcode UpstreamConnector.dial} on the native leg ({@linkcode dialMeshNative}): the same
+   * verification, health and events. Where the native leg cannot decide (no peer-certificate
+   * accessor, a chain that needs the presented intermediates) the endpoint is dialled with
+   * `node:tls` within what is left of its timeout, and that connection is the result.
+   */
+  async dialNative(candidate: Candidate, signal?: AbortSignal): Promise<NativeEndpointDialResult> {
+    const { endpoint, timeoutMs } = candidate;
+    const started = Date.now();
+    const native = await dialMeshNative(this.#o.material, endpoint, { timeoutMs, signal });
+    if (native.ok || native.fallback === undefined) {
+      const h = this.#healthOf(endpoint.id);
+      if (native.ok) {
+        this.#succeeded(h);
+        const conn = native.connection.conn;
+        const connectMs = Date.now() - started;
+        return {
+          ok: true,
+          connection: { conn, endpoint, connectMs, done: once(() => h.active--) },
+        };
+      }
+      if (signal?.aborted) return native;
+      this.#failed(endpoint, h, `${native.failure.reason}: ${native.failure.detail}`, started);
+      return native;
+    }
+    this.#log.log("debug", "native dial falls back to node:tls", {
+      endpoint: endpoint.id,
+      why: native.fallback,
+    });
+    const left = Math.max(1, timeoutMs - (Date.now() - started));
+    const dialed = await this.dial({ endpoint, timeoutMs: left }, signal);
+    if (!dialed.ok) return dialed;
+    return { ok: true, connection: { ...dialed.connection, connectMs: Date.now() - started } };
+  }
+
+  /** Counts a verified dial: its failures are forgotten, and it is open. */
+  #succeeded(h: EndpointHealth): void {
+    h.consecutiveFailures = 0;
+    h.ejections = 0;
+    h.ejectedUntil = undefined;
+    h.lastError = undefined;
+    h.lastErrorAt = undefined;
+    h.active++;
   }
 
   /** Counts a failed dial: ejection after `ejectAfterFailures` in a row, a log, an event. */
@@ -525,6 +586,15 @@ export class UpstreamConnector {
   async close(): Promise<void> {
     await this.resolver?.close();
   }
+}
+
+/** `fn`, run at most once. */
+function once(fn: () => void): () => void {
+  let ran = false;
+  return () => {
+    if (!ran) fn();
+    ran = true;
+  };
 }
 
 function refused(

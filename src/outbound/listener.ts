@@ -9,9 +9,15 @@ import type { AgentClient } from "../agent/client.ts";
 import type { ConnectionEvent } from "../events/connection.ts";
 import { type Logger, silentLogger } from "../net/log.ts";
 import { formatAddress, type SocketAddress } from "../net/sockets.ts";
-import { deadline } from "../net/timers.ts";
+import { deadline, sleep } from "../net/timers.ts";
 import type { TlsMaterial } from "../trust/material.ts";
-import { type OutboundConnection, type OutboundContext, serveOutbound } from "./connection.ts";
+import {
+  type OutboundConnection,
+  type OutboundContext,
+  type OutboundResult,
+  serveOutbound,
+  serveOutboundNative,
+} from "./connection.ts";
 import { type EndpointHealth, type LoadBalancingPolicy, UpstreamConnector } from "./connector.ts";
 import type { UpstreamResolver } from "./resolver.ts";
 
@@ -35,6 +41,9 @@ export interface UpstreamConfig {
   policy?: LoadBalancingPolicy;
 }
 
+/** Which TLS stack upstream connections use (`-outbound-tls`). */
+export type OutboundTls = "node" | "native";
+
 /** Options of {@linkcode startUpstream}. */
 export interface UpstreamOptions {
   /** The agent, for chain, health and prepared-query reads. */
@@ -54,6 +63,13 @@ export interface UpstreamOptions {
    * share the port; a unix socket cannot be shared. @default {false}
    */
   reusePort?: boolean;
+  /**
+   * How a TCP listener's connections reach the mesh: `node` (`node:net` in, `node:tls` out) or
+   * `native` (`Deno.listen` in, `Deno.connectTls` out, see `native_tls.ts`: less CPU per byte
+   * and per dial, but Nagle stays on for the TLS side). A unix-socket listener is always
+   * `node`. @default {"node"}
+   */
+  outboundTls?: OutboundTls;
   /** Log sink. */
   log?: Logger;
   /** Connection events (metrics, admin). */
@@ -142,46 +158,40 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
   };
   // Every handler until its connection is closed and reported.
   const live = new Set<Promise<void>>();
-  const serve = (client: net.Socket) => {
-    const handler = serveOutbound(client, ctx)
+  const track = (served: Promise<OutboundResult>, drop: () => void) => {
+    const handler = served
       .then((served) => served.ok ? served.closed : undefined)
       .catch((err) => {
-        client.destroy();
+        drop();
         log.log("error", "upstream connection failed unexpectedly", { error: String(err) });
       })
       .finally(() => live.delete(handler));
     live.add(handler);
   };
+  const serve = (client: net.Socket) => track(serveOutbound(client, ctx), () => client.destroy());
 
-  const server = net.createServer(
-    // noDelay: a proxy must not hold small writes back (Nagle) waiting for an ACK.
-    { allowHalfOpen: true, pauseOnConnect: true, noDelay: true },
-    serve,
-  );
-  if ("path" in up.bind) await Deno.remove(up.bind.path).catch(() => {});
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    const done = () => {
-      server.off("error", reject);
-      resolve();
-    };
-    if ("path" in up.bind) server.listen(up.bind.path, done);
-    else {
-      server.listen(
-        { port: up.bind.port, host: up.bind.hostname, reusePort: o.reusePort ?? false },
-        done,
-      );
-    }
-  });
+  const native = o.outboundTls === "native" && !("path" in up.bind)
+    ? listenNative(up.bind, o.reusePort ?? false, log, (client) => {
+      client.setNoDelay(true); // a proxy must not hold small writes back (Nagle)
+      track(serveOutboundNative(client, ctx), () => closeQuietly(client));
+    })
+    : undefined;
+  const server = native ? undefined : await listenNode(up, o.reusePort ?? false, serve);
   if ("path" in up.bind && up.socketMode !== undefined) {
     await Deno.chmod(up.bind.path, up.socketMode);
   }
-  server.on("error", (err) => log.log("error", "upstream listener error", { error: err.message }));
-  const a = server.address();
+  server?.on("error", (err) => log.log("error", "upstream listener error", { error: err.message }));
+  const a = native ? native.listener.addr : server!.address();
   const address: SocketAddress = typeof a === "string" || a === null
     ? { path: "path" in up.bind ? up.bind.path : String(a) }
+    : "transport" in a
+    ? { hostname: (a as Deno.NetAddr).hostname, port: (a as Deno.NetAddr).port }
     : { hostname: a.address, port: a.port };
-  log.log("info", "upstream listener started", { bind: formatAddress(address), type: up.type });
+  log.log("info", "upstream listener started", {
+    bind: formatAddress(address),
+    type: up.type,
+    ...(native ? { outboundTls: "native" } : {}),
+  });
 
   let closing: Promise<void> | undefined;
   const close = (drainMs = 0): Promise<void> => {
@@ -189,7 +199,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
     const drain = deadline(drainMs, stop.signal);
     drain.signal.addEventListener("abort", () => stop.abort(), { once: true });
     closing ??= (async () => {
-      const closed = new Promise<void>((r) => server.close(() => r()));
+      const closed = native ? native.close() : new Promise<void>((r) => server!.close(() => r()));
       const cut = new Promise<void>((r) => stop.signal.addEventListener("abort", () => r()));
       while (live.size && !stop.signal.aborted) await Promise.race([Promise.allSettled(live), cut]);
       stop.abort(); // clears the deadlines too
@@ -215,4 +225,73 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
     close,
     [Symbol.asyncDispose]: () => close(),
   };
+}
+
+/** The `node:net` server of a listener (TCP or a unix socket), listening. */
+async function listenNode(
+  up: UpstreamConfig,
+  reusePort: boolean,
+  serve: (client: net.Socket) => void,
+): Promise<net.Server> {
+  const server = net.createServer(
+    // noDelay: a proxy must not hold small writes back (Nagle) waiting for an ACK.
+    { allowHalfOpen: true, pauseOnConnect: true, noDelay: true },
+    serve,
+  );
+  if ("path" in up.bind) await Deno.remove(up.bind.path).catch(() => {});
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    const done = () => {
+      server.off("error", reject);
+      resolve();
+    };
+    if ("path" in up.bind) server.listen(up.bind.path, done);
+    else server.listen({ port: up.bind.port, host: up.bind.hostname, reusePort }, done);
+  });
+  return server;
+}
+
+/**
+ * A `Deno.listen` TCP listener and its accept loop (`-outbound-tls native`); `close()` stops
+ * accepting and resolves once the loop has ended.
+ */
+function listenNative(
+  bind: { hostname: string; port: number },
+  reusePort: boolean,
+  log: Logger,
+  serve: (client: Deno.TcpConn) => void,
+): { listener: Deno.TcpListener; close(): Promise<void> } {
+  const listener = Deno.listen({ hostname: bind.hostname, port: bind.port, reusePort });
+  const loop = (async () => {
+    for (;;) {
+      let client: Deno.TcpConn;
+      try {
+        client = await listener.accept();
+      } catch (err) {
+        if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
+          return; // closed
+        }
+        // Out of file descriptors and the like: say so, and keep accepting after a pause.
+        log.log("error", "upstream listener error", { error: (err as Error).message });
+        await sleep(100);
+        continue;
+      }
+      serve(client);
+    }
+  })();
+  return {
+    listener,
+    async close() {
+      closeQuietly(listener);
+      await loop;
+    },
+  };
+}
+
+function closeQuietly(closer: { close(): void }): void {
+  try {
+    closer.close();
+  } catch {
+    // already closed
+  }
 }

@@ -1,6 +1,8 @@
 // serveOutbound(): one client of an upstream, pick → dial → verify → pipe, with real mTLS on
 // loopback and certificates from the double's CA. Every check gets a server that tries to get
-// past it, and retries are proven to stop at the first byte.
+// past it, and retries are proven to stop at the first byte. Every test runs on both legs:
+// `node` (serveOutbound: node:net in, node:tls out) and `native` (serveOutboundNative:
+// Deno.listen in, Deno.connectTls out).
 import assert from "node:assert/strict";
 import net from "node:net";
 import { ConnectCA } from "../../src/devagent/ca.ts";
@@ -13,6 +15,7 @@ import {
   type OutboundContext,
   type OutboundResult,
   serveOutbound,
+  serveOutboundNative,
 } from "../../src/outbound/connection.ts";
 import { eventually } from "../_helpers.ts";
 import {
@@ -23,8 +26,12 @@ import {
   upstreamWorld,
 } from "./_upstream.ts";
 
-/** A node:net server whose clients serveOutbound() serves through `connector`. */
+/**
+ * A server whose clients serveOutbound() (`node`: a node:net server) or serveOutboundNative()
+ * (`native`: Deno.listen) serves through `connector`.
+ */
 async function serving(
+  leg: Leg,
   connector: UpstreamConnector,
   events: ConnectionEvent[],
   options: Partial<OutboundContext> = {},
@@ -40,13 +47,29 @@ async function serving(
     ...options,
   };
   const results: Promise<OutboundResult>[] = [];
-  const server = net.createServer(
-    { allowHalfOpen: true, pauseOnConnect: true },
-    (client) => results.push(serveOutbound(client, ctx)),
-  );
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  let port: number;
+  let closeServer: () => Promise<void>;
+  if (leg === "native") {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const accepting = (async () => {
+      for await (const client of listener) results.push(serveOutboundNative(client, ctx));
+    })().catch(() => {});
+    port = listener.addr.port;
+    closeServer = async () => {
+      listener.close();
+      await accepting;
+    };
+  } else {
+    const server = net.createServer(
+      { allowHalfOpen: true, pauseOnConnect: true },
+      (client) => results.push(serveOutbound(client, ctx)),
+    );
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    port = (server.address() as net.AddressInfo).port;
+    closeServer = () => new Promise<void>((r) => server.close(() => r()));
+  }
   return {
-    port: (server.address() as net.AddressInfo).port,
+    port,
     ctx,
     logs,
     stop,
@@ -61,9 +84,20 @@ async function serving(
         const served = await r;
         if (served.ok) await served.closed;
       }
-      await new Promise<void>((r) => server.close(() => r()));
+      await closeServer();
     },
   };
+}
+
+/** Which outbound leg a test runs on. */
+type Leg = "node" | "native";
+
+/** Registers `fn` as a test on each leg. */
+function onBothLegs(name: string, fn: (leg: Leg) => Promise<void>): void {
+  for (const leg of ["node", "native"] as const) {
+    Deno.test(`${leg === "node" ? "serveOutbound" : "serveOutboundNative"}: ${name}`, () =>
+      fn(leg));
+  }
 }
 
 /**
@@ -103,6 +137,7 @@ const talksFirst: Behaviour = (s) => {
 
 /** One db instance presenting `who`'s certificate; a client that says "secret" is refused. */
 async function refusedBy(
+  leg: Leg,
   w: UpstreamWorld,
   who: { cert: string; key: string },
   reason: string,
@@ -110,7 +145,7 @@ async function refusedBy(
   await using server = await meshServer(who, talksFirst);
   await w.registerDb("db-1", server.port);
   const { connector, events } = await w.connector(1);
-  await using up = await serving(connector, events);
+  await using up = await serving(leg, connector, events);
   const c = client(up.port, "secret", { end: true });
   const served = await up.result();
   assert.ok(!served.ok && served.refusal, "refused");
@@ -124,126 +159,141 @@ async function refusedBy(
   return { server: { handshakes: server.handshakes() }, refusal: served.refusal };
 }
 
-Deno.test("serveOutbound: a client reaches db; its early bytes arrive once; accepted and closed are reported", async () => {
-  await using w = await upstreamWorld();
-  await using db = await meshServer(await identityOf(w.dev.ca, "db"));
-  await w.registerDb("db-1", db.port);
-  const { connector, events } = await w.connector(1);
-  await using up = await serving(connector, events);
-  const c = client(up.port, "hello");
-  const served = await up.result();
-  assert.ok(served.ok, "open");
-  assert.equal(served.connection.peer, `db@127.0.0.1:${db.port}`);
-  assert.equal(served.connection.target, "db.default.default.dc1");
-  assert.ok(up.ctx.connections.has(served.connection));
-  c.socket.end();
-  assert.equal(await c.read, "hello");
-  await served.closed;
-  assert.equal(up.ctx.connections.size, 0);
-  assert.equal(db.received(), "hello");
-  const [accepted, closed] = events;
-  assert.equal(accepted?.type, "accepted");
-  assert.equal(closed?.type, "closed");
-  if (closed?.type === "closed") {
-    assert.equal(closed.listener, "upstream:db");
-    assert.equal(closed.bytesOut, 5);
-    assert.equal(closed.bytesIn, 5);
-  }
-});
+onBothLegs(
+  "a client reaches db; its early bytes arrive once; accepted and closed are reported",
+  async (leg) => {
+    await using w = await upstreamWorld();
+    await using db = await meshServer(await identityOf(w.dev.ca, "db"));
+    await w.registerDb("db-1", db.port);
+    const { connector, events } = await w.connector(1);
+    await using up = await serving(leg, connector, events);
+    const c = client(up.port, "hello");
+    const served = await up.result();
+    assert.ok(served.ok, "open");
+    assert.equal(served.connection.peer, `db@127.0.0.1:${db.port}`);
+    assert.equal(served.connection.target, "db.default.default.dc1");
+    assert.ok(up.ctx.connections.has(served.connection));
+    c.socket.end();
+    assert.equal(await c.read, "hello");
+    await served.closed;
+    assert.equal(up.ctx.connections.size, 0);
+    assert.equal(db.received(), "hello");
+    const [accepted, closed] = events;
+    assert.equal(accepted?.type, "accepted");
+    assert.equal(closed?.type, "closed");
+    if (closed?.type === "closed") {
+      assert.equal(closed.listener, "upstream:db");
+      assert.equal(closed.bytesOut, 5);
+      assert.equal(closed.bytesIn, 5);
+    }
+  },
+);
 
-Deno.test("serveOutbound: another service's certificate from our CA is refused (bad_identity)", async () => {
+onBothLegs("another service's certificate from our CA is refused (bad_identity)", async (leg) => {
   await using w = await upstreamWorld();
-  const { refusal } = await refusedBy(w, await identityOf(w.dev.ca, "api"), "bad_identity");
+  const { refusal } = await refusedBy(leg, w, await identityOf(w.dev.ca, "api"), "bad_identity");
   assert.match(refusal.detail, /got spiffe:\/\/.*\/svc\/api, want service db/);
 });
 
-Deno.test("serveOutbound: db in another datacenter or namespace is refused (bad_identity)", async () => {
+onBothLegs("db in another datacenter or namespace is refused (bad_identity)", async (leg) => {
   for (const [dc, ns] of [["dc2", "default"], ["dc1", "other"]]) {
     await using w = await upstreamWorld();
     const uri = `spiffe://${w.dev.ca.trustDomain}/ns/${ns}/dc/${dc}/svc/db`;
     const { certPem, keyPem } = await w.dev.ca.signIdentity(uri);
-    const { refusal } = await refusedBy(w, { cert: certPem, key: keyPem }, "bad_identity");
+    const { refusal } = await refusedBy(leg, w, { cert: certPem, key: keyPem }, "bad_identity");
     assert.match(refusal.detail, new RegExp(`got ${uri}, want service db in dc1`));
   }
 });
 
-Deno.test("serveOutbound: db's SPIFFE ID signed by a forger of our trust domain is refused (bad_chain)", async () => {
-  await using w = await upstreamWorld();
-  const forger = await ConnectCA.create({ clusterId: w.dev.ca.clusterId });
-  assert.equal(forger.trustDomain, w.dev.ca.trustDomain);
-  const { server } = await refusedBy(w, await identityOf(forger, "db"), "bad_chain");
-  assert.equal(server.handshakes, 0, "the TLS layer refused it in the handshake");
-});
+onBothLegs(
+  "db's SPIFFE ID signed by a forger of our trust domain is refused (bad_chain)",
+  async (leg) => {
+    await using w = await upstreamWorld();
+    const forger = await ConnectCA.create({ clusterId: w.dev.ca.clusterId });
+    assert.equal(forger.trustDomain, w.dev.ca.trustDomain);
+    const { server } = await refusedBy(leg, w, await identityOf(forger, "db"), "bad_chain");
+    assert.equal(server.handshakes, 0, "the TLS layer refused it in the handshake");
+  },
+);
 
-Deno.test("serveOutbound: a failed endpoint is retried on the next while no byte has moved; a refused server's bytes never reach the client", async () => {
-  await using w = await upstreamWorld();
-  // The impostor (weight 9) is picked first; it talks at once, hoping to be relayed.
-  await using impostor = await meshServer(await identityOf(w.dev.ca, "api"), talksFirst);
-  await using db = await meshServer(await identityOf(w.dev.ca, "db"));
-  await w.registerDb("db-1", impostor.port, 9);
-  await w.registerDb("db-2", db.port, 1);
-  const { connector, events } = await w.connector(2);
-  await using up = await serving(connector, events);
-  const c = client(up.port, "hello", { end: true });
-  const served = await up.result();
-  assert.ok(served.ok, "open");
-  assert.equal(served.connection.peer, `db@127.0.0.1:${db.port}`);
-  assert.equal(await c.read, "hello", "db's echo, nothing of the impostor");
-  await served.closed;
-  assert.equal(impostor.accepted(), 1, "the impostor was dialled first");
-  assert.equal(impostor.received(), "", "and got nothing of the client");
-  assert.equal(db.received(), "hello", "the client's early bytes reached db once");
-  assert.deepEqual(dialFailures(events).map((e) => e.endpoint), ["devagent/db-1-sidecar-proxy"]);
-  assert.match(dialFailures(events)[0]!.error, /^bad_identity: /);
-});
+onBothLegs(
+  "a failed endpoint is retried on the next while no byte has moved; a refused server's bytes never reach the client",
+  async (leg) => {
+    await using w = await upstreamWorld();
+    // The impostor (weight 9) is picked first; it talks at once, hoping to be relayed.
+    await using impostor = await meshServer(await identityOf(w.dev.ca, "api"), talksFirst);
+    await using db = await meshServer(await identityOf(w.dev.ca, "db"));
+    await w.registerDb("db-1", impostor.port, 9);
+    await w.registerDb("db-2", db.port, 1);
+    const { connector, events } = await w.connector(2);
+    await using up = await serving(leg, connector, events);
+    const c = client(up.port, "hello", { end: true });
+    const served = await up.result();
+    assert.ok(served.ok, "open");
+    assert.equal(served.connection.peer, `db@127.0.0.1:${db.port}`);
+    assert.equal(await c.read, "hello", "db's echo, nothing of the impostor");
+    await served.closed;
+    assert.equal(impostor.accepted(), 1, "the impostor was dialled first");
+    assert.equal(impostor.received(), "", "and got nothing of the client");
+    assert.equal(db.received(), "hello", "the client's early bytes reached db once");
+    assert.deepEqual(dialFailures(events).map((e) => e.endpoint), ["devagent/db-1-sidecar-proxy"]);
+    assert.match(dialFailures(events)[0]!.error, /^bad_identity: /);
+  },
+);
 
-Deno.test("serveOutbound: once a byte reached the client the connection is never retried, even when it then fails", async () => {
-  await using w = await upstreamWorld();
-  // The first endpoint (weight 9) passes every check, says "first", and dies at the answer.
-  const failing: Behaviour = (s) => {
-    s.write("first");
-    s.once("data", () => s.destroy());
-  };
-  await using flaky = await meshServer(await identityOf(w.dev.ca, "db"), failing);
-  await using db = await meshServer(await identityOf(w.dev.ca, "db"));
-  await w.registerDb("db-1", flaky.port, 9);
-  await w.registerDb("db-2", db.port, 1);
-  const { connector, events } = await w.connector(2);
-  await using up = await serving(connector, events);
-  const c = client(up.port, "", {
-    onData: (socket, data) => {
-      if (data === "first") socket.write("ack");
-    },
-  });
-  const served = await up.result();
-  assert.ok(served.ok, "open");
-  assert.equal(await c.read, "first", "the client saw the first byte, then the close");
-  await served.closed;
-  assert.equal(flaky.received(), "ack");
-  assert.equal(db.accepted(), 0, "the healthy endpoint was never dialled");
-  assert.deepEqual(dialFailures(events), [], "no dial failed");
-  assert.deepEqual(events.map((e) => e.type), ["accepted", "closed"]);
-});
+onBothLegs(
+  "once a byte reached the client the connection is never retried, even when it then fails",
+  async (leg) => {
+    await using w = await upstreamWorld();
+    // The first endpoint (weight 9) passes every check, says "first", and dies at the answer.
+    const failing: Behaviour = (s) => {
+      s.write("first");
+      s.once("data", () => s.destroy());
+    };
+    await using flaky = await meshServer(await identityOf(w.dev.ca, "db"), failing);
+    await using db = await meshServer(await identityOf(w.dev.ca, "db"));
+    await w.registerDb("db-1", flaky.port, 9);
+    await w.registerDb("db-2", db.port, 1);
+    const { connector, events } = await w.connector(2);
+    await using up = await serving(leg, connector, events);
+    const c = client(up.port, "", {
+      onData: (socket, data) => {
+        if (data === "first") socket.write("ack");
+      },
+    });
+    const served = await up.result();
+    assert.ok(served.ok, "open");
+    assert.equal(await c.read, "first", "the client saw the first byte, then the close");
+    await served.closed;
+    assert.equal(flaky.received(), "ack");
+    assert.equal(db.accepted(), 0, "the healthy endpoint was never dialled");
+    assert.deepEqual(dialFailures(events), [], "no dial failed");
+    assert.deepEqual(events.map((e) => e.type), ["accepted", "closed"]);
+  },
+);
 
-Deno.test("serveOutbound: past maxConnections a client is refused (limit) and nothing is dialled", async () => {
-  await using w = await upstreamWorld();
-  await using db = await meshServer(await identityOf(w.dev.ca, "db"));
-  await w.registerDb("db-1", db.port);
-  const { connector, events } = await w.connector(1);
-  await using up = await serving(connector, events, { maxConnections: 1 });
-  const first = client(up.port, "one");
-  assert.ok((await up.result(0)).ok);
-  const second = client(up.port, "two");
-  const refused = await up.result(1);
-  assert.ok(!refused.ok && refused.refusal?.reason === "limit", "refused for the limit");
-  assert.equal(refused.refusal.detail, "1 connections open");
-  assert.equal(await second.read, "");
-  assert.equal(db.accepted(), 1, "only the first client was dialled");
-  first.socket.end();
-  assert.equal(await first.read, "one");
-});
+onBothLegs(
+  "past maxConnections a client is refused (limit) and nothing is dialled",
+  async (leg) => {
+    await using w = await upstreamWorld();
+    await using db = await meshServer(await identityOf(w.dev.ca, "db"));
+    await w.registerDb("db-1", db.port);
+    const { connector, events } = await w.connector(1);
+    await using up = await serving(leg, connector, events, { maxConnections: 1 });
+    const first = client(up.port, "one");
+    assert.ok((await up.result(0)).ok);
+    const second = client(up.port, "two");
+    const refused = await up.result(1);
+    assert.ok(!refused.ok && refused.refusal?.reason === "limit", "refused for the limit");
+    assert.equal(refused.refusal.detail, "1 connections open");
+    assert.equal(await second.read, "");
+    assert.equal(db.accepted(), 1, "only the first client was dialled");
+    first.socket.end();
+    assert.equal(await first.read, "one");
+  },
+);
 
-Deno.test("serveOutbound: with our leaf expired nothing is dialled (leaf_expired)", async () => {
+onBothLegs("with our leaf expired nothing is dialled (leaf_expired)", async (leg) => {
   await using w = await upstreamWorld();
   await using db = await meshServer(await identityOf(w.dev.ca, "db"));
   await w.registerDb("db-1", db.port);
@@ -258,7 +308,7 @@ Deno.test("serveOutbound: with our leaf expired nothing is dialled (leaf_expired
   await material.setLeaf({ ...leaf.cert, CreateIndex: 1, ModifyIndex: 1 });
   await eventually(() => material.leafExpired, 5000, "the leaf to expire");
   const { connector, events } = await w.connector(1, { material });
-  await using up = await serving(connector, events);
+  await using up = await serving(leg, connector, events);
   const c = client(up.port, "hello", { end: true });
   const served = await up.result();
   assert.ok(!served.ok && served.refusal?.reason === "leaf_expired", "refused");
@@ -267,46 +317,52 @@ Deno.test("serveOutbound: with our leaf expired nothing is dialled (leaf_expired
   assert.equal(db.accepted(), 0, "no dial with an expired leaf");
 });
 
-Deno.test("serveOutbound: the listener stopping cuts a dial in progress; nothing is refused or counted", async () => {
-  await using w = await upstreamWorld();
-  // Accepts TCP and never answers the TLS handshake.
-  const silent = new Set<net.Socket>();
-  const mute = net.createServer((s) => silent.add(s.on("error", () => {})));
-  await new Promise<void>((r) => mute.listen(0, "127.0.0.1", r));
-  try {
-    await w.registerDb("db-1", (mute.address() as net.AddressInfo).port);
-    const { connector, events } = await w.connector(1, {
-      upstream: { type: "service", name: "db", connectTimeoutMs: 30_000 },
-    });
-    await using up = await serving(connector, events);
-    const c = client(up.port, "hello");
-    await eventually(() => silent.size === 1, 5000, "the dial to start");
-    up.stop.abort();
-    const served = await up.result();
-    assert.deepEqual(served, { ok: false, gone: true });
-    assert.equal(await c.read, "", "the client is closed");
-    assert.deepEqual(events, [], "no refusal, no dial failure");
-    const health = [...connector.endpointHealth.values()];
-    assert.deepEqual(health.map((h) => h.consecutiveFailures), [0]);
-  } finally {
-    for (const s of silent) s.destroy();
-    await new Promise<void>((r) => mute.close(() => r()));
-  }
-});
+onBothLegs(
+  "the listener stopping cuts a dial in progress; nothing is refused or counted",
+  async (leg) => {
+    await using w = await upstreamWorld();
+    // Accepts TCP and never answers the TLS handshake.
+    const silent = new Set<net.Socket>();
+    const mute = net.createServer((s) => silent.add(s.on("error", () => {})));
+    await new Promise<void>((r) => mute.listen(0, "127.0.0.1", r));
+    try {
+      await w.registerDb("db-1", (mute.address() as net.AddressInfo).port);
+      const { connector, events } = await w.connector(1, {
+        upstream: { type: "service", name: "db", connectTimeoutMs: 30_000 },
+      });
+      await using up = await serving(leg, connector, events);
+      const c = client(up.port, "hello");
+      await eventually(() => silent.size === 1, 5000, "the dial to start");
+      up.stop.abort();
+      const served = await up.result();
+      assert.deepEqual(served, { ok: false, gone: true });
+      assert.equal(await c.read, "", "the client is closed");
+      assert.deepEqual(events, [], "no refusal, no dial failure");
+      const health = [...connector.endpointHealth.values()];
+      assert.deepEqual(health.map((h) => h.consecutiveFailures), [0]);
+    } finally {
+      for (const s of silent) s.destroy();
+      await new Promise<void>((r) => mute.close(() => r()));
+    }
+  },
+);
 
-Deno.test("serveOutbound: the listener stopping cuts an open connection (closed: listener closing)", async () => {
-  await using w = await upstreamWorld();
-  await using db = await meshServer(await identityOf(w.dev.ca, "db"));
-  await w.registerDb("db-1", db.port);
-  const { connector, events } = await w.connector(1);
-  await using up = await serving(connector, events);
-  const c = client(up.port, "hello");
-  const served = await up.result();
-  assert.ok(served.ok);
-  await eventually(() => db.received() === "hello");
-  up.stop.abort();
-  await served.closed;
-  await c.read;
-  const closed = events.find((e) => e.type === "closed");
-  assert.equal(closed?.type === "closed" && closed.error, "listener closing");
-});
+onBothLegs(
+  "the listener stopping cuts an open connection (closed: listener closing)",
+  async (leg) => {
+    await using w = await upstreamWorld();
+    await using db = await meshServer(await identityOf(w.dev.ca, "db"));
+    await w.registerDb("db-1", db.port);
+    const { connector, events } = await w.connector(1);
+    await using up = await serving(leg, connector, events);
+    const c = client(up.port, "hello");
+    const served = await up.result();
+    assert.ok(served.ok);
+    await eventually(() => db.received() === "hello");
+    up.stop.abort();
+    await served.closed;
+    await c.read;
+    const closed = events.find((e) => e.type === "closed");
+    assert.equal(closed?.type === "closed" && closed.error, "listener closing");
+  },
+);
