@@ -403,3 +403,40 @@ Deno.test("cli flags: -workers takes a count from 1 or auto (one per CPU); anyth
   }
   assert.match(helpText(), /-workers <n\|auto>.*one per CPU \(default 1\)/);
 });
+
+Deno.test("cli flags: -outbound-tls is node (default) or native; anything else names the flag", () => {
+  const base = ["-sidecar-for", "web-1"];
+  assert.equal(parseFlags(base).limits.outboundTls, "node");
+  assert.equal(parseFlags([...base, "-outbound-tls", "native"]).limits.outboundTls, "native");
+  assert.equal(parseFlags([...base, "--outbound-tls=node"]).limits.outboundTls, "node");
+  for (const bad of ["", "Native", "deno", "tls"]) {
+    assert.throws(
+      () => parseFlags([...base, "-outbound-tls", bad]),
+      (e: Error) =>
+        e instanceof FlagError && e.message === `-outbound-tls: "${bad}" must be node or native`,
+      bad,
+    );
+  }
+  assert.match(helpText(), /-outbound-tls <node\|native>.*Nagle.*\(default node\)/);
+});
+
+Deno.test("cli: a bad -outbound-tls exits 2 naming the flag", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../../src/cli/main.ts", import.meta.url).pathname,
+      "-sidecar-for",
+      "web-1",
+      "-outbound-tls",
+      "openssl",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 2);
+  assert.match(
+    new TextDecoder().decode(out.stderr),
+    /meshgate: -outbound-tls: "openssl" must be node or native/,
+  );
+});

@@ -1,5 +1,6 @@
 // A two-sidecar mesh on the test double: web (upstream "db" on a local port) → db (echo app).
 import type { ConnectionEvent } from "../../src/events/connection.ts";
+import type { Logger } from "../../src/net/log.ts";
 import { type ProxyLimits, startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { echoServer } from "./_net.ts";
@@ -10,6 +11,10 @@ export interface MeshOptions {
   leafTtlMs?: number;
   /** Limits of db's sidecar. */
   dbLimits?: ProxyLimits;
+  /** Limits of web's sidecar (e.g. `outboundTls`). */
+  webLimits?: ProxyLimits;
+  /** Log sink of web's sidecar. */
+  webLog?: Logger;
 }
 
 /** Starts the double, db's echo app, and both sidecars; disposes of all of it. */
@@ -48,7 +53,13 @@ export async function mesh(opts: MeshOptions = {}) {
     limits: opts.dbLimits,
     onEvent: (e) => events.push(e),
   });
-  const webProxy = await startProxy({ agent, sidecarFor: "web-1", onEvent: (e) => events.push(e) });
+  const webProxy = await startProxy({
+    agent,
+    sidecarFor: "web-1",
+    limits: opts.webLimits,
+    log: opts.webLog,
+    onEvent: (e) => events.push(e),
+  });
   await Promise.all([dbProxy.ready, webProxy.ready]);
   // The db sidecar is a healthy endpoint once its TCP check passes.
   await eventually(async () =>
