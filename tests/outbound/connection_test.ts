@@ -19,6 +19,13 @@ import {
 } from "../../src/outbound/connection.ts";
 import { eventually } from "../_helpers.ts";
 import {
+  issue,
+  materialFor,
+  meshServer as nativeMeshServer,
+  rootList,
+  spiffe,
+} from "./_native_fixtures.ts";
+import {
   type Behaviour,
   identityOf,
   meshServer,
@@ -366,3 +373,41 @@ onBothLegs(
     assert.equal(closed?.type === "closed" && closed.error, "listener closing");
   },
 );
+
+Deno.test("serveOutboundNative: where the native leg cannot decide (an intermediate only the server presents) it dials node:tls and bridges it: early bytes, echo, half-close, counts", async () => {
+  await using w = await upstreamWorld();
+  const root = await issue({ ca: true });
+  const inter = await issue({ ca: true, issuer: root, name: "intermediate" });
+  const web = await issue({ issuer: root, uri: spiffe("web") });
+  const db = await issue({ issuer: inter, uri: spiffe("db") });
+  // The roots do not list the intermediate: only the presented chain proves db.
+  const material = await materialFor(rootList([{ pem: root.pem }]), {
+    certPem: web.pem,
+    keyPem: web.keyPem,
+  });
+  await using server = await nativeMeshServer(db.pem + inter.pem, db.keyPem, [root.pem], (s) => {
+    s.pipe(s);
+  });
+  await w.registerDb("db-1", server.port);
+  const logs: string[] = [];
+  const { connector, events } = await w.connector(1, {
+    material,
+    log: createLogger({ level: "debug", json: true, write: (l) => logs.push(l) }),
+  });
+  await using up = await serving("native", connector, events);
+  const c = client(up.port, "hello", { end: true });
+  const served = await up.result();
+  assert.ok(served.ok, JSON.stringify(served));
+  assert.equal(await c.read, "hello", "echoed, and the server's end reached the client");
+  await served.closed;
+  assert.ok(logs.some((l) => l.includes("falls back to node:tls")), logs.join("\n"));
+  assert.equal(server.seen.length, 2, "one native handshake, then the node:tls one");
+  assert.deepEqual(server.seen.map((s) => s.received), [0, 5], "the client's bytes went once");
+  assert.deepEqual(dialFailures(events), [], "the fallback is not a failed dial");
+  assert.deepEqual(events.map((e) => e.type), ["accepted", "closed"]);
+  const closed = events[1];
+  assert.ok(closed?.type === "closed");
+  assert.equal(closed.bytesOut, 5);
+  assert.equal(closed.bytesIn, 5);
+  await eventually(() => [...connector.endpointHealth.values()].every((h) => h.active === 0));
+});
