@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { AgentClient } from "../../src/agent/client.ts";
 import { OperatorClient } from "../../src/agent/operator.ts";
 import { connect } from "../../src/native/service.ts";
+import { createLogger } from "../../src/net/log.ts";
 import { startProxy } from "../../src/proxy/proxy.ts";
 import { eventually, freePort } from "../_helpers.ts";
 import { echoServer, outcome, tcpClient } from "../e2e/_net.ts";
@@ -110,190 +111,203 @@ async function eventuallyEcho(port: number, payload: string, ms = 30_000): Promi
 const binary = consulBinary();
 if (!binary) announceSkip("tests/integration/interop_test.ts");
 
-Deno.test({
-  name: "interop: Consul's built-in proxy ⇄ meshgate, both directions, allow, deny and CA rotation",
-  ignore: !binary,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn(t) {
-    await using consul = await startConsul();
-    const agent = new AgentClient({
-      address: consul.address,
-      watchDefaults: { minIntervalMs: 0, backoffBaseMs: 100, backoffMaxMs: 1000 },
-    });
-    const app = await echoServer();
-    // Intentions are written before anything asks authorize about these destinations (see the
-    // contract suite on the agent's intention-cache staleness).
-    for (const dst of ["db", "db2"]) {
-      await new OperatorClient(agent).putConfigEntry({
-        Kind: "service-intentions",
-        Name: dst,
-        Sources: [{ Name: "web", Action: "allow" }, { Name: "evil", Action: "deny" }],
+// Both outbound legs: meshgate's upstreams dial Consul's proxy with node:tls, then natively.
+for (const leg of ["node", "native"] as const) {
+  Deno.test({
+    name:
+      "interop: Consul's built-in proxy ⇄ meshgate, both directions, allow, deny and CA rotation" +
+      (leg === "native" ? " (meshgate's outbound: -outbound-tls native)" : ""),
+    ignore: !binary,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    async fn(t) {
+      await using consul = await startConsul();
+      const agent = new AgentClient({
+        address: consul.address,
+        watchDefaults: { minIntervalMs: 0, backoffBaseMs: 100, backoffMaxMs: 1000 },
       });
-    }
+      const app = await echoServer();
+      // Intentions are written before anything asks authorize about these destinations (see the
+      // contract suite on the agent's intention-cache staleness).
+      for (const dst of ["db", "db2"]) {
+        await new OperatorClient(agent).putConfigEntry({
+          Kind: "service-intentions",
+          Name: dst,
+          Sources: [{ Name: "web", Action: "allow" }, { Name: "evil", Action: "deny" }],
+        });
+      }
 
-    // (a) meshgate is db's sidecar; Consul's proxy is the client side for web and for evil.
-    const dbPublic = freePort();
-    await agent.register({
-      ID: "db-1",
-      Name: "db",
-      Port: app.port,
-      Connect: {
-        SidecarService: { Port: dbPublic, Check: { TTL: "10m", Status: "passing" } },
-      },
-    });
-    const meshgateDb = await startProxy({ agent, sidecarFor: "db-1" });
-    await meshgateDb.ready;
-    const webUp = freePort();
-    const evilUp = freePort();
-    const webClient = consulProxy(consul, ["-service", "web", "-upstream", `db:${webUp}`]);
-    const evilClient = consulProxy(consul, ["-service", "evil", "-upstream", `db:${evilUp}`]);
-
-    // (b) Consul's proxy is db2's inbound; meshgate is the client side for web and for evil.
-    const db2Public = freePort();
-    const db2Proxy = consulProxy(consul, [
-      "-service",
-      "db2",
-      "-listen",
-      `127.0.0.1:${db2Public}`,
-      "-service-addr",
-      `127.0.0.1:${app.port}`,
-      "-register",
-    ]);
-    const mgWebUp = freePort();
-    const mgEvilUp = freePort();
-    const meshgateWeb = await startProxy({
-      agent,
-      config: {
-        service: "web",
-        upstreams: [{
-          type: "service",
-          name: "db2",
-          bind: { hostname: "127.0.0.1", port: mgWebUp },
-        }],
-      },
-    });
-    const meshgateEvil = await startProxy({
-      agent,
-      config: {
-        service: "evil",
-        upstreams: [{
-          type: "service",
-          name: "db2",
-          bind: { hostname: "127.0.0.1", port: mgEvilUp },
-        }],
-      },
-    });
-    const tail = () =>
-      [webClient, evilClient, db2Proxy].map((p) => p.logs.join("").slice(-1500)).join("\n---\n");
-    const step = (name: string, fn: () => Promise<void>, ms = 90_000) =>
-      t.step(name, () => within(ms, name, fn, tail));
-    try {
-      await step(
-        "(a) consul proxy → meshgate inbound: allowed bytes flow, a large transfer intact",
-        async () => {
-          await eventuallyEcho(webUp, "hello from consul's proxy");
-          const big = new Uint8Array(8 * 1024 * 1024).map((_, i) => i % 251);
-          const echoed = await exchange(webUp, big);
-          assert.equal(echoed.length, big.length);
-          assert.ok(echoed.every((v, i) => v === big[i]));
+      // (a) meshgate is db's sidecar; Consul's proxy is the client side for web and for evil.
+      const dbPublic = freePort();
+      await agent.register({
+        ID: "db-1",
+        Name: "db",
+        Port: app.port,
+        Connect: {
+          SidecarService: { Port: dbPublic, Check: { TTL: "10m", Status: "passing" } },
         },
-      );
-      await step("(a) a denied client is refused by meshgate", async () => {
-        for (let i = 0; i < 3; i++) {
-          assert.equal(await outcome(await tcpClient(evilUp), "sneak"), "closed");
-        }
       });
-      await step("(b) meshgate outbound → consul proxy inbound: allowed bytes flow", async () => {
-        await eventually(
-          async () => (await agent.healthConnect("db2", { passing: true })).value.length === 1,
-          20_000,
+      const meshgateDb = await startProxy({ agent, sidecarFor: "db-1" });
+      await meshgateDb.ready;
+      const webUp = freePort();
+      const evilUp = freePort();
+      const webClient = consulProxy(consul, ["-service", "web", "-upstream", `db:${webUp}`]);
+      const evilClient = consulProxy(consul, ["-service", "evil", "-upstream", `db:${evilUp}`]);
+
+      // (b) Consul's proxy is db2's inbound; meshgate is the client side for web and for evil.
+      const db2Public = freePort();
+      const db2Proxy = consulProxy(consul, [
+        "-service",
+        "db2",
+        "-listen",
+        `127.0.0.1:${db2Public}`,
+        "-service-addr",
+        `127.0.0.1:${app.port}`,
+        "-register",
+      ]);
+      const mgWebUp = freePort();
+      const mgEvilUp = freePort();
+      const webLogs: string[] = [];
+      const meshgateWeb = await startProxy({
+        agent,
+        config: {
+          service: "web",
+          upstreams: [{
+            type: "service",
+            name: "db2",
+            bind: { hostname: "127.0.0.1", port: mgWebUp },
+          }],
+        },
+        limits: { outboundTls: leg },
+        log: createLogger({ level: "debug", json: true, write: (l) => webLogs.push(l) }),
+      });
+      const meshgateEvil = await startProxy({
+        agent,
+        config: {
+          service: "evil",
+          upstreams: [{
+            type: "service",
+            name: "db2",
+            bind: { hostname: "127.0.0.1", port: mgEvilUp },
+          }],
+        },
+        limits: { outboundTls: leg },
+      });
+      const tail = () =>
+        [webClient, evilClient, db2Proxy].map((p) => p.logs.join("").slice(-1500)).join("\n---\n");
+      const step = (name: string, fn: () => Promise<void>, ms = 90_000) =>
+        t.step(name, () => within(ms, name, fn, tail));
+      try {
+        await step(
+          "(a) consul proxy → meshgate inbound: allowed bytes flow, a large transfer intact",
+          async () => {
+            await eventuallyEcho(webUp, "hello from consul's proxy");
+            const big = new Uint8Array(8 * 1024 * 1024).map((_, i) => i % 251);
+            const echoed = await exchange(webUp, big);
+            assert.equal(echoed.length, big.length);
+            assert.ok(echoed.every((v, i) => v === big[i]));
+          },
         );
-        await eventuallyEcho(mgWebUp, "hello to consul's proxy");
-        const big = new Uint8Array(8 * 1024 * 1024).map((_, i) => i % 253);
-        const echoed = await exchange(mgWebUp, big);
-        assert.equal(echoed.length, big.length);
-      });
-      await step("(b) consul's proxy refuses meshgate's denied client", async () => {
-        await meshgateEvil.ready;
-        // Go's TLS 1.3 server rejects after the client's handshake has finished; Deno's
-        // node:tls client does not surface that close (a known gap, see README), so we check
-        // what matters: the denied client gets nothing back from the application. (Consul's
-        // proxy dials the application before authorizing, so a connection does reach it.)
-        const c = await tcpClient(mgEvilUp);
-        const reply = await Promise.race([
-          outcome(c, "sneak"),
-          new Promise<string>((r) => setTimeout(() => r("no reply"), 2000)),
-        ]);
-        c.destroy();
-        assert.ok(reply === "closed" || reply === "no reply", reply);
-      });
-      await step(
-        "CA rotation: open connections survive, new ones succeed with the new root",
-        async () => {
-          const a = await tcpClient(webUp);
-          const b = await tcpClient(mgWebUp);
-          const got = { a: "", b: "" };
-          a.on("data", (d) => (got.a += d));
-          b.on("data", (d) => (got.b += d));
-          a.write("1;");
-          b.write("1;");
-          await eventually(() => got.a === "1;" && got.b === "1;");
-          const before = (await agent.roots()).value.ActiveRootID;
-          const cfg = await new OperatorClient(agent).caConfiguration();
-          await new OperatorClient(agent).setCAConfiguration({
-            Provider: "consul",
-            Config: { ...cfg.Config, PrivateKeyBits: 384 },
-          });
+        await step("(a) a denied client is refused by meshgate", async () => {
+          for (let i = 0; i < 3; i++) {
+            assert.equal(await outcome(await tcpClient(evilUp), "sneak"), "closed");
+          }
+        });
+        await step("(b) meshgate outbound → consul proxy inbound: allowed bytes flow", async () => {
           await eventually(
-            () => meshgateDb.material.roots?.roots.ActiveRootID !== before,
+            async () => (await agent.healthConnect("db2", { passing: true })).value.length === 1,
             20_000,
-            "meshgate to see the new root",
           );
-          a.write("2;");
-          b.write("2;");
-          await eventually(
-            () => got.a === "1;2;" && got.b === "1;2;",
-            10_000,
-            "open connections to keep flowing",
-          );
-          // meshgate picks up its re-issued leaf (the agent re-issues within 30 s).
-          const active = (await agent.roots()).value.Roots.find((r) => r.Active)!;
-          await eventually(
-            () => meshgateDb.material.leaf?.info.authorityKeyId === active.SigningKeyID,
-            45_000,
-            "a leaf from the new root",
-          );
-          await eventuallyEcho(webUp, "after rotation (a)");
-          await eventuallyEcho(mgWebUp, "after rotation (b)");
-          a.destroy();
-          b.destroy();
-        },
-        150_000,
-      );
-    } finally {
-      const pending = new Set<string>();
-      const track = (name: string, p: Promise<unknown>) => {
-        pending.add(name);
-        return p.finally(() => pending.delete(name));
-      };
-      await within(30_000, "shutting down the proxies", async () => {
-        await Promise.all([
-          track("meshgate web", meshgateWeb.close()),
-          track("meshgate evil", meshgateEvil.close()),
-          track("meshgate db", meshgateDb.close()),
-        ]);
-        await Promise.all([
-          track("consul web", webClient.stop()),
-          track("consul evil", evilClient.stop()),
-          track("consul db2", db2Proxy.stop()),
-        ]);
-        await track("app", app.close());
-        await track("agent client", agent.close());
-      }, () => `still pending: ${[...pending].join(", ")}`);
-    }
-  },
-});
+          await eventuallyEcho(mgWebUp, "hello to consul's proxy");
+          const big = new Uint8Array(8 * 1024 * 1024).map((_, i) => i % 253);
+          const echoed = await exchange(mgWebUp, big);
+          assert.equal(echoed.length, big.length);
+          const started = webLogs.find((l) => l.includes("upstream listener started")) ?? "";
+          assert.equal(started.includes(`"outboundTls":"native"`), leg === "native", started);
+          const fellBack = webLogs.filter((l) => l.includes("falls back to node:tls"));
+          assert.deepEqual(fellBack, [], "every native dial was decided natively");
+        });
+        await step("(b) consul's proxy refuses meshgate's denied client", async () => {
+          await meshgateEvil.ready;
+          // Go's TLS 1.3 server rejects after the client's handshake has finished; Deno's
+          // node:tls client does not surface that close (a known gap, see README), so we check
+          // what matters: the denied client gets nothing back from the application. (Consul's
+          // proxy dials the application before authorizing, so a connection does reach it.)
+          const c = await tcpClient(mgEvilUp);
+          const reply = await Promise.race([
+            outcome(c, "sneak"),
+            new Promise<string>((r) => setTimeout(() => r("no reply"), 2000)),
+          ]);
+          c.destroy();
+          assert.ok(reply === "closed" || reply === "no reply", reply);
+        });
+        await step(
+          "CA rotation: open connections survive, new ones succeed with the new root",
+          async () => {
+            const a = await tcpClient(webUp);
+            const b = await tcpClient(mgWebUp);
+            const got = { a: "", b: "" };
+            a.on("data", (d) => (got.a += d));
+            b.on("data", (d) => (got.b += d));
+            a.write("1;");
+            b.write("1;");
+            await eventually(() => got.a === "1;" && got.b === "1;");
+            const before = (await agent.roots()).value.ActiveRootID;
+            const cfg = await new OperatorClient(agent).caConfiguration();
+            await new OperatorClient(agent).setCAConfiguration({
+              Provider: "consul",
+              Config: { ...cfg.Config, PrivateKeyBits: 384 },
+            });
+            await eventually(
+              () => meshgateDb.material.roots?.roots.ActiveRootID !== before,
+              20_000,
+              "meshgate to see the new root",
+            );
+            a.write("2;");
+            b.write("2;");
+            await eventually(
+              () => got.a === "1;2;" && got.b === "1;2;",
+              10_000,
+              "open connections to keep flowing",
+            );
+            // meshgate picks up its re-issued leaf (the agent re-issues within 30 s).
+            const active = (await agent.roots()).value.Roots.find((r) => r.Active)!;
+            await eventually(
+              () => meshgateDb.material.leaf?.info.authorityKeyId === active.SigningKeyID,
+              45_000,
+              "a leaf from the new root",
+            );
+            await eventuallyEcho(webUp, "after rotation (a)");
+            await eventuallyEcho(mgWebUp, "after rotation (b)");
+            a.destroy();
+            b.destroy();
+          },
+          150_000,
+        );
+      } finally {
+        const pending = new Set<string>();
+        const track = (name: string, p: Promise<unknown>) => {
+          pending.add(name);
+          return p.finally(() => pending.delete(name));
+        };
+        await within(30_000, "shutting down the proxies", async () => {
+          await Promise.all([
+            track("meshgate web", meshgateWeb.close()),
+            track("meshgate evil", meshgateEvil.close()),
+            track("meshgate db", meshgateDb.close()),
+          ]);
+          await Promise.all([
+            track("consul web", webClient.stop()),
+            track("consul evil", evilClient.stop()),
+            track("consul db2", db2Proxy.stop()),
+          ]);
+          await track("app", app.close());
+          await track("agent client", agent.close());
+        }, () => `still pending: ${[...pending].join(", ")}`);
+      }
+    },
+  });
+}
 
 Deno.test({
   name: "interop: Connect-native meshgate services ⇄ Consul's built-in proxy",
