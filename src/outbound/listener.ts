@@ -170,7 +170,16 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
   };
   const serve = (client: net.Socket) => track(serveOutbound(client, ctx), () => client.destroy());
 
-  const native = o.outboundTls === "native" && !("path" in up.bind)
+  let nativeListen = o.outboundTls === "native" && !("path" in up.bind);
+  if (nativeListen && o.reusePort && !unstableNet()) {
+    // `Deno.listen({ reusePort })` exits the process without `--unstable-net`: share the port
+    // with node:net instead (this upstream's connections then use node:tls too).
+    nativeListen = false;
+    log.log("warn", "-outbound-tls native with a shared port (-workers) needs --unstable-net", {
+      using: "node",
+    });
+  }
+  const native = nativeListen && !("path" in up.bind)
     ? listenNative(up.bind, o.reusePort ?? false, log, (client) => {
       client.setNoDelay(true); // a proxy must not hold small writes back (Nagle)
       track(serveOutboundNative(client, ctx), () => closeQuietly(client));
@@ -286,6 +295,14 @@ function listenNative(
       await loop;
     },
   };
+}
+
+/**
+ * Whether this process runs with `--unstable-net` (which `Deno.listen({ reusePort })` needs):
+ * `Deno.listenDatagram`, an API of that flag, is only there with it.
+ */
+function unstableNet(): boolean {
+  return typeof (Deno as { listenDatagram?: unknown }).listenDatagram === "function";
 }
 
 function closeQuietly(closer: { close(): void }): void {

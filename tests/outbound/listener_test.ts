@@ -8,7 +8,11 @@ import type net from "node:net";
 import { AgentClient } from "../../src/agent/client.ts";
 import type { ConnectionEvent } from "../../src/events/connection.ts";
 import { createLogger } from "../../src/net/log.ts";
-import { startUpstream, type UpstreamListener } from "../../src/outbound/listener.ts";
+import {
+  type OutboundTls,
+  startUpstream,
+  type UpstreamListener,
+} from "../../src/outbound/listener.ts";
 import { TlsMaterial } from "../../src/trust/material.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { tcpClient } from "../e2e/_net.ts";
@@ -117,7 +121,7 @@ Deno.test("upstream: the agent is down at start → refused (chain_unavailable);
 });
 
 /** An upstream listener for db in `w`, and a client of it that has written "hello". */
-async function openClient(w: UpstreamWorld, connectTimeoutMs = 2000) {
+async function openClient(w: UpstreamWorld, leg: OutboundTls, connectTimeoutMs = 2000) {
   const events: ConnectionEvent[] = [];
   const listener = await startUpstream({
     agent: w.agent,
@@ -128,6 +132,7 @@ async function openClient(w: UpstreamWorld, connectTimeoutMs = 2000) {
       bind: { hostname: "127.0.0.1", port: 0 },
       connectTimeoutMs,
     },
+    outboundTls: leg,
     onEvent: (e) => events.push(e),
   });
   await eventually(() =>
@@ -145,11 +150,18 @@ async function openClient(w: UpstreamWorld, connectTimeoutMs = 2000) {
   return { listener, events, client, closed, isClosed: () => isClosed, read: () => read };
 }
 
-Deno.test("upstream: close(drainMs) lets an open connection finish, then returns", async () => {
+/** Which outbound leg a test runs on. */
+function onBothLegs(name: string, fn: (leg: OutboundTls) => Promise<void>): void {
+  for (const leg of ["node", "native"] as const) {
+    Deno.test(`upstream${leg === "native" ? " (native)" : ""}: ${name}`, () => fn(leg));
+  }
+}
+
+onBothLegs("close(drainMs) lets an open connection finish, then returns", async (leg) => {
   await using w = await upstreamWorld();
   await using db = await meshServer(await identityOf(w.dev.ca, "db"));
   await w.registerDb("db-1", db.port);
-  const c = await openClient(w);
+  const c = await openClient(w, leg);
   await eventually(() => c.read() === "hello", 5000, "the echo");
   const closing = c.listener.close(60_000);
   await eventually(() => db.received() === "hello");
@@ -160,30 +172,33 @@ Deno.test("upstream: close(drainMs) lets an open connection finish, then returns
   assert.equal(closed?.type === "closed" && closed.error, undefined, "not cut");
 });
 
-Deno.test("upstream: close() cuts a dial in progress and awaits it — the client is closed, nothing is refused", async () => {
-  await using w = await upstreamWorld();
-  // Accepts TCP and never answers the TLS handshake: the dial would wait its 30 s.
-  const silent = new Set<net.Socket>();
-  const mute = nodeNet.createServer((s) => silent.add(s.on("error", () => {})));
-  await new Promise<void>((r) => mute.listen(0, "127.0.0.1", r));
-  try {
-    await w.registerDb("db-1", (mute.address() as net.AddressInfo).port);
-    const c = await openClient(w, 30_000);
-    await eventually(() => silent.size === 1, 5000, "the dial to start");
-    await c.listener.close(0);
-    await eventually(c.isClosed, 3000, "the client closed by close(), not by the dial timeout");
-    assert.deepEqual(c.events, [], "no refusal, no dial failure");
-  } finally {
-    for (const s of silent) s.destroy();
-    await new Promise<void>((r) => mute.close(() => r()));
-  }
-});
+onBothLegs(
+  "close() cuts a dial in progress and awaits it — the client is closed, nothing is refused",
+  async (leg) => {
+    await using w = await upstreamWorld();
+    // Accepts TCP and never answers the TLS handshake: the dial would wait its 30 s.
+    const silent = new Set<net.Socket>();
+    const mute = nodeNet.createServer((s) => silent.add(s.on("error", () => {})));
+    await new Promise<void>((r) => mute.listen(0, "127.0.0.1", r));
+    try {
+      await w.registerDb("db-1", (mute.address() as net.AddressInfo).port);
+      const c = await openClient(w, leg, 30_000);
+      await eventually(() => silent.size === 1, 5000, "the dial to start");
+      await c.listener.close(0);
+      await eventually(c.isClosed, 3000, "the client closed by close(), not by the dial timeout");
+      assert.deepEqual(c.events, [], "no refusal, no dial failure");
+    } finally {
+      for (const s of silent) s.destroy();
+      await new Promise<void>((r) => mute.close(() => r()));
+    }
+  },
+);
 
-Deno.test("upstream: a later close() shortens the drain and cuts what is still open", async () => {
+onBothLegs("a later close() shortens the drain and cuts what is still open", async (leg) => {
   await using w = await upstreamWorld();
   await using db = await meshServer(await identityOf(w.dev.ca, "db"));
   await w.registerDb("db-1", db.port);
-  const c = await openClient(w);
+  const c = await openClient(w, leg);
   await eventually(() => c.read() === "hello", 5000, "the echo");
   const long = c.listener.close(60_000);
   const short = c.listener.close(0);
@@ -192,4 +207,75 @@ Deno.test("upstream: a later close() shortens the drain and cuts what is still o
   await c.closed;
   const closed = c.events.find((e) => e.type === "closed");
   assert.equal(closed?.type === "closed" && closed.error, "listener closing");
+});
+
+Deno.test("upstream (native): two listeners with reusePort share a port (natively with --unstable-net, else on node:net with a warning); without it the second bind fails", async () => {
+  await using dev = await devAgent();
+  await using agent = clientFor(dev);
+  const port = freePort();
+  const logs: string[] = [];
+  const refusedBy: [number, number] = [0, 0];
+  const start = (i: 0 | 1 | undefined, reusePort?: boolean) =>
+    startUpstream({
+      agent,
+      material: new TlsMaterial(),
+      upstream: { type: "service", name: "db", bind: { hostname: "127.0.0.1", port } },
+      reusePort,
+      outboundTls: "native",
+      log: createLogger({ level: "info", json: true, write: (l) => logs.push(l) }),
+      onEvent: (e) => e.type === "refused" && i !== undefined && refusedBy[i]++,
+    });
+  const a = await start(0, true);
+  const b = await start(1, true);
+  try {
+    const unstableNet = typeof (Deno as { listenDatagram?: unknown }).listenDatagram === "function";
+    const started = logs.filter((l) => l.includes("upstream listener started"));
+    assert.equal(started.length, 2);
+    for (const l of started) assert.equal(l.includes(`"outboundTls":"native"`), unstableNet, l);
+    const warned = logs.filter((l) => l.includes("needs --unstable-net"));
+    assert.equal(warned.length, unstableNet ? 0 : 2, logs.join("\n"));
+    // No db registered: each listener refuses the clients it got (no_endpoint).
+    for (let i = 0; i < 40 && !(refusedBy[0] && refusedBy[1]); i++) {
+      // A refused client's connection is closed: its read ends (a FIN, or a reset).
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      await c.write(new TextEncoder().encode("hello?"));
+      assert.equal(await c.read(new Uint8Array(16)).catch(() => null), null);
+      c.close();
+    }
+    assert.ok(refusedBy[0] > 0 && refusedBy[1] > 0, `refusals per listener: ${refusedBy}`);
+    await assert.rejects(start(undefined));
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+Deno.test("upstream (native): a unix-socket listener stays on node:net and node:tls, and works", async () => {
+  await using w = await upstreamWorld();
+  await using db = await meshServer(await identityOf(w.dev.ca, "db"));
+  await w.registerDb("db-1", db.port);
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/db.sock`;
+  const logs: string[] = [];
+  await using listener = await startUpstream({
+    agent: w.agent,
+    material: w.material,
+    upstream: { type: "service", name: "db", bind: { path } },
+    outboundTls: "native",
+    log: createLogger({ level: "info", json: true, write: (l) => logs.push(l) }),
+  });
+  try {
+    const started = logs.find((l) => l.includes("upstream listener started")) ?? "";
+    assert.ok(!started.includes("outboundTls"), started);
+    await eventually(() =>
+      listener.resolver?.targets.get("db.default.default.dc1")?.endpoints.length === 1
+    );
+    const conn = await Deno.connect({ transport: "unix", path });
+    await conn.write(new TextEncoder().encode("over unix"));
+    await conn.closeWrite();
+    const got = new TextDecoder().decode(await new Response(conn.readable).arrayBuffer());
+    assert.equal(got, "over unix");
+  } finally {
+    await listener.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
