@@ -10,7 +10,7 @@ import {
   registerEchoDb,
   spawnLogged,
 } from "../_helpers.ts";
-import { echoServer, roundTrip } from "../e2e/_net.ts";
+import { echoServer, roundTrip, tcpClient } from "../e2e/_net.ts";
 
 const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 
@@ -256,5 +256,68 @@ Deno.test({
       }
     }
     await busy.close();
+  },
+});
+
+Deno.test({
+  name:
+    "cli: `proxy -outbound-tls native` serves its upstream natively: bytes, metrics, exit 0 on SIGTERM",
+  sanitizeResources: false,
+  async fn() {
+    await using dev = await devAgent();
+    const agent = clientFor(dev);
+    const { app } = await registerEchoDb(agent);
+    const { startProxy } = await import("../../src/proxy/proxy.ts");
+    await using db = await startProxy({ agent, sidecarFor: "db-1" });
+    await db.ready;
+    await eventually(async () =>
+      (await agent.healthConnect("db", { passing: true })).value.length === 1
+    );
+    const upstreamPort = freePort();
+    const p = spawnProxy([
+      "-service",
+      "web",
+      "-upstream",
+      `db:${upstreamPort}`,
+      "-outbound-tls",
+      "native",
+      "-http-addr",
+      dev.address,
+      "-admin-bind",
+      "127.0.0.1:0",
+      "-log-json",
+      "-log-level",
+      "debug",
+    ]);
+    await eventually(() => p.logs().includes('"proxy ready"'), 20_000, "the proxy to be ready");
+    const started = p.logs().split("\n").find((l) => l.includes("upstream listener started"));
+    assert.match(started ?? "", /"outboundTls":"native"/);
+    await eventually(
+      async () => {
+        try {
+          const c = await tcpClient(upstreamPort);
+          return new TextDecoder().decode(await roundTrip(c, "native cli")) === "native cli";
+        } catch {
+          return false;
+        }
+      },
+      20_000,
+      "an echo through the native upstream",
+    );
+    assert.ok(!p.logs().includes("falls back to node:tls"), "dialled natively");
+    const url = p.logs().split("\n").filter((l) => l.includes("admin listening"))
+      .map((l) => JSON.parse(l).url)[0] as string;
+    await eventually(
+      async () => {
+        const metrics = await (await fetch(`${url}metrics`)).text();
+        return /^meshgate_sent_bytes_total\{[^}]*upstream:db[^}]*\} 10$/m.test(metrics);
+      },
+      10_000,
+      "the bytes counted for upstream:db",
+    );
+    p.child.kill("SIGTERM");
+    assert.equal(await p.exited(), 0);
+    await app.close();
+    await agent.close();
   },
 });
