@@ -411,3 +411,25 @@ Deno.test("serveOutboundNative: where the native leg cannot decide (an intermedi
   assert.equal(closed.bytesIn, 5);
   await eventually(() => [...connector.endpointHealth.values()].every((h) => h.active === 0));
 });
+
+onBothLegs(
+  "a connection idle past idleTimeoutMs is closed and reported (closed: idle)",
+  async (leg) => {
+    await using w = await upstreamWorld();
+    await using db = await meshServer(await identityOf(w.dev.ca, "db"));
+    await w.registerDb("db-1", db.port);
+    const { connector, events } = await w.connector(1);
+    await using up = await serving(leg, connector, events, { idleTimeoutMs: 300 });
+    const started = Date.now();
+    const c = client(up.port, "hi");
+    const served = await up.result();
+    assert.ok(served.ok, "open");
+    assert.equal(await c.read, "hi", "the echo, then the close");
+    await served.closed;
+    const ms = Date.now() - started;
+    assert.ok(ms >= 250, `closed after ${ms} ms`);
+    const closed = events.find((e) => e.type === "closed");
+    assert.equal(closed?.type === "closed" && closed.error, "idle for 300 ms");
+    assert.equal(up.ctx.connections.size, 0);
+  },
+);
