@@ -84,6 +84,7 @@ export type {
 } from "./src/inbound/gateway.ts";
 export type {
   OutboundConnection,
+  OutboundTls,
   UpstreamConfig,
   UpstreamListener,
 } from "./src/outbound/listener.ts";
