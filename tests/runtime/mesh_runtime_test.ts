@@ -219,8 +219,11 @@ async function inProcessDouble() {
   return { dev, agent, intention };
 }
 
-Deno.test("runtime intentions: a denied caller's connections close after revokeGraceMs (fake time), not before", async () => {
-  const GRACE = 30_000;
+/**
+ * A runtime with a `revokeGraceMs` of `GRACE` re-checking one gateway of db, the double
+ * in-process, and web connected through it (its echo seen): the stage of the grace-period tests.
+ */
+async function webConnectedToDb() {
   const { dev, agent, intention } = await inProcessDouble();
   const app = await echoServer();
   const gateways: Awaited<ReturnType<typeof startInbound>>[] = [];
@@ -255,6 +258,13 @@ Deno.test("runtime intentions: a denied caller's connections close after revokeG
   const closed = new Promise<void>((r) => (web.once("end", r), web.once("close", r)));
   web.write("hi;");
   await settled(undefined, () => echoed === "hi;", "web's echo");
+  return { dev, agent, intention, app, runtime, gw, leaf, web, closed };
+}
+
+const GRACE = 30_000;
+
+Deno.test("runtime intentions: a denied caller's connections close after revokeGraceMs (fake time), not before", async () => {
+  const { dev, agent, intention, app, runtime, gw, leaf, web, closed } = await webConnectedToDb();
 
   const rounds: ProxyEvent[] = [];
   const revoked: Extract<ConnectionEvent, { type: "revoked" }>[] = [];
@@ -292,41 +302,7 @@ Deno.test("runtime intentions: a denied caller's connections close after revokeG
 });
 
 Deno.test("runtime intentions: closing during the grace period does not wait it out (fake time)", async () => {
-  const GRACE = 30_000;
-  const { dev, agent, intention } = await inProcessDouble();
-  const app = await echoServer();
-  const gateways: Awaited<ReturnType<typeof startInbound>>[] = [];
-  const runtime = new MeshRuntime({ agent, gateways: () => gateways, revokeGraceMs: GRACE });
-  runtime.watchRoots();
-  runtime.watchLeaf("db");
-  await runtime.material.ready;
-  const gw = await startInbound({
-    material: runtime.material,
-    service: "db",
-    authorize: (req, opts) => agent.authorize(req, opts),
-    intentions: () => runtime.intentions,
-    bind: { hostname: "127.0.0.1", port: 0 },
-    app: { hostname: "127.0.0.1", port: app.port },
-    onEvent: runtime.emit,
-  });
-  gateways.push(gw);
-  runtime.watchIntentions("db");
-  await settled(undefined, () => runtime.intentions !== undefined, "the first intentions");
-
-  const leaf = await dev.ca.signLeaf("web");
-  const roots = dev.ca.roots.map((r) => r.RootCert);
-  const web = await tlsClient(gw.address.port, {
-    cert: leaf.cert.CertPEM,
-    key: leaf.cert.PrivateKeyPEM,
-    ca: roots,
-  });
-  let echoed = "";
-  web.on("data", (d) => (echoed += d));
-  web.on("error", () => {});
-  // The revocation shows up as 'end' (the socket is half-open), or as 'close'.
-  const closed = new Promise<void>((r) => (web.once("end", r), web.once("close", r)));
-  web.write("hi;");
-  await settled(undefined, () => echoed === "hi;", "web's echo");
+  const { dev, agent, intention, app, runtime, gw, leaf, web, closed } = await webConnectedToDb();
 
   const rounds: ProxyEvent[] = [];
   const revoked: ProxyEvent[] = [];
