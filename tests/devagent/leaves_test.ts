@@ -5,40 +5,13 @@
 // authorize and discovery-chain checks that were in this file (intentions_chain_test.ts) are
 // contract cases now (tests/contract/cases.ts), run on the double and on a real Consul agent.
 import assert from "node:assert/strict";
-import FakeTimers from "@sinonjs/fake-timers";
 import { ConnectCA } from "../../src/devagent/ca.ts";
 import { leafTopic, Leaves } from "../../src/devagent/leaves.ts";
 import { Store } from "../../src/devagent/store.ts";
 import { clientFor, devAgent } from "../_helpers.ts";
+import { fakeTime, settled } from "../_fake_time.ts";
 
 const MINUTE = 60_000;
-/** Real timers, looked up before any test fakes them (crypto settles in real time). */
-const realSetTimeout = globalThis.setTimeout;
-
-/** Fake `setTimeout` and `Date`, uninstalled at the end of the scope. */
-function fakeTime() {
-  const clock = FakeTimers.install({
-    now: Date.now(),
-    toFake: ["setTimeout", "clearTimeout", "Date"],
-    shouldClearNativeTimers: true,
-  });
-  return Object.assign(clock, { [Symbol.dispose]: () => clock.uninstall() });
-}
-
-/** Runs fake timers due now and lets real time pass until `check` holds (leaves sign in real time). */
-async function settled(
-  time: { tickAsync(ms: number): Promise<unknown> },
-  check: () => boolean,
-  what: string,
-) {
-  const until = performance.now() + 5000;
-  while (!check()) {
-    if (performance.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await time.tickAsync(0);
-    await new Promise((r) => realSetTimeout(r, 2));
-  }
-}
-
 /** Leaves of 100 min on their own store and CA. */
 async function leaves(options: { rotationJitterMs?: number } = {}) {
   const store = new Store();

@@ -2,7 +2,6 @@
 // told: the leaf watchdog (no renewal by the expiry margin → warn, ask again, back off), an
 // expired leaf refused and asked for again, and problems set and cleared.
 import assert from "node:assert/strict";
-import FakeTimers from "@sinonjs/fake-timers";
 import { AgentError } from "../../src/agent/errors.ts";
 import { ConnectCA } from "../../src/devagent/ca.ts";
 import type { LifecycleEvent } from "../../src/events/lifecycle.ts";
@@ -10,36 +9,10 @@ import { createLogger } from "../../src/net/log.ts";
 import { TlsMaterial } from "../../src/trust/material.ts";
 import { describeFailure, feedLeaf, feedRoots } from "../../src/runtime/feed.ts";
 import { scriptedAgent } from "./_agent.ts";
+import { fakeTime, settled } from "../_fake_time.ts";
 
 const LEAF = "/v1/agent/connect/ca/leaf/db";
 const MINUTE = 60_000;
-
-/** Real timers, looked up before any test fakes them (to wait for crypto under fake time). */
-const realSetTimeout = globalThis.setTimeout;
-
-/** Fake `setTimeout` and `Date` from now on, uninstalled at the end of the scope. */
-function fakeTime() {
-  const clock = FakeTimers.install({
-    now: Date.now(),
-    toFake: ["setTimeout", "clearTimeout", "Date"],
-    shouldClearNativeTimers: true,
-  });
-  return Object.assign(clock, { [Symbol.dispose]: () => clock.uninstall() });
-}
-
-/** Polls `check` in real time (crypto settles in real time), running fake timers due now. */
-async function settled(
-  time: { tickAsync(ms: number): Promise<unknown> },
-  check: () => boolean,
-  what: string,
-): Promise<void> {
-  const until = performance.now() + 5000;
-  while (!check()) {
-    if (performance.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await time.tickAsync(0);
-    await new Promise((r) => realSetTimeout(r, 2));
-  }
-}
 
 /** The roots and leaf feeds of `db` on a scripted agent, with what they report. */
 function feeds(agent: ReturnType<typeof scriptedAgent>, expiryMarginMs?: number) {

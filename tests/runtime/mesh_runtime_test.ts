@@ -13,25 +13,7 @@ import { startInbound } from "../../src/inbound/gateway.ts";
 import { MeshRuntime } from "../../src/runtime/mesh_runtime.ts";
 import { echoServer, tlsClient } from "../e2e/_net.ts";
 import { scriptedAgent } from "./_agent.ts";
-
-/** Real timers, looked up before any test fakes them (to wait for I/O under fake time). */
-const realSetTimeout = globalThis.setTimeout;
-const realSleep = (ms: number) => new Promise((r) => realSetTimeout(r, ms));
-
-/** Polls `check` in real time, letting fake timers due now run between polls. */
-async function settled(
-  time: { tickAsync(ms: number): Promise<unknown> } | undefined,
-  check: () => boolean,
-  what: string,
-  ms = 5000,
-): Promise<void> {
-  const until = performance.now() + ms;
-  while (!check()) {
-    if (performance.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await time?.tickAsync(0);
-    await realSleep(2);
-  }
-}
+import { realSleep, settled } from "../_fake_time.ts";
 
 /** An agent that is never asked anything (the close and event tests start no watch). */
 function idleAgent(onClose?: () => void): AgentClient {
