@@ -21,6 +21,7 @@ import { decideByIntentions } from "../../src/intentions/decide.ts";
 import { parseCertificate } from "../../src/trust/certificate.ts";
 import { verifyChain } from "../../src/trust/chain.ts";
 import { parseSpiffeId, type ServiceSpiffeId } from "../../src/trust/spiffe.ts";
+import { next } from "../_helpers.ts";
 
 // ---- the harness -------------------------------------------------------------------------
 
@@ -1035,8 +1036,8 @@ const rotation: ContractCase = {
         r.ActiveRootID !== before.ActiveRootID &&
         r.Roots.some((x) => x.ID === before.ActiveRootID) &&
         r.Roots.find((x) => x.ID === r.ActiveRootID)?.Active === true;
-      let after = (await nextWithin(it, 30_000)).value;
-      while (!settled(after)) after = (await nextWithin(it, 30_000)).value;
+      let after = (await next(it, 30_000)).value;
+      while (!settled(after)) after = (await next(it, 30_000)).value;
       // Consul 1.22.7 lists roots sorted by ID, not "the most recently activated last" as the
       // spec read it: find them by ID.
       assert.deepEqual(after.Roots.map((r) => r.ID), after.Roots.map((r) => r.ID).sort());
@@ -1070,22 +1071,6 @@ const rotation: ContractCase = {
     }
   },
 };
-
-async function nextWithin<T>(it: AsyncIterator<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    const r = await Promise.race([
-      it.next(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no value within ${ms} ms`)), ms);
-      }),
-    ]);
-    if (r.done) throw new Error("iterator ended");
-    return r.value;
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const authorize: ContractCase[] = [
   {

@@ -3,16 +3,11 @@
 // and /ready says why, naming the endpoint and Consul's text, until the agent answers again.
 // The same against a real Consul with ACLs on: tests/integration/acl_test.ts.
 import assert from "node:assert/strict";
-import { createAdminApp } from "../../src/admin/app.ts";
 import type { ProxyEvent } from "../../src/events/lifecycle.ts";
-import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { readiness } from "./_proxy.ts";
 import { echoServer, outcome, roundTrip, tlsClient } from "../e2e/_net.ts";
-
-async function readiness(proxy: Proxy): Promise<{ status: number; problems: string[] }> {
-  const res = await createAdminApp({ proxy }).request("/ready");
-  return { status: res.status, problems: (await res.json()).problems };
-}
 
 Deno.test("acl: authorize answering 403 refuses every caller and /ready names it, until the token works", async () => {
   await using dev = await devAgent();

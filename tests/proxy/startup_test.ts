@@ -3,9 +3,9 @@
 // what it waits for, and everything is retried with backoff; -register failures are retried;
 // closing a self-registered proxy deregisters it before draining.
 import assert from "node:assert/strict";
-import { createAdminApp } from "../../src/admin/app.ts";
-import { type Proxy, startProxy } from "../../src/proxy/proxy.ts";
+import { startProxy } from "../../src/proxy/proxy.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
+import { readiness } from "./_proxy.ts";
 import { echoServer, roundTrip, tcpClient } from "../e2e/_net.ts";
 
 /** `p`, or a rejection after `ms`. */
@@ -21,11 +21,6 @@ async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-async function readiness(proxy: Proxy): Promise<{ status: number; problems: string[] }> {
-  const res = await createAdminApp({ proxy }).request("/ready");
-  return { status: res.status, problems: (await res.json()).problems };
 }
 
 Deno.test("startup: a leaf endpoint answering 403 — startProxy returns, /ready says why, the leaf is asked again", async () => {
