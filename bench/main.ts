@@ -252,21 +252,32 @@ async function holdIdle(t: Tunnel): Promise<HeldIdle | undefined> {
 }
 
 /** KiB of Pss per held connection that each side grew by since before they were opened. */
-async function idleGrowth(
-  held: HeldIdle | undefined,
-): Promise<{ client: number; server: number }> {
+async function idleGrowth(held: HeldIdle | undefined): Promise<IdleGrowth> {
+  const none = { client: NaN, server: NaN, leftClient: NaN, leftServer: NaN };
   try {
-    if (!held) return { client: NaN, server: NaN };
-    await held.collectGarbage?.();
+    if (!held) return none;
     const n = held.conns.length;
-    return {
+    const growth = () => ({
       client: (pssKiB(held.sides.client) - held.before.client) / n,
       server: (pssKiB(held.sides.server) - held.before.server) / n,
-    };
+    });
+    // First as the runtime left it after the idle hold (what a user's process shows), then after
+    // a full collection (the connections' own cost): a garbage-collected proxy differs there.
+    const left = growth();
+    await held.collectGarbage?.();
+    return { ...growth(), leftClient: left.client, leftServer: left.server };
   } catch (err) {
     console.log(`bench: idle memory unreadable: ${(err as Error).message}`);
-    return { client: NaN, server: NaN };
+    return none;
   }
+}
+
+/** KiB of Pss per held connection: after a full collection, and as left before it. */
+interface IdleGrowth {
+  client: number;
+  server: number;
+  leftClient: number;
+  leftServer: number;
 }
 
 /** Mean authorize call and handshake time on meshgate's server side (from its /metrics). */
@@ -296,6 +307,9 @@ interface Figures {
   /** KiB of Pss per idle connection (after a byte end to end), client and server side. */
   idleClient: number[];
   idleServer: number[];
+  /** The same, read before meshgate's forced collection: as the runtime left it. */
+  idleLeftClient: number[];
+  idleLeftServer: number[];
   /** CPU of the tunnel's processes: ms per 100 MB (1 stream), µs per request. */
   cpuMb: number[];
   cpuKa: number[];
@@ -418,6 +432,8 @@ async function main() {
         nc: [],
         idleClient: [],
         idleServer: [],
+        idleLeftClient: [],
+        idleLeftServer: [],
         cpuMb: [],
         cpuKa: [],
         cpuNc: [],
@@ -486,6 +502,8 @@ async function main() {
         const idle = await idleGrowth(held.get(name));
         figures.idleClient.push(idle.client);
         figures.idleServer.push(idle.server);
+        figures.idleLeftClient.push(idle.leftClient);
+        figures.idleLeftServer.push(idle.leftServer);
       }
     } finally {
       for (const h of held.values()) for (const c of h?.conns ?? []) c.close();
@@ -540,6 +558,7 @@ function report(
       idleClient,
       idleServer,
       idle: (idleClient + idleServer) / 2,
+      idleLeft: (median(f.idleLeftClient) + median(f.idleLeftServer)) / 2,
       cpuMb: median(f.cpuMb),
       cpuKa: median(f.cpuKa),
       cpuNc: median(f.cpuNc),
@@ -572,13 +591,16 @@ function report(
     `Memory per idle connection (${idleConns} per tunnel, each after carrying a request to the ` +
     "backend and its answer back, all tunnels' held together; growth of the proxy processes' " +
     `Pss from /proc/<pid>/smaps_rollup after ${IDLE_HOLD_MS / 1000} s idle, KiB per ` +
-    "connection; lower is better):",
+    "connection; lower is better). meshgate's sides run a full collection before the " +
+    "baseline and before the reading; the last column is the reading taken just before that " +
+    "collection, as the runtime left it after the idle hold (the same reading for the others):",
     "",
-    "| tunnel | client side | server side | per proxy (mean of the sides) |",
-    "| --- | --- | --- | --- |",
+    "| tunnel | client side | server side | per proxy (mean of the sides) | per proxy, as left (no forced collection) |",
+    "| --- | --- | --- | --- | --- |",
     ...names.filter((n) => n !== "direct").map((n) => {
       const r = rows.get(n)!;
-      return `| ${n} | ${fmt(r.idleClient, 1)} | ${fmt(r.idleServer, 1)} | ${fmt(r.idle, 1)} |`;
+      return `| ${n} | ${fmt(r.idleClient, 1)} | ${fmt(r.idleServer, 1)} | ${fmt(r.idle, 1)} | ` +
+        `${fmt(r.idleLeft, 1)} |`;
     }),
     "",
     "CPU the tunnel's own processes spent (both sides together; lower is better — a measure " +
@@ -625,6 +647,7 @@ function report(
       ["idle KiB per connection, client side", "idleClient", false, false, false],
       ["idle KiB per connection, server side", "idleServer", false, false, false],
       ["idle KiB per connection, per proxy", "idle", false, false, false],
+      ["idle KiB per connection, per proxy, as left", "idleLeft", false, false, false],
       ["CPU per 100 MB", "cpuMb", false, false, false],
       ["CPU per keep-alive request", "cpuKa", false, false, false],
       ["CPU per new connection", "cpuNc", false, false, true],
@@ -670,6 +693,7 @@ function report(
       ["new connection p50", "ncP50", false, c, "consul-builtin", 1],
       ["new connection p99", "ncP99", false, c, "consul-builtin", 1],
       ["idle KiB per connection, per proxy", "idle", false, c, "consul-builtin", 1],
+      ["idle KiB per connection, per proxy, as left", "idleLeft", false, c, "consul-builtin", 1],
       ["CPU per 100 MB", "cpuMb", false, c, "consul-builtin", 1],
       ["CPU per keep-alive request", "cpuKa", false, c, "consul-builtin", 1],
       ["CPU per new connection", "cpuNc", false, c, "consul-builtin", 1],
@@ -713,9 +737,10 @@ function report(
         ["keep-alive req/s", "ka", true],
         ["new connections/s", "nc", true],
         ["idle KiB per connection per proxy", "idle", false],
+        ["idle KiB per connection per proxy, as left", "idleLeft", false],
       ] as const
     ) {
-      const digits = key === "idle" ? 1 : 0;
+      const digits = key === "idle" || key === "idleLeft" ? 1 : 0;
       console.log(
         `summary: ${label}: meshgate ${fmt(m[key], digits)} vs haproxy ` +
           `${fmt(h?.[key] ?? NaN, digits)} (${ratio(m[key], h?.[key], up)})` +

@@ -15,6 +15,8 @@ export interface MeshOptions {
   webLimits?: ProxyLimits;
   /** Log sink of web's sidecar. */
   webLog?: Logger;
+  /** db's application port, instead of the echo app (which still runs, as `db`). */
+  appPort?: number;
 }
 
 /** Starts the double, db's echo app, and both sidecars; disposes of all of it. */
@@ -28,7 +30,7 @@ export async function mesh(opts: MeshOptions = {}) {
   await agent.register({
     ID: "db-1",
     Name: "db",
-    Port: db.port,
+    Port: opts.appPort ?? db.port,
     Connect: { SidecarService: { Port: dbPublic } },
   });
   /** web's registration, optionally with more upstreams (a live config change). */

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { createAdminApp } from "../../src/admin/app.ts";
 import { AgentClient } from "../../src/agent/client.ts";
 import type { ProxyEvent } from "../../src/events/lifecycle.ts";
+import type { OutboundTls } from "../../src/outbound/listener.ts";
 import { parseExposition } from "../admin/_prometheus.ts";
 import { clientFor, devAgent, eventually, freePort } from "../_helpers.ts";
 import { mesh } from "../e2e/_mesh.ts";
@@ -13,10 +14,16 @@ import { outcome, roundTrip, tcpClient } from "../e2e/_net.ts";
 
 /** web → db through two sidecars (tests/e2e/_mesh.ts); db's may cache authorize answers. */
 async function pair(
-  opts: { authorizeCacheTtlMs?: number; leafTtlMs?: number; leafExpiryMarginMs?: number } = {},
+  opts: {
+    authorizeCacheTtlMs?: number;
+    leafTtlMs?: number;
+    leafExpiryMarginMs?: number;
+    leg?: OutboundTls;
+  } = {},
 ) {
   const m = await mesh({
     leafTtlMs: opts.leafTtlMs,
+    webLimits: opts.leg ? { outboundTls: opts.leg } : undefined,
     dbLimits: { authorizeCacheTtlMs: opts.authorizeCacheTtlMs, authorizeTimeoutMs: 1000 },
   });
   const events: ProxyEvent[] = [];
@@ -49,54 +56,62 @@ function agentDown(dev: { faults: { add(f: { path: string; drop: boolean }): () 
   return dev.faults.add({ path: "/v1/", drop: true });
 }
 
-Deno.test("resilience: agent down — open connections flow, new ones fail closed, recovery is automatic", async () => {
-  await using p = await pair();
-  const open = await tcpClient(p.upstreamPort);
-  let echoed = "";
-  open.on("data", (d) => (echoed += d));
-  open.write("before;");
-  await eventually(() => echoed === "before;");
+for (const leg of ["node", "native"] as const) {
+  Deno.test(`resilience (${leg} outbound leg): agent down — open connections flow, new ones fail closed, recovery is automatic`, async () => {
+    await using p = await pair({ leg });
+    const open = await tcpClient(p.upstreamPort);
+    let echoed = "";
+    open.on("data", (d) => (echoed += d));
+    open.write("before;");
+    await eventually(() => echoed === "before;");
 
-  const up = agentDown(p.dev);
-  // A new connection is refused: authorize cannot be asked (fail closed).
-  assert.equal(await p.call("new"), "");
-  await eventually(async () => (await p.metrics()).value("meshgate_agent_reachable") === 0, 10_000);
-  // Blocking watches notice on their next request: wake the roots watch.
-  await p.dev.rotateCA();
-  await eventually(async () => (await p.metrics()).value("meshgate_watch_backoff") >= 1, 10_000);
-  // The soak keeps the agent down for two minutes; the open connection keeps flowing.
-  if (Deno.env.get("MESHGATE_SOAK") === "1") await new Promise((r) => setTimeout(r, 120_000));
-  for (let i = 0; i < 20; i++) open.write(`${i};`);
-  await eventually(() => echoed.endsWith("19;"), 5000, "the open connection to keep flowing");
-  await eventually(async () =>
-    (await p.metrics()).value("meshgate_connections_refused_total", {
-      direction: "inbound",
-      reason: "authorize_error",
-    }) >= 1
-  );
-  // /ready still tells the truth: the proxy can serve (cached leaf and roots are valid).
-  assert.equal((await p.admin.request("/ready")).status, 200);
-  const m = await p.metrics();
-  assert.ok(m.value("meshgate_watch_errors_total") >= 1, "watch errors are counted");
+    const up = agentDown(p.dev);
+    // A new connection is refused: authorize cannot be asked (fail closed).
+    assert.equal(await p.call("new"), "");
+    await eventually(
+      async () => (await p.metrics()).value("meshgate_agent_reachable") === 0,
+      10_000,
+    );
+    // Blocking watches notice on their next request: wake the roots watch.
+    await p.dev.rotateCA();
+    await eventually(async () => (await p.metrics()).value("meshgate_watch_backoff") >= 1, 10_000);
+    // The soak keeps the agent down for two minutes; the open connection keeps flowing.
+    if (Deno.env.get("MESHGATE_SOAK") === "1") await new Promise((r) => setTimeout(r, 120_000));
+    for (let i = 0; i < 20; i++) open.write(`${i};`);
+    await eventually(() => echoed.endsWith("19;"), 5000, "the open connection to keep flowing");
+    await eventually(async () =>
+      (await p.metrics()).value("meshgate_connections_refused_total", {
+        direction: "inbound",
+        reason: "authorize_error",
+      }) >= 1
+    );
+    // /ready still tells the truth: the proxy can serve (cached leaf and roots are valid).
+    assert.equal((await p.admin.request("/ready")).status, 200);
+    const m = await p.metrics();
+    assert.ok(m.value("meshgate_watch_errors_total") >= 1, "watch errors are counted");
 
-  up(); // the agent is back
-  await eventually(async () => (await p.metrics()).value("meshgate_agent_reachable") === 1, 10_000);
-  await eventually(async () => (await p.call("after")) === "after", 10_000, "new connections");
-  await eventually(
-    () => p.db.agent.watches.every((w) => w.status.failures === 0),
-    10_000,
-    "every watch to recover",
-  );
-  open.write("still;");
-  await eventually(() => echoed.endsWith("still;"));
-  console.log(
-    `held: 1 open connection through the outage (${echoed.length} bytes echoed), ` +
-      `${
-        m.value("meshgate_watch_errors_total")
-      } watch errors, new connections refused then allowed`,
-  );
-  open.destroy();
-});
+    up(); // the agent is back
+    await eventually(
+      async () => (await p.metrics()).value("meshgate_agent_reachable") === 1,
+      10_000,
+    );
+    await eventually(async () => (await p.call("after")) === "after", 10_000, "new connections");
+    await eventually(
+      () => p.db.agent.watches.every((w) => w.status.failures === 0),
+      10_000,
+      "every watch to recover",
+    );
+    open.write("still;");
+    await eventually(() => echoed.endsWith("still;"));
+    console.log(
+      `held (${leg}): 1 open connection through the outage (${echoed.length} bytes echoed), ` +
+        `${
+          m.value("meshgate_watch_errors_total")
+        } watch errors, new connections refused then allowed`,
+    );
+    open.destroy();
+  });
+}
 
 Deno.test("resilience: agent down — a recent authorize answer within the TTL is used and counted", async () => {
   await using p = await pair({ authorizeCacheTtlMs: 60_000 });
