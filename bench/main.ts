@@ -188,33 +188,35 @@ async function carriedConnection(port: number): Promise<Deno.Conn> {
 
 /**
  * Memory per idle connection, per side of the tunnel (KiB per connection, client side and server
- * side). Method (issue #18): for each tunnel in turn, read each side's proportional set size (Pss
- * from /proc/<pid>/smaps_rollup: its resident pages, each shared page divided among the processes
- * that map it, so code and libraries shared by the two sides are not counted twice and untouched
- * reservations not at all), then open `idleConns` connections through it, 25 at a time, each of
- * which first carries a request end to end — client → client side → server side → nginx — and its
- * answer back (`GET /1b` on a keep-alive connection: nginx answers with a 1-byte file and keeps the
- * connection open). All tunnels' connections are then held idle together for `IDLE_HOLD_MS`, and
- * each side's Pss is read again: its growth divided by the connections held is the figure, the
- * steady cost of a pool of idle connections.
+ * side). Method (issue #18): before any load phase, for each tunnel in turn, carry `WARM_UP`
+ * connections end to end and close them (a proxy's first connections compile code and allocate
+ * buffers once), read each side's proportional set size (Pss from /proc/<pid>/smaps_rollup: its
+ * resident pages, each shared page divided among the processes that map it, so code and
+ * libraries shared by the two sides are not counted twice and untouched reservations not at
+ * all), then open `idleConns` connections through it, 25 at a time, each of which first carries a
+ * request end to end — client → client side → server side → nginx — and its answer back (`GET
+ * /1b` on a keep-alive connection: nginx answers with a 1-byte file and keeps the connection
+ * open). All tunnels' connections are then held idle together for `IDLE_HOLD_MS`, and each side's
+ * Pss is read again: its growth divided by the connections held is the figure, the steady cost of
+ * a pool of idle connections.
  *
- * A garbage-collected runtime needs two more steps. Right before each reading, meshgate's sides
- * run a full collection (SIGUSR2 to bench/_meshgate_gc.ts): without it the baseline held the
- * load phases' garbage, which V8 freed while the connections opened, and the first meshgate
- * tunnel's growth read near zero (1.4 KiB per connection where the same code read 26.6 in the
- * next tunnel). And the wait: V8's memory reducer returns freed pages 8 or 16 s after a burst,
- * while haproxy's and Consul's Pss do not move over 20 s; holding every tunnel's connections at
- * once pays that wait once. Consul's proxy (Go) cannot be asked to collect from outside; its
- * runtime collects on its own pacing. `--smoke` waits 0.2 s: its 50 connections check that the
- * method works and measure nothing.
+ * Before the load phases, not after them: a process that has served them keeps what its
+ * allocators and V8's heap grew to, reuses it for the idle connections and returns some of it
+ * while they are held, so its growth reads near zero or negative (measured: −10.3 KiB per
+ * connection for meshgate, while haproxy's and Consul's read as before).
  *
- * A connection that has carried bytes has its mTLS handshake, its dial to the next hop and
- * whatever buffers the proxy keeps after a read, which is what a user's pooled, idle connection
- * costs; one merely accepted may have none of these yet. The processes have already served the
- * load phases, so memory their allocators kept from those is reused and not counted. The agent is
- * not counted (its work grows with calls, not with connections held).
+ * A garbage-collected runtime needs one more step. Right before the baseline and before the
+ * reading, meshgate's sides run full collections (SIGUSR2 to bench/_meshgate_gc.ts); the reading
+ * just before that last collection is reported too ("as left"), as the runtime left it after the
+ * idle hold. V8's memory reducer returns freed pages 8 or 16 s after a burst, while haproxy's and
+ * Consul's Pss do not move over 20 s; holding every tunnel's connections at once pays that wait
+ * once. Consul's proxy (Go) cannot be asked to collect from outside; its runtime collects on its
+ * own pacing. `--smoke` waits 0.2 s: its 50 connections check that the method works and measure
+ * nothing. The agent is not counted (its work grows with calls, not with connections held).
  */
 const IDLE_HOLD_MS = smoke ? 200 : 30_000;
+/** Connections each tunnel carries and closes before its idle baseline (see holdIdle). */
+const WARM_UP = smoke ? 5 : 50;
 
 /** A tunnel's idle connections, held open, and its sides' Pss before they were opened. */
 interface HeldIdle {
@@ -228,6 +230,9 @@ interface HeldIdle {
 async function holdIdle(t: Tunnel): Promise<HeldIdle | undefined> {
   if (!t.sides) return undefined;
   const sides = t.sides;
+  // A warm-up: the code paths of a connection compiled and the first buffers allocated, so that
+  // what follows is the cost of connections, not of a process's first one.
+  for (let i = 0; i < WARM_UP; i++) (await carriedConnection(t.port)).close();
   await t.collectGarbage?.();
   const before = { client: pssKiB(sides.client), server: pssKiB(sides.server) };
   const conns: Deno.Conn[] = [];
@@ -450,6 +455,29 @@ async function main() {
       running.push({ name, forHttp: http.value, forIperf: iperf.value, figures });
       console.log(`bench: ${name} up in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }
+    // Idle memory first, on processes that have served nothing but a warm-up (see holdIdle).
+    const held = new Map<string, HeldIdle | undefined>();
+    try {
+      for (const { name, forHttp } of running) {
+        if (!forHttp.sides) continue;
+        console.log(`bench: ${name}: opening ${idleConns} idle connections…`);
+        held.set(
+          name,
+          await measure(`${name} idle connections`, () => holdIdle(forHttp), undefined),
+        );
+      }
+      console.log(`bench: holding them all idle for ${IDLE_HOLD_MS / 1000} s…`);
+      await new Promise((r) => setTimeout(r, IDLE_HOLD_MS));
+      for (const { name, figures } of running) {
+        const idle = await idleGrowth(held.get(name));
+        figures.idleClient.push(idle.client);
+        figures.idleServer.push(idle.server);
+        figures.idleLeftClient.push(idle.leftClient);
+        figures.idleLeftServer.push(idle.leftServer);
+      }
+    } finally {
+      for (const h of held.values()) for (const c of h?.conns ?? []) c.close();
+    }
     for (let r = 0; r < reps; r++) {
       for (const { name, forHttp, forIperf, figures } of running) {
         console.log(`bench: repetition ${r + 1}/${reps}: ${name}…`);
@@ -485,28 +513,6 @@ async function main() {
         const agentCpu = forHttp.agentPid ? cpuSeconds([forHttp.agentPid]) - agentBefore : NaN;
         figures.agentNc.push(agentCpu * 1e6 / (nc.rps * seconds));
       }
-    }
-    const held = new Map<string, HeldIdle | undefined>();
-    try {
-      for (const { name, forHttp } of running) {
-        if (!forHttp.sides) continue;
-        console.log(`bench: ${name}: opening ${idleConns} idle connections…`);
-        held.set(
-          name,
-          await measure(`${name} idle connections`, () => holdIdle(forHttp), undefined),
-        );
-      }
-      console.log(`bench: holding them all idle for ${IDLE_HOLD_MS / 1000} s…`);
-      await new Promise((r) => setTimeout(r, IDLE_HOLD_MS));
-      for (const { name, figures } of running) {
-        const idle = await idleGrowth(held.get(name));
-        figures.idleClient.push(idle.client);
-        figures.idleServer.push(idle.server);
-        figures.idleLeftClient.push(idle.leftClient);
-        figures.idleLeftServer.push(idle.leftServer);
-      }
-    } finally {
-      for (const h of held.values()) for (const c of h?.conns ?? []) c.close();
     }
     for (const { name, forHttp, figures } of running) {
       results.set(name, { ...figures, authz: await authorizeShare(forHttp) });
@@ -589,7 +595,8 @@ function report(
     }),
     "",
     `Memory per idle connection (${idleConns} per tunnel, each after carrying a request to the ` +
-    "backend and its answer back, all tunnels' held together; growth of the proxy processes' " +
+    "backend and its answer back, all tunnels' held together, before the load phases and after " +
+    `a warm-up of ${WARM_UP} connections; growth of the proxy processes' ` +
     `Pss from /proc/<pid>/smaps_rollup after ${IDLE_HOLD_MS / 1000} s idle, KiB per ` +
     "connection; lower is better). meshgate's sides run a full collection before the " +
     "baseline and before the reading; the last column is the reading taken just before that " +

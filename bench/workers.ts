@@ -1,4 +1,4 @@
-// `deno run -A bench/workers.ts [--seconds 5] [--reps 3] [--smoke]`: how a meshgate sidecar
+// `deno run -A bench/workers.ts [--seconds 5] [--reps 3] [--rate 100] [--rate-only] [--smoke]`: how a meshgate sidecar
 // scales with -workers (issue #18.3), measured on the proxy alone.
 //
 // The unit under test is one meshgate process: the server side of a mesh hop (a registered
@@ -13,6 +13,10 @@
 //     event messages, two event loops on one core).
 //   - CPUs 0-1, -workers 1 and -workers 2: the proxy may use what the load leaves of CPU 0 as
 //     well as all of CPU 1. One thread cannot use more than one core, two can: the scaling.
+//
+// Saturating loads keep both cores ~99 % busy, so a second thread's CPU per connection cannot be
+// told from two busy threads sharing a core. A fixed-rate load of new connections (`--rate`, 100/s
+// by default, open loop) leaves both cores mostly idle: CPU per connection without contention.
 //
 // Each run reports requests/s (keep-alive and a new connection per request), the proxy's CPU
 // per request (all its threads, from /proc/<pid>/stat), how busy each of the proxy's threads
@@ -33,6 +37,10 @@ function flag(name: string): string | undefined {
 const ROOT = new URL("..", import.meta.url).pathname;
 /** Connections of the light load: few enough that neither core is saturated. */
 const LIGHT = 2;
+/** New connections per second of the fixed-rate load: well under what one core can serve. */
+const RATE = Number(flag("--rate") ?? 100);
+/** `--rate-only`: only the fixed-rate load (a quick look at CPU per connection); no file. */
+const rateOnly = Deno.args.includes("--rate-only");
 
 /** `taskset -c <cpus> cmd args…`. */
 function pinned(cpus: string, cmd: string, args: string[]) {
@@ -77,8 +85,8 @@ function pssKiB(pid: number): number {
   return Number(/^Pss:\s+(\d+) kB/m.exec(rollup)?.[1] ?? NaN);
 }
 
-async function run(cmd: string, args: string[]): Promise<string> {
-  const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+async function run(cmd: string, args: string[], env?: Record<string, string>): Promise<string> {
+  const r = await new Deno.Command(cmd, { args, env, stdout: "piped", stderr: "piped" }).output();
   const out = new TextDecoder().decode(r.stdout);
   if (!r.success) throw new Error(`${cmd}: ${new TextDecoder().decode(r.stderr) || out}`);
   return out;
@@ -222,18 +230,57 @@ interface Sample {
   cores: Map<string, number>;
 }
 
-/** One load run against `front`, with the proxy's CPU, its threads' and the cores' busy share. */
-async function sample(
+/** One wrk run against `front`, with the proxy's CPU, its threads' and the cores' busy share. */
+function sample(
   pid: number,
   front: number,
   close: boolean,
   connections: number,
 ): Promise<Sample> {
+  return measured(pid, async () => {
+    const rps = await wrk(front, close, connections);
+    return { rps, served: rps * seconds };
+  });
+}
+
+/**
+ * New connections at a fixed rate (`bench/_rate_client.ts` on CPU 0, open loop): a load that
+ * leaves the cores mostly idle, so CPU per connection carries no contention.
+ */
+function sampleRate(pid: number, front: number, rate: number): Promise<Sample> {
+  return measured(pid, async () => {
+    const out = await run("taskset", [
+      "-c",
+      "0",
+      Deno.execPath(),
+      "run",
+      "-A",
+      `${ROOT}bench/_rate_client.ts`,
+    ], {
+      PORT: String(front),
+      RATE: String(rate),
+      SECONDS: String(seconds),
+    });
+    const r = JSON.parse(out.trim().split("\n").at(-1)!) as {
+      ok: number;
+      failed: number;
+      seconds: number;
+    };
+    if (r.failed) console.log(`bench: fixed-rate load: ${r.failed} failed`);
+    return { rps: r.ok / r.seconds, served: r.ok };
+  });
+}
+
+/** Runs `load`, reading the proxy's CPU (all threads, each thread) and the cores around it. */
+async function measured(
+  pid: number,
+  load: () => Promise<{ rps: number; served: number }>,
+): Promise<Sample> {
   const t0 = threadTicks(pid);
   const p0 = ticks(`/proc/${pid}/stat`);
   const c0 = cpuTimes();
   const started = performance.now();
-  const rps = await wrk(front, close, connections);
+  const { rps, served } = await load();
   const wall = (performance.now() - started) / 1000;
   const p1 = ticks(`/proc/${pid}/stat`);
   const t1 = threadTicks(pid);
@@ -249,7 +296,7 @@ async function sample(
     const b = c0.get(cpu)!;
     cores.set(cpu, (v.busy - b.busy) / (v.total - b.total));
   }
-  return { rps, cpuUsPerReq: (p1 - p0) / 100 * 1e6 / (rps * seconds), threads, cores };
+  return { rps, cpuUsPerReq: (p1 - p0) / 100 * 1e6 / served, threads, cores };
 }
 
 const median = (xs: number[]) => {
@@ -275,6 +322,7 @@ async function main() {
     nc: Sample[];
     kaLight: Sample[];
     ncLight: Sample[];
+    ncRate: Sample[];
   }[] = [];
   try {
     const results: typeof running = [];
@@ -287,15 +335,21 @@ async function main() {
         nc: [],
         kaLight: [],
         ncLight: [],
+        ncRate: [],
       });
     }
+    // Alone, the fixed-rate load first warms each proxy up as the other loads would have.
+    if (rateOnly) { for (const x of running) await sample(x.proxy.pid, x.proxy.front, true, 50); }
     for (let r = 0; r < reps; r++) {
       for (const x of running) {
         console.log(`bench: repetition ${r + 1}/${reps}: -workers ${x.workers} on ${x.label}…`);
-        x.ka.push(await sample(x.proxy.pid, x.proxy.front, false, 50));
-        x.nc.push(await sample(x.proxy.pid, x.proxy.front, true, 50));
-        x.kaLight.push(await sample(x.proxy.pid, x.proxy.front, false, LIGHT));
-        x.ncLight.push(await sample(x.proxy.pid, x.proxy.front, true, LIGHT));
+        if (!rateOnly) {
+          x.ka.push(await sample(x.proxy.pid, x.proxy.front, false, 50));
+          x.nc.push(await sample(x.proxy.pid, x.proxy.front, true, 50));
+          x.kaLight.push(await sample(x.proxy.pid, x.proxy.front, false, LIGHT));
+          x.ncLight.push(await sample(x.proxy.pid, x.proxy.front, true, LIGHT));
+        }
+        x.ncRate.push(await sampleRate(x.proxy.pid, x.proxy.front, RATE));
       }
     }
     for (const x of running) results.push(x);
@@ -303,7 +357,7 @@ async function main() {
     // Memory: what a thread costs an idle proxy. Fresh proxies with 1, 2 and 4 threads, each
     // read 3 s after it serves (every thread bound), one at a time, medians of `reps`.
     const idle = new Map<number, number[]>();
-    for (let r = 0; r < reps; r++) {
+    for (let r = 0; r < (rateOnly ? 0 : reps); r++) {
       for (const workers of [1, 2, 4]) {
         const p = await s.proxy(workers, "0-1");
         await new Promise((r) => setTimeout(r, 3000));
@@ -313,7 +367,10 @@ async function main() {
     }
     const pss = (w: number) => median(idle.get(w) ?? []);
 
-    const row = (x: (typeof results)[number], kind: "ka" | "nc" | "kaLight" | "ncLight") => {
+    const row = (
+      x: (typeof results)[number],
+      kind: "ka" | "nc" | "kaLight" | "ncLight" | "ncRate",
+    ) => {
       const xs = x[kind];
       const rps = median(xs.map((v) => v.rps));
       const cpu = median(xs.map((v) => v.cpuUsPerReq));
@@ -356,6 +413,13 @@ async function main() {
       "| --- | --- | --- | --- | --- | --- |",
       ...results.map((x) => row(x, "ncLight")),
       "",
+      `New connections at a fixed rate (${RATE}/s, open loop, from a client on CPU 0 through ` +
+        "haproxy): both cores mostly idle, so the CPU per connection carries no contention:",
+      "",
+      "| proxy on | -workers | conn/s | proxy CPU µs per connection | proxy threads busy | CPU 0 / CPU 1 busy |",
+      "| --- | --- | --- | --- | --- | --- |",
+      ...results.map((x) => row(x, "ncRate")),
+      "",
       "Idle proxy memory (Pss of a fresh proxy 3 s after it serves, KiB): " +
         [1, 2, 4].map((w) => `-workers ${w}: ${pss(w)}`).join(", ") +
         ` — ${((pss(4) - pss(1)) / 3 / 1024).toFixed(1)} MiB per worker.`,
@@ -366,7 +430,7 @@ async function main() {
   }
   const text = lines.join("\n") + "\n";
   console.log("\n" + text);
-  if (!smoke) {
+  if (!smoke && !rateOnly) {
     Deno.writeTextFileSync(new URL("./results/workers.md", import.meta.url), text);
     console.log("bench: wrote bench/results/workers.md");
   }
