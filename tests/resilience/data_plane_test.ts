@@ -8,6 +8,7 @@ import { decodePem } from "../../src/trust/pem.ts";
 import { parseExposition } from "../admin/_prometheus.ts";
 import { clientFor, devAgent, eventually, freePort, nth } from "../_helpers.ts";
 import { echoServer, roundTrip, tcpClient, tlsClient } from "../e2e/_net.ts";
+import { floodUntilHeld } from "./_flood.ts";
 
 const SOAK = Deno.env.get("MESHGATE_SOAK") === "1";
 
@@ -166,53 +167,25 @@ Deno.test("data plane: a reader that stops keeps memory bounded while a writer o
   const web = (await s.agent.leaf("web")).value;
   const roots = (await s.agent.roots()).value.Roots.map((r) => r.RootCert);
   const offered = SOAK ? 1024 : 256; // MiB
-  const rssBefore = Deno.memoryUsage().rss;
-  // The writer is its own process: only the proxy's (and the app's) memory is measured here.
-  const writer = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./_writer.ts", import.meta.url).pathname],
-    env: {
+  const flood = await floodUntilHeld(
+    {
       PORT: String(s.port),
       CERT: web.CertPEM,
       KEY: web.PrivateKeyPEM,
       CA: roots.join("\n"),
       MIB: String(offered),
     },
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  let out = "";
-  const reading = (async () => {
-    for await (const t of writer.stdout.pipeThrough(new TextDecoderStream())) out += t;
-  })();
-  // Let it push for a while: the proxy must stop reading once its bound is reached.
-  await eventually(() => s.proxy.inbound!.connections.size === 1, 10_000);
-  const [conn] = s.proxy.inbound!.connections;
-  assert.ok(conn, "the writer's connection");
-  let last = -1;
-  await eventually(
-    async () => {
-      const now = conn.pipe.stats.aToB;
-      const still = now === last;
-      last = now;
-      await new Promise((r) => setTimeout(r, 500));
-      return still;
-    },
-    30_000,
-    "the proxy to stop reading",
+    () => s.proxy.inbound!.connections.size === 1,
+    () => [...s.proxy.inbound!.connections][0]?.pipe.stats.aToB ?? 0,
   );
-  const grownMiB = (Deno.memoryUsage().rss - rssBefore) / 1024 / 1024;
-  const readMiB = conn.pipe.stats.aToB / 1024 / 1024;
-  writer.kill("SIGKILL");
-  await writer.status;
-  await reading;
   console.log(
-    `held: ${offered} MiB offered; the proxy read ${readMiB.toFixed(0)} MiB and stopped ` +
-      `(writer: "${out.trim().split("\n").at(-1)}"); proxy process grew ${grownMiB.toFixed(0)} MiB`,
+    `held: ${offered} MiB offered; the proxy read ${flood.readMiB.toFixed(0)} MiB and stopped ` +
+      `(writer: "${flood.last}"); proxy process grew ${flood.grownMiB.toFixed(0)} MiB`,
   );
-  assert.ok(!out.includes("done"), "the writer was held back");
+  assert.ok(!flood.done, "the writer was held back");
   // Bound: the pipe's 64 MiB pause threshold for TLS sources plus TLS and kernel buffers.
-  assert.ok(readMiB < 100, `read ${readMiB} MiB`);
-  assert.ok(grownMiB < 250, `memory grew ${grownMiB} MiB`);
+  assert.ok(flood.readMiB < 100, `read ${flood.readMiB} MiB`);
+  assert.ok(flood.grownMiB < 250, `memory grew ${flood.grownMiB} MiB`);
   for (const sock of stalled) sock.destroy();
   await new Promise<void>((r) => app.close(() => r()));
 });
