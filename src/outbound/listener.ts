@@ -19,6 +19,7 @@ import {
   serveOutboundNative,
 } from "./connection.ts";
 import { type EndpointHealth, type LoadBalancingPolicy, UpstreamConnector } from "./connector.ts";
+import { nativeTlsSupport } from "./native_tls.ts";
 import type { UpstreamResolver } from "./resolver.ts";
 
 export type { OutboundConnection } from "./connection.ts";
@@ -199,7 +200,7 @@ export async function startUpstream(options: UpstreamOptions): Promise<UpstreamL
   log.log("info", "upstream listener started", {
     bind: formatAddress(address),
     type: up.type,
-    ...(native ? { outboundTls: "native" } : {}),
+    ...(native ? { outboundTls: "native", tlsLayerRoots: nativeTlsLayerRoots() } : {}),
   });
 
   let closing: Promise<void> | undefined;
@@ -311,4 +312,13 @@ function closeQuietly(closer: { close(): void }): void {
   } catch {
     // already closed
   }
+}
+
+/**
+ * What the TLS layer of a native dial trusts, for the operator: `mesh-only` only in a process
+ * started with an empty `DENO_TLS_CA_STORE` (our own check admits mesh roots alone either way).
+ */
+function nativeTlsLayerRoots(): string {
+  const support = nativeTlsSupport();
+  return support.available ? support.tlsLayerRoots : `native leg unavailable: ${support.reason}`;
 }

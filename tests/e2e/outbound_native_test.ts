@@ -16,6 +16,10 @@ Deno.test("proxy -outbound-tls native: 1 MiB both ways with half-close; open con
   });
   const started = logs.find((l) => l.includes("upstream listener started"));
   assert.match(started ?? "", /"outboundTls":"native"/, "web's upstream listens natively");
+  // The operator is told what the TLS layer trusts besides the mesh roots (this test process has
+  // the default store: our own check is what keeps public roots out).
+  const roots = Deno.env.get("DENO_TLS_CA_STORE") === "" ? "mesh-only" : "mesh-and-default";
+  assert.match(started ?? "", new RegExp(`"tlsLayerRoots":"${roots}"`));
 
   // 1 MiB through web's upstream (native) and db's public listener (node:tls) to the echo
   // app; the client's end travels through both and the echo's end comes back.
