@@ -15,8 +15,9 @@
 //     well as all of CPU 1. One thread cannot use more than one core, two can: the scaling.
 //
 // Saturating loads keep both cores ~99 % busy, so a second thread's CPU per connection cannot be
-// told from two busy threads sharing a core. A fixed-rate load of new connections (`--rate`, 100/s
-// by default, open loop) leaves both cores mostly idle: CPU per connection without contention.
+// told from two busy threads sharing a core. A fixed-rate load of new connections (`--rate`, 200/s
+// by default, open loop) leaves both cores mostly idle: CPU per connection without contention;
+// one thread also runs at half that rate, the load per thread of two threads at the full rate.
 //
 // Each run reports requests/s (keep-alive and a new connection per request), the proxy's CPU
 // per request (all its threads, from /proc/<pid>/stat), how busy each of the proxy's threads
@@ -38,7 +39,7 @@ const ROOT = new URL("..", import.meta.url).pathname;
 /** Connections of the light load: few enough that neither core is saturated. */
 const LIGHT = 2;
 /** New connections per second of the fixed-rate load: well under what one core can serve. */
-const RATE = Number(flag("--rate") ?? 100);
+const RATE = Number(flag("--rate") ?? 200);
 /** `--rate-only`: only the fixed-rate load (a quick look at CPU per connection); no file. */
 const rateOnly = Deno.args.includes("--rate-only");
 
@@ -323,6 +324,8 @@ async function main() {
     kaLight: Sample[];
     ncLight: Sample[];
     ncRate: Sample[];
+    /** One thread at half the rate: the per-thread load of two threads at the full rate. */
+    ncRateHalf: Sample[];
   }[] = [];
   try {
     const results: typeof running = [];
@@ -336,6 +339,7 @@ async function main() {
         kaLight: [],
         ncLight: [],
         ncRate: [],
+        ncRateHalf: [],
       });
     }
     // Alone, the fixed-rate load first warms each proxy up as the other loads would have.
@@ -350,6 +354,9 @@ async function main() {
           x.ncLight.push(await sample(x.proxy.pid, x.proxy.front, true, LIGHT));
         }
         x.ncRate.push(await sampleRate(x.proxy.pid, x.proxy.front, RATE));
+        if (x.workers === 1) {
+          x.ncRateHalf.push(await sampleRate(x.proxy.pid, x.proxy.front, RATE / 2));
+        }
       }
     }
     for (const x of running) results.push(x);
@@ -369,7 +376,7 @@ async function main() {
 
     const row = (
       x: (typeof results)[number],
-      kind: "ka" | "nc" | "kaLight" | "ncLight" | "ncRate",
+      kind: "ka" | "nc" | "kaLight" | "ncLight" | "ncRate" | "ncRateHalf",
     ) => {
       const xs = x[kind];
       const rps = median(xs.map((v) => v.rps));
@@ -419,6 +426,15 @@ async function main() {
       "| proxy on | -workers | conn/s | proxy CPU µs per connection | proxy threads busy | CPU 0 / CPU 1 busy |",
       "| --- | --- | --- | --- | --- | --- |",
       ...results.map((x) => row(x, "ncRate")),
+      "",
+      `The same with one thread at ${RATE / 2}/s: the load per thread of two threads at ` +
+        `${RATE}/s. A connection costs less the more of them a thread serves per wake-up (from ` +
+        "50/s to saturation its cost halves), so a thread beyond the first is compared with one " +
+        "thread carrying the same load per thread:",
+      "",
+      "| proxy on | -workers | conn/s | proxy CPU µs per connection | proxy threads busy | CPU 0 / CPU 1 busy |",
+      "| --- | --- | --- | --- | --- | --- |",
+      ...results.filter((x) => x.workers === 1).map((x) => row(x, "ncRateHalf")),
       "",
       "Idle proxy memory (Pss of a fresh proxy 3 s after it serves, KiB): " +
         [1, 2, 4].map((w) => `-workers ${w}: ${pss(w)}`).join(", ") +
