@@ -421,7 +421,7 @@ async function main() {
       ...results.map((x) => row(x, "ncLight")),
       "",
       `New connections at a fixed rate (${RATE}/s, open loop, from a client on CPU 0 through ` +
-        "haproxy): both cores mostly idle, so the CPU per connection carries no contention:",
+        "haproxy): both cores about half idle, so the CPU per connection carries no contention:",
       "",
       "| proxy on | -workers | conn/s | proxy CPU µs per connection | proxy threads busy | CPU 0 / CPU 1 busy |",
       "| --- | --- | --- | --- | --- | --- |",

@@ -1,4 +1,5 @@
-// `deno task bench --smoke`: the benchmark runs end to end (not how fast). Skips loudly when the
+// `deno task bench --smoke` and `bench/workers.ts --smoke`: the benchmarks run end to end (not how
+// fast). Skips loudly when the
 // Debian tools are missing and cannot be installed. Consul's built-in proxy is in the smoke run
 // when a Consul binary is there (it adds about 7 s); without one the bench must say it skipped it.
 import assert from "node:assert/strict";
@@ -60,5 +61,32 @@ Deno.test({
     } else {
       assert.match(out, /consul-builtin SKIPPED: no Consul binary/);
     }
+  },
+});
+
+Deno.test({
+  name:
+    "bench/workers.ts: the smoke run measures 1 and 2 workers under every load and prints each table",
+  ignore: missing.length > 0,
+  sanitizeResources: false,
+  async fn() {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../bench/workers.ts", import.meta.url).pathname, "--smoke"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(r.stdout);
+    assert.equal(r.code, 0, out + new TextDecoder().decode(r.stderr));
+    // A row: where the proxy ran, its workers, a rate, CPU per unit of work, its threads, cores.
+    const row = (cpus: string, workers: number) =>
+      new RegExp(`^\\| ${cpus} \\| ${workers} \\| \\d+ \\| \\d+ \\| main \\d+ %.* \\|`, "gm");
+    // Five tables with both thread counts (saturating and light, keep-alive and new connections;
+    // the fixed rate), and the matched-load table with one thread only.
+    for (const cpus of ["CPU 1 only", "CPUs 0-1"]) {
+      assert.equal(out.match(row(cpus, 1))?.length, 6, `${cpus}, 1 worker:\n${out}`);
+      assert.equal(out.match(row(cpus, 2))?.length, 5, `${cpus}, 2 workers:\n${out}`);
+    }
+    assert.match(out, /worker-1 \d+ %/, "the worker thread's share is shown");
+    assert.match(out, /-workers 1: \d+, -workers 2: \d+, -workers 4: \d+ — [\d.]+ MiB per worker/);
   },
 });
