@@ -1,7 +1,7 @@
 // `deno task bench --smoke` and `bench/workers.ts --smoke`: the benchmarks run end to end (not how
-// fast). Skips loudly when the
-// Debian tools are missing and cannot be installed. Consul's built-in proxy is in the smoke run
-// when a Consul binary is there (it adds about 7 s); without one the bench must say it skipped it.
+// fast). Skips loudly when the Debian tools are missing and cannot be installed. Consul's
+// built-in proxy is in the smoke run when a Consul binary is there (it adds about 7 s); without
+// one the bench must say it skipped it.
 import assert from "node:assert/strict";
 import { consulBinary } from "../bench/tunnels.ts";
 
