@@ -16,18 +16,24 @@ if (missing.length) {
   console.warn(`\n*** bench_smoke_test.ts: SKIPPED — missing ${missing.join(", ")} ***\n`);
 }
 
+/** Runs `bench/<script> --smoke`; its standard output, once it exited 0. */
+async function smoke(script: string): Promise<string> {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(`../bench/${script}`, import.meta.url).pathname, "--smoke"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const out = new TextDecoder().decode(r.stdout);
+  assert.equal(r.code, 0, out + new TextDecoder().decode(r.stderr));
+  return out;
+}
+
 Deno.test({
   name: "bench: the smoke run measures every tunnel and prints the table",
   ignore: missing.length > 0,
   sanitizeResources: false,
   async fn() {
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("../bench/main.ts", import.meta.url).pathname, "--smoke"],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const out = new TextDecoder().decode(r.stdout);
-    assert.equal(r.code, 0, out + new TextDecoder().decode(r.stderr));
+    const out = await smoke("main.ts");
     const consul = consulBinary() !== undefined;
     const tunnels = [
       "direct",
@@ -70,13 +76,7 @@ Deno.test({
   ignore: missing.length > 0,
   sanitizeResources: false,
   async fn() {
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("../bench/workers.ts", import.meta.url).pathname, "--smoke"],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const out = new TextDecoder().decode(r.stdout);
-    assert.equal(r.code, 0, out + new TextDecoder().decode(r.stderr));
+    const out = await smoke("workers.ts");
     // A row: where the proxy ran, its workers, a rate, CPU per unit of work, its threads, cores.
     const row = (cpus: string, workers: number) =>
       new RegExp(`^\\| ${cpus} \\| ${workers} \\| \\d+ \\| \\d+ \\| main \\d+ %.* \\|`, "gm");
