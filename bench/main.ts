@@ -340,8 +340,8 @@ async function main() {
   await Deno.writeTextFile(
     `${dir}/nginx.conf`,
     `worker_processes 1;\npid ${dir}/nginx.pid;\nerror_log stderr;\n` +
-      // Every tunnel's idle connections are held at once (6 × 2,000).
-      `worker_rlimit_nofile 20000;\nevents { worker_connections 16384; }\n` +
+      // Every tunnel's idle connections are held at once (8 × 2,000).
+      `worker_rlimit_nofile 20000;\nevents { worker_connections 19000; }\n` +
       `http {\n  access_log off;\n` +
       `  client_body_temp_path ${dir}/tmp;\n  proxy_temp_path ${dir}/tmp;\n` +
       `  fastcgi_temp_path ${dir}/tmp;\n  uwsgi_temp_path ${dir}/tmp;\n  scgi_temp_path ${dir}/tmp;\n` +
@@ -376,6 +376,12 @@ async function main() {
       "meshgate-w2",
       (b, tag) =>
         meshgatePair(b, `bench-${tag}-w2`, ["-workers", "2"], "meshgate-w2", ["-workers", "2"]),
+    ],
+    // The same pair with the client side's upstream on the native-TLS leg (Deno.connectTls).
+    [
+      "meshgate-native",
+      (b, tag) =>
+        meshgatePair(b, `bench-${tag}-n`, [], "meshgate-native", ["-outbound-tls", "native"]),
     ],
     ["haproxy", async (b, tag) => haproxyPair(await sub(dir, `haproxy-${tag}`), b)],
     // The same pair without TLS session resumption: a full handshake per connection.
@@ -673,6 +679,24 @@ function report(
       lines.push(
         line("new connections/s, -authorize-fresh", f, "nc", true, true, true),
         line("new connection p99, -authorize-fresh", f, "ncP99", false, true, true),
+      );
+    }
+    const n = rows.get("meshgate-native");
+    if (n) {
+      // The opt-in native leg against the default node:tls leg, same run (README: why not default).
+      const vs = (key: keyof Row, up: boolean) => ratio(n[key], m[key], up);
+      lines.push(
+        "",
+        "meshgate-native (client side -outbound-tls native) ÷ meshgate (node:tls), higher is better:",
+        "",
+        "| 1 stream MB/s | 4 streams MB/s | keep-alive req/s | keep-alive p99 | new connections/s | new connection p50 | new connection p99 | CPU per 100 MB | CPU per keep-alive request | CPU per new connection | idle KiB per connection |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        `| ${vs("mbps1", true)} | ${vs("mbps4", true)} | ${vs("ka", true)} | ${
+          vs("kaP99", false)
+        } | ` +
+          `${vs("nc", true)} | ${vs("ncP50", false)} | ${vs("ncP99", false)} | ` +
+          `${vs("cpuMb", false)} | ${vs("cpuKa", false)} | ${vs("cpuNc", false)} | ` +
+          `${vs("idle", false)} |`,
       );
     }
     const w = rows.get("meshgate-w2");
